@@ -1,0 +1,255 @@
+"""Config loading: YAML -> `${VAR}` interpolation -> typed, validated `Config`.
+
+Interpolation happens on parsed string values, never on the file text, so an environment
+variable (a secret, say) can never change the file's structure. Every error names the field
+and its position in the file: `sluice.yaml:12:5: accounts[0].limits.rpm: Expected int`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+Provider = Literal["openai", "openai-compatible", "anthropic", "gemini", "mistral", "deepseek", "mock"]
+
+_DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "mistral": "https://api.mistral.ai/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True):
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int = 16
+    input_tpm: int | None = None
+    output_tpm: int | None = None
+
+
+class Account(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    provider: Provider
+    base_url: str = ""
+    api_key: str = ""
+    limits: Limits = msgspec.field(default_factory=Limits)
+    weight: float = 1.0
+    timeout_seconds: float = 600.0
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never let the key reach a log line or traceback
+        return f"Account(name={self.name!r}, provider={self.provider!r}, base_url={self.base_url!r})"
+
+
+class RouteTarget(msgspec.Struct, forbid_unknown_fields=True):
+    account: str
+    model: str
+
+
+class Model(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    route: list[RouteTarget]
+    default_max_tokens: int | None = None
+
+
+class ClientKey(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    key: str
+
+    def __repr__(self) -> str:
+        return f"ClientKey(name={self.name!r})"
+
+
+class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
+    max_wait_seconds: float = 300.0  # how long a request may wait for capacity before a 429
+    max_depth: int = 100_000  # per account ready-queue cap
+    lease_seconds: float = 30.0  # a claim expires unless its worker heartbeats
+    max_attempts: int = 3  # lease expiries before a job goes to the dead-letter queue
+    default_max_tokens: int = 1024  # token reservation when the client sends no max_tokens
+    keepalive_seconds: float = 15.0  # SSE comment interval while a stream waits in the queue
+    batch_delay_seconds: float = 60.0  # batch work ranks as if enqueued this much later
+    stream_coalesce_ms: float = 15.0  # after the first token, deltas are written at most this often
+    result_ttl_seconds: int = 900  # how long a finished stream stays resumable
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "sluice"
+    client_keys: list[ClientKey] = msgspec.field(default_factory=list)
+    accounts: list[Account] = msgspec.field(default_factory=list)
+    models: list[Model] = msgspec.field(default_factory=list)
+    queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
+
+    def account(self, name: str) -> Account:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        raise ConfigError(f"no account named {name!r}")
+
+    def model(self, name: str) -> Model | None:
+        return self._models.get(name)
+
+    @property
+    def _models(self) -> dict[str, Model]:
+        cached: dict[str, Model] | None = getattr(self, "_model_index", None)
+        if cached is None:
+            cached = {m.name: m for m in self.models}
+            object.__setattr__(self, "_model_index", cached)
+        return cached
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Located:
+    """Maps a msgspec error path (`$.accounts[0].limits`) to a YAML position."""
+
+    def __init__(self, node: yaml.Node) -> None:
+        self.marks: dict[str, yaml.Mark] = {}
+        self._walk(node, "$")
+
+    def _walk(self, node: yaml.Node, path: str) -> None:
+        self.marks[path] = node.start_mark
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                self.marks[f"{path}.{key.value}"] = key.start_mark
+                self._walk(value, f"{path}.{key.value}")
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, f"{path}[{i}]")
+
+    def where(self, path: str) -> str:
+        while path not in self.marks and "." in path:
+            path = path.rsplit(".", 1)[0].rsplit("[", 1)[0] if path.endswith("]") else path.rsplit(".", 1)[0]
+        mark = self.marks.get(path)
+        return f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
+
+
+def _interpolate(value: Any, path: str, env: dict[str, str], missing: list[str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            missing.append(f"{path}: environment variable {name} is not set")
+            return ""
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{path}.{k}", env, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", env, missing) for i, v in enumerate(value)]
+    return value
+
+
+def _path_of(error: msgspec.ValidationError) -> str:
+    match = re.search(r"at `(\$[^`]*)`", str(error))
+    return match.group(1) if match else "$"
+
+
+def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        pos = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
+        raise ConfigError(f"{source}:{pos}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    located = _Located(node) if node is not None else None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}:1:1: the config must be a mapping")
+
+    def fail(path: str, message: str) -> ConfigError:
+        pos = located.where(path) if located else "1:1"
+        field = path.removeprefix("$").removeprefix(".") or "(top level)"
+        return ConfigError(f"{source}:{pos}: {field}: {message}")
+
+    missing: list[str] = []
+    data = _interpolate(raw, "$", env, missing)
+    if missing:
+        path, message = missing[0].split(": ", 1)
+        raise fail(path, message)
+    try:
+        config = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        path = _path_of(exc)
+        raise fail(path, str(exc).split(" - at ")[0]) from None
+    _check(config, fail)
+    return config
+
+
+def _check(config: Config, fail: Any) -> None:
+    names: set[str] = set()
+    for i, account in enumerate(config.accounts):
+        if account.name in names:
+            raise fail(f"$.accounts[{i}].name", f"duplicate account name {account.name!r}")
+        names.add(account.name)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", account.name):
+            raise fail(f"$.accounts[{i}].name", "use letters, digits, '-', '_' or '.'")
+        if not account.base_url:
+            default = _DEFAULT_BASE_URLS.get(account.provider)
+            if default is None:
+                raise fail(f"$.accounts[{i}].base_url", f"required for provider {account.provider!r}")
+            account.base_url = default
+        account.base_url = account.base_url.rstrip("/")
+        if account.provider not in ("mock", "openai-compatible") and not account.api_key:
+            raise fail(f"$.accounts[{i}].api_key", f"required for provider {account.provider!r}")
+        limits = account.limits
+        for field in ("rpm", "tpm", "input_tpm", "output_tpm"):
+            value = getattr(limits, field)
+            if value is not None and value <= 0:
+                raise fail(f"$.accounts[{i}].limits.{field}", "must be a positive number")
+        if limits.concurrency <= 0:
+            raise fail(f"$.accounts[{i}].limits.concurrency", "must be a positive number")
+    models: set[str] = set()
+    for i, model in enumerate(config.models):
+        if model.name in models:
+            raise fail(f"$.models[{i}].name", f"duplicate model name {model.name!r}")
+        models.add(model.name)
+        if not model.route:
+            raise fail(f"$.models[{i}].route", "a model needs at least one account")
+        for j, target in enumerate(model.route):
+            if target.account not in names:
+                raise fail(f"$.models[{i}].route[{j}].account", f"no account named {target.account!r}")
+    keys: set[str] = set()
+    for i, client in enumerate(config.client_keys):
+        if not client.key:
+            raise fail(f"$.client_keys[{i}].key", "must not be empty")
+        if client.key in keys:
+            raise fail(f"$.client_keys[{i}].key", "duplicate client key")
+        keys.add(client.key)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    path = Path(path or os.environ.get("SLUICE_CONFIG") or _default_path())
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    return parse_config(text, str(path))
+
+
+def _default_path() -> Path:
+    for candidate in (Path("sluice.yaml"), Path(__file__).parent / "demo.yaml"):
+        if candidate.exists():
+            return candidate
+    return Path("sluice.yaml")

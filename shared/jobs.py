@@ -1,0 +1,52 @@
+"""The unit of work that crosses the queue: one normalized request bound for one account."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from shared.model import ChatRequest, StreamEvent
+
+Priority = Literal["interactive", "batch"]
+
+
+class Job(msgspec.Struct, omit_defaults=True):
+    id: str  # also the request id: names the output stream and appears in every log line
+    account: str
+    upstream_model: str  # the provider's model name for this account
+    request: ChatRequest
+    reply_to: str  # the pub/sub channel of the API process waiting for it ("" = none)
+    enqueued_ms: int
+    deadline_ms: int  # past this the client has given up: do not start it
+    input_estimate: int
+    output_reserve: int
+    priority: Priority = "interactive"
+    client: str = ""  # client key name, for per-client metrics
+
+
+class Claimed(msgspec.Struct):
+    job: Job
+    attempt: int  # lease expiries so far: > 0 means an earlier worker died holding it
+
+
+_job_encoder = msgspec.json.Encoder()
+_job_decoder = msgspec.json.Decoder(Job)
+_events_encoder = msgspec.json.Encoder()
+_events_decoder = msgspec.json.Decoder(list[StreamEvent])
+
+
+def encode_job(job: Job) -> bytes:
+    return _job_encoder.encode(job)
+
+
+def decode_job(payload: bytes) -> Job:
+    return _job_decoder.decode(payload)
+
+
+def encode_events(events: list[StreamEvent]) -> bytes:
+    return _events_encoder.encode(events)
+
+
+def decode_events(payload: bytes) -> list[StreamEvent]:
+    return _events_decoder.decode(payload)

@@ -1,0 +1,205 @@
+"""The one internal model every dialect converts to and from.
+
+It follows no vendor's shape: a request is a system prompt plus messages made of typed
+content parts; a response is a list of parts plus a finish reason and usage; a stream is a
+small, block-indexed union of events. Everything here is a msgspec Struct so the same types
+cross Redis (worker -> API) at a few microseconds per event, and so client bodies decode with
+errors that name the offending field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+# --- content parts ---------------------------------------------------------------------------
+
+
+class Text(msgspec.Struct, tag="text", omit_defaults=True):
+    text: str
+
+
+class Image(msgspec.Struct, tag="image", omit_defaults=True):
+    """An image either by URL or inline (base64 `data` plus `media_type`)."""
+
+    url: str | None = None
+    data: str | None = None
+    media_type: str | None = None
+
+
+class ToolCall(msgspec.Struct, tag="tool_call", omit_defaults=True):
+    id: str
+    name: str
+    arguments: str  # JSON text, exactly as the model produced it
+    signature: str | None = None  # provider-opaque blob (e.g. Gemini thoughtSignature)
+
+
+class ToolResult(msgspec.Struct, tag="tool_result", omit_defaults=True):
+    tool_call_id: str
+    content: str
+    is_error: bool = False
+    name: str | None = None  # Gemini needs the function name; filled from history when known
+
+
+class Reasoning(msgspec.Struct, tag="reasoning", omit_defaults=True):
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None  # opaque redacted block (Anthropic redacted_thinking)
+    provider: str | None = None  # signatures only round-trip to the provider that made them
+
+
+Part = Text | Image | ToolCall | ToolResult | Reasoning
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    role: Literal["user", "assistant"]
+    content: list[Part]
+
+
+# --- request ---------------------------------------------------------------------------------
+
+
+class Tool(msgspec.Struct, omit_defaults=True):
+    name: str
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    description: str | None = None
+    strict: bool | None = None
+
+
+class ToolChoice(msgspec.Struct, omit_defaults=True):
+    mode: Literal["auto", "none", "required", "tool"]
+    name: str | None = None
+
+
+class ResponseFormat(msgspec.Struct, omit_defaults=True):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatRequest(msgspec.Struct, omit_defaults=True):
+    model: str
+    messages: list[Message]
+    system: list[Text] = msgspec.field(default_factory=list)
+    tools: list[Tool] = msgspec.field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = msgspec.field(default_factory=list)
+    n: int = 1
+    seed: int | None = None
+    reasoning_effort: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+    user: str | None = None
+
+
+# --- response --------------------------------------------------------------------------------
+
+FinishReason = Literal["end_turn", "stop_sequence", "max_tokens", "tool_use", "content_filter", "error"]
+
+
+class Usage(msgspec.Struct, omit_defaults=True):
+    input_tokens: int = 0  # all prompt tokens, cached included
+    output_tokens: int = 0  # all generated tokens, reasoning included
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class ChatResponse(msgspec.Struct, omit_defaults=True):
+    id: str
+    model: str
+    content: list[Part]
+    finish_reason: FinishReason
+    usage: Usage = msgspec.field(default_factory=Usage)
+    stop_sequence: str | None = None
+
+
+# --- stream events ---------------------------------------------------------------------------
+# Blocks are indexed in output order; a block is opened, receives deltas, then is closed.
+
+
+class MessageStart(msgspec.Struct, tag="start", omit_defaults=True):
+    id: str
+    model: str
+    input_tokens: int = 0
+
+
+class BlockStart(msgspec.Struct, tag="block", omit_defaults=True):
+    index: int
+    kind: Literal["text", "tool_call", "reasoning"]
+    id: str | None = None
+    name: str | None = None
+
+
+class TextDelta(msgspec.Struct, tag="text", omit_defaults=True):
+    index: int
+    text: str
+
+
+class ToolArgsDelta(msgspec.Struct, tag="args", omit_defaults=True):
+    index: int
+    json: str
+
+
+class ReasoningDelta(msgspec.Struct, tag="think", omit_defaults=True):
+    index: int
+    text: str = ""
+    signature: str | None = None
+
+
+class BlockStop(msgspec.Struct, tag="block_stop", omit_defaults=True):
+    index: int
+
+
+class UsageEvent(msgspec.Struct, tag="usage", omit_defaults=True):
+    usage: Usage
+
+
+class MessageStop(msgspec.Struct, tag="stop", omit_defaults=True):
+    finish_reason: FinishReason
+    stop_sequence: str | None = None
+
+
+class ErrorInfo(msgspec.Struct, omit_defaults=True):
+    kind: str
+    message: str
+    status: int = 500
+    retry_after: float | None = None
+    param: str | None = None
+
+
+class StreamError(msgspec.Struct, tag="error", omit_defaults=True):
+    error: ErrorInfo
+
+
+class Complete(msgspec.Struct, tag="complete", omit_defaults=True):
+    """A whole non-streaming answer, sent as one event."""
+
+    response: ChatResponse
+
+
+StreamEvent = (
+    MessageStart
+    | BlockStart
+    | TextDelta
+    | ToolArgsDelta
+    | ReasoningDelta
+    | BlockStop
+    | UsageEvent
+    | MessageStop
+    | StreamError
+    | Complete
+)
+
+TERMINAL_EVENTS = (MessageStop, StreamError, Complete)

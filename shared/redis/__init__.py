@@ -1,0 +1,1 @@
+"""Everything Sluice keeps in Redis: the key layout, the Lua scripts and a private server."""

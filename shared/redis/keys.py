@@ -1,0 +1,69 @@
+"""Every Redis key Sluice uses, built in one place.
+
+Per account (hash tag `{acct}`, so one Lua script can touch them all on one Cluster slot):
+
+    {p}:{acct}:ready      ZSET  job id -> rank (enqueue ms + priority delay); the account's queue
+    {p}:{acct}:inflight   ZSET  job id -> lease deadline ms; claimed, not yet acknowledged
+    {p}:{acct}:jobs       HASH  job id -> Job (msgspec JSON)
+    {p}:{acct}:meta       HASH  job id -> reserved token cost; "<id>:s" -> rank; "<id>:a" -> attempts
+    {p}:{acct}:rl         HASH  the account's limiter: tat_r, tat_t, tat_i, tat_o, blocked (ms)
+    {p}:{acct}:bell       LIST  doorbell: one token per enqueue wakes one waiting worker
+    {p}:{acct}:dlq        ZSET  job id -> ms when it was dead-lettered
+    {p}:{acct}:workers    ZSET  worker id -> last heartbeat ms (liveness for /readyz and status)
+    {p}:{acct}:stats      HASH  counters (claimed, completed, failed, requeued, upstream_429)
+
+Per request (hash tag `{req}`):
+
+    {p}:out:{req}         STREAM  the request's event log; SSE ids point into it (resume)
+
+Per API process:
+
+    {p}:reply:<api id>    CHANNEL live tap: the worker publishes each stream entry here too
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKeys:
+    ready: str
+    inflight: str
+    jobs: str
+    meta: str
+    rl: str
+    bell: str
+    dlq: str
+    workers: str
+    stats: str
+
+
+class Keys:
+    def __init__(self, prefix: str = "sluice") -> None:
+        self.prefix = prefix
+        self._accounts: dict[str, AccountKeys] = {}
+
+    def account(self, name: str) -> AccountKeys:
+        keys = self._accounts.get(name)
+        if keys is None:
+            base = f"{self.prefix}:{{{name}}}"
+            keys = AccountKeys(
+                ready=f"{base}:ready",
+                inflight=f"{base}:inflight",
+                jobs=f"{base}:jobs",
+                meta=f"{base}:meta",
+                rl=f"{base}:rl",
+                bell=f"{base}:bell",
+                dlq=f"{base}:dlq",
+                workers=f"{base}:workers",
+                stats=f"{base}:stats",
+            )
+            self._accounts[name] = keys
+        return keys
+
+    def out(self, request_id: str) -> str:
+        return f"{self.prefix}:out:{{{request_id}}}"
+
+    def reply_channel(self, api_id: str) -> str:
+        return f"{self.prefix}:reply:{api_id}"

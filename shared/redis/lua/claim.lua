@@ -1,0 +1,56 @@
+-- claim.lua: re-queue expired leases, then claim up to N jobs from the head of the queue, each
+-- only if the account's limits allow it. Limiter check and claim are one atomic step.
+-- KEYS: 1 ready, 2 inflight, 3 jobs, 4 meta, 5 rl, 6 dlq, 7 stats
+-- ARGV: 1 lease ms, 2 max jobs, 3 rpm, 4 tpm, 5 input tpm, 6 output tpm (0 = unlimited),
+--       7 concurrency (0 = unlimited), 8 max attempts, 9 request tolerance ms, 10 token tolerance ms
+-- Returns {code, wait ms, {id, payload, attempt, ...}, {dead id, payload, ...}}
+--   code 0: claimed what there was; 1: the head job waits for the limiter (wait ms);
+--   code 2: concurrency is full (wait for a release); 3: the account is blocked (wait ms)
+local now = now_ms()
+local lease = tonumber(ARGV[1])
+local max_attempts = tonumber(ARGV[8])
+
+local dead = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 32)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[2], id)
+  local attempts = redis.call('HINCRBY', KEYS[4], id .. ':a', 1)
+  if attempts >= max_attempts then
+    -- the payload stays in `jobs` for inspection; the dead-letter set says when it died
+    redis.call('ZADD', KEYS[6], now, id)
+    redis.call('HINCRBY', KEYS[7], 'dead', 1)
+    dead[#dead + 1] = id
+    dead[#dead + 1] = redis.call('HGET', KEYS[3], id) or ''
+  else
+    local rank = redis.call('HGET', KEYS[4], id .. ':s') or tostring(now)
+    redis.call('ZADD', KEYS[1], rank, id)
+    redis.call('HINCRBY', KEYS[7], 'reclaimed', 1)
+  end
+end
+
+local blocked = tonumber(redis.call('HGET', KEYS[5], 'blocked') or '0')
+if blocked > now then return {3, math.ceil(blocked - now), {}, dead} end
+
+local limits = parse_limits(ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local tolerance = {r = tonumber(ARGV[9]), t = tonumber(ARGV[10]), i = tonumber(ARGV[10]), o = tonumber(ARGV[10])}
+local concurrency = tonumber(ARGV[7])
+local claimed = {}
+for _ = 1, tonumber(ARGV[2]) do
+  if concurrency > 0 and redis.call('ZCARD', KEYS[2]) >= concurrency then
+    return {2, 0, claimed, dead}
+  end
+  local head = redis.call('ZRANGE', KEYS[1], 0, 0)
+  if #head == 0 then return {0, 0, claimed, dead} end
+  local id = head[1]
+  local costs = parse_cost(redis.call('HGET', KEYS[4], id))
+  local wait = limiter_wait(KEYS[5], now, limits, tolerance, costs)
+  if wait > 0 then return {1, wait, claimed, dead} end
+  limiter_charge(KEYS[5], now, limits, costs, 1)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], now + lease, id)
+  redis.call('HINCRBY', KEYS[7], 'claimed', 1)
+  claimed[#claimed + 1] = id
+  claimed[#claimed + 1] = redis.call('HGET', KEYS[3], id) or ''
+  claimed[#claimed + 1] = tonumber(redis.call('HGET', KEYS[4], id .. ':a') or '0')
+end
+return {0, 0, claimed, dead}

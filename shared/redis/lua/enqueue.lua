@@ -1,0 +1,13 @@
+-- enqueue.lua: put one job on an account's queue, unless the queue is at its cap.
+-- KEYS: 1 ready, 2 jobs, 3 meta, 4 bell
+-- ARGV: 1 job id, 2 payload, 3 reserved cost "input:output", 4 rank delay ms (priority), 5 max depth
+-- Returns the queue depth including this job, or -1 when the queue is full.
+local depth = redis.call('ZCARD', KEYS[1])
+if depth >= tonumber(ARGV[5]) then return -1 end
+local rank = now_ms() + tonumber(ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3], ARGV[1] .. ':s', tostring(rank))
+redis.call('ZADD', KEYS[1], rank, ARGV[1])
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, 255)
+return depth + 1

@@ -1,0 +1,145 @@
+"""The Lua scripts, loaded once from `lua/*.lua`, behind typed async wrappers.
+
+Each script is one atomic step of the queue; callers never write EVAL. `limiter.lua` is a
+prelude shared by the scripts that consult or adjust an account's limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from shared.config import Account, QueueSettings
+from shared.redis.keys import AccountKeys
+
+
+def _source(name: str) -> str:
+    lua = resources.files("shared.redis") / "lua"
+    prelude = (lua / "limiter.lua").read_text()
+    return prelude + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    code: int  # 0 claimed what there was, 1 limiter wait, 2 concurrency full, 3 account blocked
+    wait_ms: int
+    claimed: list[tuple[str, bytes, int]]  # (job id, payload, attempts so far)
+    dead: list[tuple[str, bytes]]  # jobs moved to the dead-letter queue by this call
+
+
+@dataclass(frozen=True, slots=True)
+class LimitArgs:
+    """An account's limits as the scripts take them (0 = unlimited)."""
+
+    rpm: int
+    tpm: int
+    input_tpm: int
+    output_tpm: int
+    concurrency: int
+    request_tolerance_ms: int
+    token_tolerance_ms: int
+
+    @classmethod
+    def of(cls, account: Account) -> LimitArgs:
+        lim = account.limits
+        return cls(
+            rpm=lim.rpm or 0,
+            tpm=lim.tpm or 0,
+            input_tpm=lim.input_tpm or 0,
+            output_tpm=lim.output_tpm or 0,
+            concurrency=lim.concurrency,
+            # Pace requests evenly (no burst): providers enforce over windows far shorter than
+            # a minute, and a burst is what trips them.
+            request_tolerance_ms=0,
+            token_tolerance_ms=0,
+        )
+
+    def rates(self) -> list[int]:
+        return [self.rpm, self.tpm, self.input_tpm, self.output_tpm]
+
+
+class Scripts:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._enqueue = client.register_script(_source("enqueue"))
+        self._claim = client.register_script(_source("claim"))
+        self._ack = client.register_script(_source("ack"))
+        self._release = client.register_script(_source("release"))
+        self._block = client.register_script(_source("block"))
+        self._heartbeat = client.register_script(_source("heartbeat"))
+        self._cancel = client.register_script(_source("cancel"))
+
+    async def enqueue(
+        self, keys: AccountKeys, job_id: str, payload: bytes, cost: tuple[int, int], delay_ms: int, max_depth: int
+    ) -> int:
+        result = await self._call(
+            self._enqueue,
+            [keys.ready, keys.jobs, keys.meta, keys.bell],
+            [job_id, payload, f"{cost[0]}:{cost[1]}", delay_ms, max_depth],
+        )
+        return int(result)
+
+    async def claim(
+        self, keys: AccountKeys, limits: LimitArgs, queue: QueueSettings, max_jobs: int
+    ) -> ClaimResult:
+        code, wait, flat, dead_flat = await self._call(
+            self._claim,
+            [keys.ready, keys.inflight, keys.jobs, keys.meta, keys.rl, keys.dlq, keys.stats],
+            [
+                int(queue.lease_seconds * 1000),
+                max_jobs,
+                *limits.rates(),
+                limits.concurrency,
+                queue.max_attempts,
+                limits.request_tolerance_ms,
+                limits.token_tolerance_ms,
+            ],
+        )
+        claimed = [(_s(flat[i]), flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
+        dead = [(_s(dead_flat[i]), dead_flat[i + 1]) for i in range(0, len(dead_flat), 2)]
+        return ClaimResult(int(code), int(wait), claimed, dead)
+
+    async def ack(
+        self, keys: AccountKeys, limits: LimitArgs, job_id: str, used: tuple[int, int] | None, outcome: str
+    ) -> bool:
+        used_in, used_out = used if used is not None else (-1, -1)
+        result = await self._call(
+            self._ack,
+            [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats],
+            [job_id, used_in, used_out, *limits.rates(), outcome],
+        )
+        return bool(result)
+
+    async def release(
+        self, keys: AccountKeys, limits: LimitArgs, job_id: str, block_ms: int, counter: str
+    ) -> bool:
+        result = await self._call(
+            self._release,
+            [keys.ready, keys.inflight, keys.meta, keys.rl, keys.stats],
+            [job_id, block_ms, *limits.rates(), counter],
+        )
+        return bool(result)
+
+    async def block(self, keys: AccountKeys, block_ms: int) -> int:
+        return int(await self._call(self._block, [keys.rl], [block_ms]))
+
+    async def heartbeat(
+        self, keys: AccountKeys, lease_ms: int, worker_id: str, job_ids: list[str]
+    ) -> list[str]:
+        lost = await self._call(self._heartbeat, [keys.inflight, keys.workers], [lease_ms, worker_id, *job_ids])
+        return [_s(x) for x in lost]
+
+    async def cancel(self, keys: AccountKeys, job_id: str) -> bool:
+        result = await self._call(self._cancel, [keys.ready, keys.jobs, keys.meta, keys.stats], [job_id])
+        return bool(result)
+
+    @staticmethod
+    async def _call(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        return await script(keys=keys, args=args)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
