@@ -15,6 +15,7 @@ Per account (hash tag `{acct}`, so one Lua script can touch them all on one Clus
 Per request (hash tag `{req}`):
 
     {p}:out:{req}         STREAM  the request's event log; SSE ids point into it (resume)
+    {p}:outmeta:{req}     HASH    how to re-render it for a resuming client (dialect, model, client)
 
 Per API process:
 
@@ -64,6 +65,9 @@ class Keys:
 
     def out(self, request_id: str) -> str:
         return f"{self.prefix}:out:{{{request_id}}}"
+
+    def out_meta(self, request_id: str) -> str:
+        return f"{self.prefix}:outmeta:{{{request_id}}}"
 
     def reply_channel(self, api_id: str) -> str:
         return f"{self.prefix}:reply:{api_id}"

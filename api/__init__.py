@@ -1,0 +1,1 @@
+"""The thin HTTP front end: authenticate, normalize, enqueue, relay the answer back."""

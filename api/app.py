@@ -1,0 +1,62 @@
+"""The FastAPI application: built by `create_app(config)`, its clients made in the lifespan."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.dispatch import Dispatcher
+from api.hub import ReplyHub
+from api.relay import AppState
+from api.routes import health, openai_chat, streams
+from shared.config import Config
+from shared.redis.keys import Keys
+
+
+def create_app(config: Config) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(config.redis_url, max_connections=512)
+        api_id = uuid.uuid4().hex[:12]
+        hub = ReplyHub(client, Keys(config.key_prefix).reply_channel(api_id))
+        await hub.start()
+        app.state.sluice = AppState(
+            config=config,
+            redis=client,
+            dispatcher=Dispatcher(config, client, hub),
+            clients={c.key: c.name for c in config.client_keys},
+        )
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await client.aclose()
+
+    app = FastAPI(title="Sluice", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    for module in (openai_chat, streams, health):
+        app.include_router(module.router)
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return Response(b'{"error":{"message":"Unknown path.","type":"invalid_request_error","param":null,'
+                        b'"code":"unknown_url"}}', 404, media_type="application/json")
+
+    return app
+
+
+def from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` (multi-process API): config from SLUICE_CONFIG."""
+    import os
+
+    from shared.config import load_config
+
+    config = load_config(os.environ.get("SLUICE_CONFIG") or None)
+    if os.environ.get("SLUICE_REDIS_URL"):
+        config.redis_url = os.environ["SLUICE_REDIS_URL"]
+    return create_app(config)

@@ -1,0 +1,199 @@
+"""From a normalized request to the client's answer, in the client's own dialect.
+
+Streams are SSE whose every frame carries `id: <job>.<seq>.<n>`: the job, the stream record
+entry, and the frame's position among the frames rendered from that entry. A client that
+reconnects with `Last-Event-ID` (to any API process) gets exactly the frames after that one:
+the record is replayed through a fresh renderer and everything up to the id is discarded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from starlette.datastructures import Headers
+from starlette.responses import Response, StreamingResponse
+
+from api.dialects import DIALECTS, Dialect, Renderer
+from api.dispatch import Dispatcher, Ticket
+from shared.config import Config
+from shared.errors import GatewayError, invalid
+from shared.jobs import decode_events, encode_events
+from shared.model import TERMINAL_EVENTS, ChatRequest, Complete, StreamError
+from shared.protocols.sse import KEEPALIVE, frame
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(slots=True)
+class AppState:
+    config: Config
+    redis: aioredis.Redis
+    dispatcher: Dispatcher
+    clients: dict[str, str]  # client key -> client name
+
+
+def error_response(dialect: Dialect, err: GatewayError) -> Response:
+    status, body, headers = dialect.render_error(err)
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+def _max_wait(headers: Headers) -> float | None:
+    raw = headers.get("x-sluice-max-wait")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise invalid("The x-sluice-max-wait header must be a number of seconds.", "x-sluice-max-wait") from None
+    if not 0 <= value <= 86400:
+        raise invalid("The x-sluice-max-wait header must be between 0 and 86400.", "x-sluice-max-wait")
+    return value
+
+
+async def handle(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers) -> Response:
+    model = state.config.model(req.model)
+    if model is None:
+        raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
+    dispatcher = state.dispatcher
+    account, upstream_model = await dispatcher.choose_route(model)
+    job = dispatcher.new_job(req, model, account, upstream_model, client, _max_wait(headers))
+    meta = None
+    if req.stream:
+        meta = {"dialect": dialect.name, "model": req.model, "client": client,
+                "usage": "1" if req.include_usage else "0"}
+    ticket = await dispatcher.submit(job, meta)
+    if not req.stream:
+        try:
+            return await _respond_once(state, dialect, ticket, req.model)
+        finally:
+            dispatcher.release(ticket)
+    renderer = dialect.renderer(req.model, job.id, req.include_usage)
+    return await _respond_stream(state, ticket, renderer, dialect)
+
+
+def _timing_headers(ticket: Ticket, start: float) -> dict[str, str]:
+    now = time.monotonic()
+    queued = ((ticket.first_entry_at or now) - ticket.enqueued_at) * 1000
+    return {"server-timing": f"queue;dur={queued:.2f}, total;dur={(now - start) * 1000:.2f}"}
+
+
+async def _respond_once(state: AppState, dialect: Dialect, ticket: Ticket, model: str) -> Response:
+    start = ticket.enqueued_at
+    async for item in ticket.entries(state.config.queue.keepalive_seconds):
+        if item is None:
+            continue
+        for event in decode_events(item[1]):
+            if isinstance(event, Complete):
+                body = dialect.render_response(event.response, model, ticket.job.id)
+                return Response(body, 200, headers=_timing_headers(ticket, start), media_type="application/json")
+            if isinstance(event, StreamError):
+                return error_response(dialect, GatewayError.from_info(event.error))
+    raise GatewayError("internal", "the answer ended without a result")
+
+
+async def _respond_stream(state: AppState, ticket: Ticket, renderer: Renderer, dialect: Dialect) -> Response:
+    """Holds the status line back briefly, so an early failure can still be a real HTTP error."""
+    entries = ticket.entries(state.config.queue.keepalive_seconds)
+    first = None
+    try:
+        first = await anext(entries)
+    except GatewayError as err:
+        state.dispatcher.release(ticket)
+        return error_response(dialect, err)
+    if first is not None:
+        events = decode_events(first[1])
+        if len(events) == 1 and isinstance(events[0], StreamError):
+            state.dispatcher.release(ticket)
+            return error_response(dialect, GatewayError.from_info(events[0].error))
+
+    async def replay_first() -> AsyncIterator[tuple[int, bytes] | None]:
+        yield first
+        async for item in entries:
+            yield item
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in sse_frames(_with_late_errors(replay_first(), dialect), renderer,
+                                          ticket.job.id, None):
+                yield chunk
+        finally:
+            state.dispatcher.release(ticket)
+
+    headers = {**SSE_HEADERS, "x-sluice-stream-url": f"/v1/streams/{ticket.job.id}",
+               "x-sluice-request-id": ticket.job.id}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+async def _with_late_errors(entries: AsyncIterator[tuple[int, bytes] | None],
+                            dialect: Dialect) -> AsyncIterator[tuple[int, bytes] | None]:
+    """After the status line has gone out, a deadline can only be reported inside the stream."""
+    try:
+        async for item in entries:
+            yield item
+    except GatewayError as err:
+        yield 0, encode_events([StreamError(err.info())])
+
+
+async def sse_frames(entries: AsyncIterator[tuple[int, bytes] | None], renderer: Renderer, job_id: str,
+                     after: tuple[int, int] | None) -> AsyncIterator[bytes]:
+    async for item in entries:
+        if item is None:
+            yield KEEPALIVE
+            continue
+        seq, payload = item
+        events = decode_events(payload)
+        out: list[bytes] = []
+        n = 0
+        for event in events:
+            for name, data in renderer.render(event):
+                if after is None or (seq, n) > after:
+                    out.append(frame(data, name, f"{job_id}.{seq}.{n}"))
+                n += 1
+        if out:
+            yield b"".join(out)
+        if any(isinstance(e, TERMINAL_EVENTS) for e in events):
+            return
+
+
+# --- resume ----------------------------------------------------------------------------------
+
+
+def parse_event_id(value: str) -> tuple[str, int, int]:
+    try:
+        job_id, seq, n = value.rsplit(".", 2)
+        if not job_id or not job_id.isalnum():
+            raise ValueError
+        return job_id, int(seq), int(n)
+    except ValueError:
+        raise invalid("Last-Event-ID is not an id this server sent.", "Last-Event-ID") from None
+
+
+async def resume(state: AppState, client: str, job_id: str, after: tuple[int, int] | None,
+                 fallback: Dialect) -> Response:
+    keys = state.dispatcher.keys
+    meta = await state.redis.hgetall(keys.out_meta(job_id))
+    if not meta or meta.get(b"client", b"").decode() != client:
+        return error_response(fallback, GatewayError("not_found", "No resumable stream with that id.",
+                                                     param="Last-Event-ID"))
+    dialect = DIALECTS[meta[b"dialect"].decode()]
+    renderer = dialect.renderer(meta[b"model"].decode(), job_id, meta.get(b"usage") == b"1")
+    entries = _record_entries(state.redis, keys.out(job_id), state.config.queue.keepalive_seconds)
+    headers = {**SSE_HEADERS, "x-sluice-stream-url": f"/v1/streams/{job_id}", "x-sluice-request-id": job_id}
+    return StreamingResponse(sse_frames(entries, renderer, job_id, after), media_type="text/event-stream",
+                             headers=headers)
+
+
+async def _record_entries(client: aioredis.Redis, key: str,
+                          keepalive: float) -> AsyncIterator[tuple[int, bytes] | None]:
+    last = "0-0"
+    while True:
+        reply = await client.xread({key: last}, count=256, block=int(keepalive * 1000))
+        if not reply:
+            yield None
+            continue
+        for entry_id, fields in reply[0][1]:
+            last = entry_id.decode()
+            yield int(last.split("-")[1]), fields[b"d"]

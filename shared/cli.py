@@ -1,0 +1,235 @@
+"""The `sluice` command: the composition root, so server modules are imported only when needed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import urlparse
+
+from shared.config import Config, ConfigError, load_config
+
+
+def _load(args: argparse.Namespace) -> Config:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if getattr(args, "redis_url", None):
+        config.redis_url = args.redis_url
+    return config
+
+
+def _uvicorn_kwargs() -> dict[str, object]:
+    kwargs: dict[str, object] = {"log_level": "warning", "access_log": False, "http": "httptools"}
+    try:
+        import uvloop  # noqa: F401
+
+        kwargs["loop"] = "uvloop"
+    except ImportError:
+        pass
+    return kwargs
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from shared.logs import setup_logging
+
+    config = _load(args)
+    setup_logging()
+    if args.workers > 1:
+        # uvicorn's multi-process mode imports the app by name; it reads the same config file.
+        os.environ["SLUICE_CONFIG"] = args.config or os.environ.get("SLUICE_CONFIG", "")
+        if args.redis_url:
+            os.environ["SLUICE_REDIS_URL"] = args.redis_url
+        uvicorn.run("api.app:from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+                    **_uvicorn_kwargs())  # type: ignore[arg-type]
+        return
+    from api.app import create_app
+
+    uvicorn.run(create_app(config), host=args.host, port=args.port, **_uvicorn_kwargs())  # type: ignore[arg-type]
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from worker.main import run
+
+    config = _load(args)
+    try:
+        config.account(args.account)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(config, args.account)
+
+
+def cmd_mock(args: argparse.Namespace) -> None:
+    from shared.mock import run
+    from shared.mock.settings import MockSettings
+
+    settings = MockSettings(
+        latency_ms=args.latency_ms,
+        tokens_per_second=args.tokens_per_second,
+        output_tokens=args.output_tokens,
+        chunk_tokens=args.chunk_tokens,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        api_key=args.api_key,
+    )
+    run(args.host, args.port, settings)
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    config = _load(args)
+    print(f"config ok: {len(config.accounts)} accounts, {len(config.models)} models, "
+          f"{len(config.client_keys)} client keys")
+    for account in config.accounts:
+        lim = account.limits
+        print(f"  account {account.name}: {account.provider} at {account.base_url} "
+              f"(rpm={lim.rpm}, tpm={lim.tpm}, concurrency={lim.concurrency})")
+    for model in config.models:
+        route = ", ".join(f"{t.account}:{t.model}" for t in model.route)
+        print(f"  model {model.name} -> {route}")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from shared.status import collect, render
+
+    config = _load(args)
+    report = asyncio.run(collect(config))
+    print(render(report, as_json=args.json))
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    """Everything on one machine: Redis (embedded if none answers), mock upstreams, workers, API."""
+    from shared.redis.embedded import EmbeddedRedis, reachable
+
+    config = _load(args)
+    children: list[subprocess.Popen[bytes]] = []
+    embedded = None
+    redis_url = args.redis_url or config.redis_url
+    if not reachable(redis_url):
+        embedded = EmbeddedRedis()
+        redis_url = embedded.url
+        print(f"sluice: no Redis at {config.redis_url}; started a private one at {redis_url}")
+    base = [sys.executable, "-m", "shared.cli"]
+    config_args = ["--config", args.config] if args.config else []
+    try:
+        mock_ports = sorted({urlparse(a.base_url).port or 80 for a in config.accounts if a.provider == "mock"})
+        for port in mock_ports:
+            children.append(subprocess.Popen([*base, "mock-upstream", "--port", str(port)]))
+        for account in config.accounts:
+            for _ in range(args.replicas):
+                children.append(subprocess.Popen(
+                    [*base, "worker", "--account", account.name, "--redis-url", redis_url, *config_args]))
+        api = subprocess.Popen([*base, "api", "--host", args.host, "--port", str(args.port),
+                                "--redis-url", redis_url, *config_args])
+        children.append(api)
+        _wait_ready(f"http://{args.host}:{args.port}/readyz", api)
+        key = config.client_keys[0].key if config.client_keys else "none"
+        model = config.models[0].name if config.models else "MODEL"
+        print(_banner(args.host, args.port, model, key), flush=True)
+        stop = {"now": False}
+
+        def on_signal(*_: object) -> None:
+            stop["now"] = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not stop["now"] and all(c.poll() is None for c in children):
+            time.sleep(0.2)  # supervising child processes
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if embedded is not None:
+            embedded.stop()
+
+
+def _wait_ready(url: str, api: subprocess.Popen[bytes]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and api.poll() is None:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)  # polling a child process's readiness
+    print("sluice: the API did not become ready within 30 s", file=sys.stderr)
+
+
+def _banner(host: str, port: int, model: str, key: str) -> str:
+    return f"""
+Sluice is up: http://{host}:{port}/v1   (model "{model}", client key "{key}")
+
+  curl http://{host}:{port}/v1/chat/completions -H "Authorization: Bearer {key}" \\
+       -H "content-type: application/json" \\
+       -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  python -c 'from openai import OpenAI; c = OpenAI(base_url="http://{host}:{port}/v1", api_key="{key}"); \\
+print(c.chat.completions.create(model="{model}", messages=[{{"role":"user","content":"Hi"}}]).choices[0].message.content)'
+
+Ctrl-C stops everything.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def server(name: str, help_text: str, port: int) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", default=None, help="config file (default: $SLUICE_CONFIG or sluice.yaml)")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=port)
+        p.add_argument("--redis-url", default=None, help="overrides the config's redis_url")
+        return p
+
+    dev = server("dev", "start Redis (if needed), mock upstreams, workers and the API", 8080)
+    dev.add_argument("--replicas", type=int, default=1, help="worker processes per account")
+    dev.set_defaults(func=cmd_dev)
+    api = server("api", "run the HTTP API", 8080)
+    api.add_argument("--workers", type=int, default=1, help="API processes")
+    api.set_defaults(func=cmd_api)
+    worker = server("worker", "run one worker process bound to one account", 0)
+    worker.add_argument("--account", required=True)
+    worker.set_defaults(func=cmd_worker)
+    mock = server("mock-upstream", "run the built-in mock provider", 9100)
+    mock.add_argument("--latency-ms", type=float, default=0.0)
+    mock.add_argument("--tokens-per-second", type=float, default=0.0)
+    mock.add_argument("--output-tokens", type=int, default=16)
+    mock.add_argument("--chunk-tokens", type=int, default=1)
+    mock.add_argument("--rpm", type=int, default=None)
+    mock.add_argument("--tpm", type=int, default=None)
+    mock.add_argument("--api-key", default=None)
+    mock.set_defaults(func=cmd_mock)
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("--config", default=None)
+    check.set_defaults(func=cmd_check_config)
+    status = sub.add_parser("status", help="per account: limits, buckets, queue, in flight, blocks")
+    status.add_argument("--config", default=None)
+    status.add_argument("--redis-url", default=None)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The Lua queue steps, on a real Redis and on fakeredis: claim, limits, ack, release, reaping."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from shared.config import Account, Limits, QueueSettings
+from shared.redis.keys import AccountKeys, Keys
+from shared.redis.scripts import LimitArgs, Scripts
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["real", "fake"])
+async def r(request: Any, redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    if request.param == "real":
+        client = aioredis.Redis.from_url(redis_url)
+    else:
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def keys() -> AccountKeys:
+    return Keys(f"t{uuid.uuid4().hex[:8]}").account("acct")
+
+
+def limits(**kw: Any) -> LimitArgs:
+    return LimitArgs.of(Account(name="acct", provider="mock", limits=Limits(**kw)))
+
+
+async def enqueue(scripts: Scripts, keys: AccountKeys, n: int, cost: tuple[int, int] = (10, 10),
+                  delay_ms: int = 0) -> list[str]:
+    ids = []
+    for i in range(n):
+        job_id = f"job{i}-{uuid.uuid4().hex[:4]}"
+        await scripts.enqueue(keys, job_id, f"payload-{i}".encode(), cost, delay_ms, 1000)
+        ids.append(job_id)
+    return ids
+
+
+async def test_claim_is_fifo_and_moves_jobs_in_flight(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    ids = await enqueue(s, keys, 3)
+    got = await s.claim(keys, limits(), QueueSettings(), 2)
+    assert [c[0] for c in got.claimed] == ids[:2]
+    assert got.claimed[0][1] == b"payload-0" and got.claimed[0][2] == 0
+    assert await r.zcard(keys.ready) == 1 and await r.zcard(keys.inflight) == 2
+
+
+async def test_queue_cap_rejects_instead_of_growing(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    assert await s.enqueue(keys, "a", b"x", (1, 1), 0, 2) == 1
+    assert await s.enqueue(keys, "b", b"x", (1, 1), 0, 2) == 2
+    assert await s.enqueue(keys, "c", b"x", (1, 1), 0, 2) == -1
+    assert await r.zcard(keys.ready) == 2
+
+
+async def test_rpm_paces_claims_and_names_the_wait(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    await enqueue(s, keys, 3)
+    got = await s.claim(keys, limits(rpm=60), QueueSettings(), 3)
+    assert len(got.claimed) == 1 and got.code == 1
+    assert 900 <= got.wait_ms <= 1000  # one request per second
+
+
+async def test_concurrency_cap(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    await enqueue(s, keys, 3)
+    got = await s.claim(keys, limits(concurrency=2), QueueSettings(), 3)
+    assert len(got.claimed) == 2 and got.code == 2
+
+
+async def test_large_request_is_admitted_into_debt_not_starved(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    await enqueue(s, keys, 1, cost=(50_000, 50_000))  # 100k tokens against a 60k tpm limit
+    await enqueue(s, keys, 1, cost=(1, 1))
+    got = await s.claim(keys, limits(tpm=60_000), QueueSettings(), 2)
+    assert len(got.claimed) == 1 and got.code == 1
+    assert got.wait_ms > 90_000  # the small one waits out the big one's debt
+
+
+async def test_ack_refunds_unused_reservation(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    lim = limits(tpm=60_000)
+    ids = await enqueue(s, keys, 2, cost=(1000, 29_000))  # reserves half a minute each
+    first = await s.claim(keys, lim, QueueSettings(), 2)
+    assert len(first.claimed) == 1 and first.wait_ms > 25_000
+    assert await s.ack(keys, lim, ids[0], (500, 500), "completed")  # used 1k of 30k
+    second = await s.claim(keys, lim, QueueSettings(), 2)
+    # the 1k tokens really used still cost one second at 60k tpm; the other 29 s came back
+    assert not second.claimed and second.code == 1 and second.wait_ms <= 1000
+    assert await r.hget(keys.stats, "completed") == b"1"
+    assert await r.hget(keys.jobs, ids[0]) is None
+
+
+async def test_release_requeues_at_its_place_and_blocks_the_account(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    ids = await enqueue(s, keys, 2)
+    got = await s.claim(keys, limits(), QueueSettings(), 1)
+    assert got.claimed[0][0] == ids[0]
+    assert await s.release(keys, limits(), ids[0], 5000, "upstream_429")
+    blocked = await s.claim(keys, limits(), QueueSettings(), 2)
+    assert blocked.code == 3 and 4000 < blocked.wait_ms <= 5000 and not blocked.claimed
+    assert (await r.zrange(keys.ready, 0, -1)) == [ids[0].encode(), ids[1].encode()]
+
+
+async def test_expired_lease_is_reclaimed_then_dead_lettered(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    [job] = await enqueue(s, keys, 1)
+    q = QueueSettings(lease_seconds=0.0, max_attempts=2)
+    first = await s.claim(keys, limits(), q, 1)
+    assert first.claimed[0][2] == 0
+    # lease of 0 ms: already expired at the next claim, which re-queues and re-claims it
+    again = await s.claim(keys, limits(), q, 1)
+    assert again.claimed and again.claimed[0][0] == job and again.claimed[0][2] == 1
+    dead = await s.claim(keys, limits(), q, 1)
+    assert [d[0] for d in dead.dead] == [job] and not dead.claimed
+    assert await r.zscore(keys.dlq, job) is not None
+
+
+async def test_heartbeat_extends_leases_and_reports_lost_ones(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    [job] = await enqueue(s, keys, 1)
+    await s.claim(keys, limits(), QueueSettings(lease_seconds=1), 1)
+    before = await r.zscore(keys.inflight, job)
+    lost = await s.heartbeat(keys, 60_000, "w1", [job, "gone"])
+    assert lost == ["gone"]
+    assert (await r.zscore(keys.inflight, job) or 0) > (before or 0) + 50_000
+    assert await r.zscore(keys.workers, "w1") is not None
+
+
+async def test_cancel_only_removes_unclaimed_jobs(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    ids = await enqueue(s, keys, 2)
+    await s.claim(keys, limits(), QueueSettings(), 1)
+    assert not await s.cancel(keys, ids[0])
+    assert await s.cancel(keys, ids[1])
+    assert await r.zcard(keys.ready) == 0
+
+
+async def test_batch_priority_ranks_behind_interactive(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    batch = await enqueue(s, keys, 1, delay_ms=60_000)
+    interactive = await enqueue(s, keys, 1)
+    got = await s.claim(keys, limits(), QueueSettings(), 2)
+    assert [c[0] for c in got.claimed] == interactive + batch

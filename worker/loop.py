@@ -1,0 +1,237 @@
+"""One worker process's life: claim -> call the provider -> write events back -> acknowledge.
+
+A single claimer task asks Redis (claim.lua) for as many jobs as this process has free slots;
+the script hands out a job only when the account's limits allow it, so the worker never
+sleeps on a guess: it waits on the account's doorbell when the queue is empty, for the exact
+wait the limiter names when a bucket is dry, and for a release when concurrency is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import httpx
+import redis.asyncio as aioredis
+
+from shared.config import Account, Config
+from shared.errors import GatewayError
+from shared.jobs import Claimed, Job, decode_job
+from shared.model import Complete, StreamError, UsageEvent
+from shared.redis.keys import Keys
+from shared.redis.scripts import LimitArgs, Scripts
+from worker.providers.base import Provider, UpstreamRequest
+from worker.resume import ResumeFilter, read_record
+from worker.upstream import UpstreamResult, call, stream
+from worker.writer import EventWriter
+
+log = logging.getLogger("sluice.worker")
+
+# How long an upstream 429 without any retry hint blocks the key.
+DEFAULT_429_BLOCK_SECONDS = 1.0
+# In-process retries of a retryable upstream fault (5xx, connection error) before failing.
+MAX_UPSTREAM_RETRIES = 2
+
+
+class Worker:
+    def __init__(self, config: Config, account: Account, client: aioredis.Redis, provider: Provider,
+                 http: httpx.AsyncClient, worker_id: str | None = None) -> None:
+        self.config = config
+        self.account = account
+        self.redis = client
+        self.provider = provider
+        self.http = http
+        self.id = worker_id or f"{account.name}-{uuid.uuid4().hex[:8]}"
+        self.keys = Keys(config.key_prefix)
+        self.akeys = self.keys.account(account.name)
+        self.scripts = Scripts(client)
+        self.limits = LimitArgs.of(account)
+        self.capacity = account.limits.concurrency
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._bell_client = aioredis.Redis(connection_pool=client.connection_pool)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        lease_ms = int(self.config.queue.lease_seconds * 1000)
+        await self.scripts.heartbeat(self.akeys, lease_ms, self.id, [])
+        log.info("worker started", extra={"account": self.account.name, "worker": self.id})
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        try:
+            await self._claim_loop()
+        finally:
+            heartbeat.cancel()
+            # Finish what we hold: a job cut off here would wait out its lease elsewhere.
+            if self.running:
+                await asyncio.gather(*self.running.values(), return_exceptions=True)
+            await self.redis.zrem(self.akeys.workers, self.id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # --- claiming --------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self.capacity - len(self.running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._wait(self._slot_freed.wait(), 1.0)
+                continue
+            result = await self.scripts.claim(self.akeys, self.limits, self.config.queue, min(free, 32))
+            for job_id, payload in result.dead:
+                await self._dead_letter(job_id, payload)
+            for job_id, payload, attempt in result.claimed:
+                self._start(Claimed(decode_job(payload), attempt), job_id)
+            if result.claimed and result.code == 0:
+                continue  # there may be more right behind
+            if result.code == 0:
+                await self._wait_for_bell()
+            elif result.code in (1, 3):
+                await self._wait(self._stopping.wait(), result.wait_ms / 1000)
+            else:  # concurrency full across replicas: a release anywhere frees a slot
+                self._slot_freed.clear()
+                await self._wait(self._slot_freed.wait(), 0.25)
+
+    async def _wait_for_bell(self) -> None:
+        # BLPOP returns as soon as an enqueue rings; the timeout bounds how stale lease reaping
+        # and shutdown can get.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._bell_client.blpop([self.akeys.bell], timeout=1), 1.5)
+
+    async def _wait(self, awaitable: object, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(awaitable, timeout)  # type: ignore[arg-type]
+
+    def _start(self, claimed: Claimed, job_id: str) -> None:
+        task = asyncio.create_task(self._run_job(claimed))
+        self.running[job_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self.running.pop(job_id, None)
+            self._slot_freed.set()
+
+        task.add_done_callback(done)
+
+    async def _heartbeat_loop(self) -> None:
+        lease_ms = int(self.config.queue.lease_seconds * 1000)
+        period = max(0.2, self.config.queue.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(period)  # periodic lease renewal
+            try:
+                lost = await self.scripts.heartbeat(self.akeys, lease_ms, self.id, list(self.running))
+            except Exception:
+                log.exception("heartbeat failed", extra={"account": self.account.name})
+                continue
+            for job_id in lost:
+                task = self.running.get(job_id)
+                if task is not None:
+                    log.warning("lease lost; another worker has the job", extra={"request_id": job_id})
+                    task.cancel()
+
+    # --- running one job -------------------------------------------------------------------
+
+    async def _run_job(self, claimed: Claimed) -> None:
+        job = claimed.job
+        start = time.monotonic()
+        try:
+            await self._run_job_inner(claimed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job crashed", extra={"request_id": job.id})
+            await self._finish(job, None, "failed", [StreamError(GatewayError(
+                "internal", "the worker failed while running this request").info())])
+        finally:
+            log.debug("job done", extra={"request_id": job.id, "ms": (time.monotonic() - start) * 1000})
+
+    async def _run_job_inner(self, claimed: Claimed) -> None:
+        job = claimed.job
+        if job.deadline_ms and time.time() * 1000 > job.deadline_ms:
+            await self.scripts.ack(self.akeys, self.limits, job.id, (0, 0), "expired")
+            return
+        resume = ResumeFilter()
+        next_seq = 1
+        if claimed.attempt > 0:  # an earlier worker died holding this job: see what it sent
+            record = await read_record(self.redis, self.keys.out(job.id))
+            if record.finished:
+                await self.scripts.ack(self.akeys, self.limits, job.id, None, "completed")
+                return
+            resume = ResumeFilter(record.events)
+            next_seq = record.next_seq
+        writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id,
+                             self.config.queue.stream_coalesce_ms, self.config.queue.result_ttl_seconds,
+                             next_seq)
+        upstream = self.provider.request(job)
+        seen = UpstreamResult()
+        for retry in range(MAX_UPSTREAM_RETRIES + 1):
+            try:
+                usage = await self._attempt(job, upstream, writer, resume, seen)
+                break
+            except GatewayError as err:
+                if err.status == 429 or err.kind == "rate_limited":
+                    await self._requeue_after_429(job, err)
+                    return
+                if err.retryable and writer.written == 0 and retry < MAX_UPSTREAM_RETRIES:
+                    await asyncio.sleep(0.25 * 2**retry)  # back off before retrying the provider
+                    continue
+                log.warning("upstream failed", extra={"request_id": job.id, "kind": err.kind})
+                writer.add([StreamError(err.info())])
+                await writer.close()
+                await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed")
+                return
+        await writer.close()
+        hold = self.provider.hold_seconds(seen.headers)
+        if hold:
+            await self.scripts.block(self.akeys, int(hold * 1000))
+        await self.scripts.ack(self.akeys, self.limits, job.id, usage, "completed")
+
+    async def _attempt(self, job: Job, upstream: UpstreamRequest, writer: EventWriter,
+                       resume: ResumeFilter, seen: UpstreamResult) -> tuple[int, int] | None:
+        if not job.request.stream:
+            response = await call(self.http, self.provider, upstream, seen)
+            writer.add([Complete(response)])
+            return response.usage.input_tokens, response.usage.output_tokens
+        usage: tuple[int, int] | None = None
+        async for events in stream(self.http, self.provider, upstream, seen):
+            for event in events:
+                if isinstance(event, UsageEvent):
+                    usage = event.usage.input_tokens, event.usage.output_tokens
+            events = resume.filter(events)
+            if events:
+                writer.add(events)
+        return usage
+
+    async def _requeue_after_429(self, job: Job, err: GatewayError) -> None:
+        block = err.retry_after if err.retry_after is not None else DEFAULT_429_BLOCK_SECONDS
+        log.info("upstream 429; key blocked and job re-queued",
+                 extra={"request_id": job.id, "account": self.account.name, "block_s": block})
+        await self.scripts.release(self.akeys, self.limits, job.id, int(block * 1000), "upstream_429")
+
+    async def _finish(self, job: Job, usage: tuple[int, int] | None, outcome: str,
+                      events: list[StreamError]) -> None:
+        writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id, 0,
+                             self.config.queue.result_ttl_seconds,
+                             (await read_record(self.redis, self.keys.out(job.id))).next_seq)
+        writer.add(list(events))
+        await writer.close()
+        await self.scripts.ack(self.akeys, self.limits, job.id, usage, outcome)
+
+    async def _dead_letter(self, job_id: str, payload: bytes) -> None:
+        log.error("job dead-lettered after repeated lease expiry", extra={"request_id": job_id})
+        try:
+            job = decode_job(payload)
+        except Exception:
+            return
+        record = await read_record(self.redis, self.keys.out(job_id))
+        writer = EventWriter(self.redis, self.keys.out(job_id), job.reply_to, job_id, 0,
+                             self.config.queue.result_ttl_seconds, record.next_seq)
+        writer.add([StreamError(GatewayError(
+            "upstream_unavailable", "the request was abandoned after its workers stopped repeatedly",
+            status=503).info())])
+        await writer.close()

@@ -1,0 +1,40 @@
+"""`sluice worker --account NAME`: one process bound to one provider account."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import redis.asyncio as aioredis
+
+from shared.config import Config
+from shared.logs import setup_logging
+from worker.loop import Worker
+from worker.providers import provider_for
+from worker.upstream import make_client
+
+
+async def serve(config: Config, account_name: str) -> None:
+    account = config.account(account_name)
+    client = aioredis.Redis.from_url(config.redis_url, max_connections=account.limits.concurrency + 16)
+    http = make_client(account)
+    worker = Worker(config, account, client, provider_for(account), http)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await http.aclose()
+        await client.aclose()
+
+
+def run(config: Config, account_name: str) -> None:
+    setup_logging()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(config, account_name))

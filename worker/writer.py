@@ -1,0 +1,83 @@
+"""Writes one job's events back through Redis: the stream record plus the live pub/sub tap.
+
+Each write is one pipelined round trip: XADD to `out:{req}` with an explicit id `0-<n>` (so the
+id is known before the write and can go out on pub/sub in the same trip, and so two workers
+writing one job can never both succeed at the same position) and PUBLISH `<job>|<n>|<events>`
+to the waiting API process. The first token goes out at once; after it, deltas that arrive
+within `coalesce_ms` share one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis.asyncio as aioredis
+
+from shared.jobs import encode_events
+from shared.model import StreamEvent
+
+
+class EventWriter:
+    def __init__(self, client: aioredis.Redis, out_key: str, channel: str, job_id: str,
+                 coalesce_ms: float, ttl_seconds: int, next_seq: int = 1) -> None:
+        self._client = client
+        self._key = out_key
+        self._channel = channel
+        self._prefix = job_id.encode() + b"|"
+        self._coalesce = coalesce_ms / 1000
+        self._ttl = ttl_seconds
+        self._seq = next_seq
+        self._buffer: list[StreamEvent] = []
+        self._last_write = 0.0
+        self._pending: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+        self._lock = asyncio.Lock()  # writes go out strictly in sequence order
+        self.written = 0  # events durably written
+
+    def add(self, events: list[StreamEvent]) -> None:
+        self._buffer.extend(events)
+        if self._pending is None:
+            delay = self._last_write + self._coalesce - time.monotonic()
+            self._pending = asyncio.create_task(self._flush_after(delay))
+
+    async def _flush_after(self, delay: float) -> None:
+        try:
+            if delay > 0:
+                await asyncio.sleep(delay)  # coalescing window, not synchronization
+            self._pending = None
+            await self._write()
+        except Exception as exc:  # surfaced by close(); a lost write must fail the job
+            self._failed = exc
+
+    async def close(self) -> None:
+        """Writes whatever is buffered, now, and refreshes the record's expiry."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if self._failed is not None:
+            raise self._failed
+        await self._write(final=True)
+
+    async def _write(self, final: bool = False) -> None:
+        async with self._lock:
+            await self._write_locked(final)
+
+    async def _write_locked(self, final: bool) -> None:
+        if not self._buffer:
+            if final:
+                await self._client.expire(self._key, self._ttl)
+            return
+        events, self._buffer = self._buffer, []
+        payload = encode_events(events)
+        seq = self._seq
+        self._seq += 1
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xadd(self._key, {"d": payload}, id=f"0-{seq}")
+        if seq == 1 or final:
+            pipe.expire(self._key, self._ttl)
+        if self._channel:
+            pipe.publish(self._channel, self._prefix + str(seq).encode() + b"|" + payload)
+        self._last_write = time.monotonic()
+        await pipe.execute()
+        self.written += len(events)
