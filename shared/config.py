@@ -83,7 +83,7 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     result_ttl_seconds: int = 900  # how long a finished stream stays resumable
 
 
-class Config(msgspec.Struct, forbid_unknown_fields=True):
+class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "sluice"
     client_keys: list[ClientKey] = msgspec.field(default_factory=list)
@@ -105,7 +105,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         cached: dict[str, Model] | None = getattr(self, "_model_index", None)
         if cached is None:
             cached = {m.name: m for m in self.models}
-            object.__setattr__(self, "_model_index", cached)
+            self._model_index = cached  # built once, on first use (dict=True allows it)
         return cached
 
 

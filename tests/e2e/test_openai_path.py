@@ -4,6 +4,7 @@ API process -> Redis -> worker processes for two accounts -> mock provider -> ba
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,10 +16,12 @@ from tests.conftest import CLIENT_KEY, SluiceSystem, two_account_model, wait_unt
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello to the queue"}]
 
 
-@pytest.fixture
-def system(make_system: Any) -> SluiceSystem:
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[SluiceSystem]:
     accounts, models = two_account_model()
-    return make_system(accounts=accounts, models=models)  # type: ignore[no-any-return]
+    running = SluiceSystem(tmp_path_factory.mktemp("sys"), redis_url, accounts=accounts, models=models)
+    yield running
+    running.close()
 
 
 def client(system: SluiceSystem, key: str = CLIENT_KEY) -> openai.OpenAI:
@@ -55,9 +58,11 @@ def test_streaming_completion_with_usage(system: SluiceSystem) -> None:
 
 def test_requests_spread_over_both_accounts(system: SluiceSystem) -> None:
     api = client(system)
+    before = system.counter("acct-a", "completed"), system.counter("acct-b", "completed")
     for _ in range(12):
         api.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=4)
-    a, b = system.counter("acct-a", "completed"), system.counter("acct-b", "completed")
+    a = system.counter("acct-a", "completed") - before[0]
+    b = system.counter("acct-b", "completed") - before[1]
     assert a + b == 12
     assert a >= 3 and b >= 3
 
@@ -158,7 +163,8 @@ def test_worker_killed_mid_job_loses_nothing(make_system: Any, stream: bool) -> 
     accounts = [{"name": "solo", "limits": {"concurrency": 4}}]
     models = [{"name": "test-model", "route": [{"account": "solo", "model": "mock-small"}]}]
     system: SluiceSystem = make_system(accounts=accounts, models=models, queue={"lease_seconds": 1.5},
-                                       mock_args=["--tokens-per-second", "20", "--output-tokens", "30"])
+                                       mock_args=["--latency-ms", "1500", "--tokens-per-second", "20",
+                                                  "--output-tokens", "30"])
     expected = direct_text(system, MESSAGES)
     api = client(system)
     import concurrent.futures

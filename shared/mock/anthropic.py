@@ -1,0 +1,353 @@
+"""Anthropic Messages: `POST /v1/messages` (and the Anthropic shape of `GET /v1/models`).
+
+Strict where the real API is strict, so gateway conversion bugs surface here and not in production:
+- `x-api-key` must be present (and equal `api_key` when one is set) -> 401 authentication_error;
+  `anthropic-version` must be present -> 400;
+- unknown top-level fields, a missing `model`/`max_tokens`/`messages`, roles other than
+  user/assistant, empty messages or empty text blocks -> 400 invalid_request_error;
+- consecutive same-role messages are merged into one turn (as the real API does), then every
+  `tool_use` must be answered by a `tool_result` in the next turn and every `tool_result` must
+  answer a `tool_use` of the previous turn -> 400.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from shared.mock.core import SSE_HEADERS, Dialect, Headers, MockError, Request, Stream, openai_limit_headers
+from shared.mock.limits import Admission
+from shared.mock.openai import MODELS
+from shared.mock.settings import MockSettings
+from shared.mock.text import Conversation, Plan, json_chars, response_id, stable_id
+
+_TOP_LEVEL = frozenset(
+    (
+        "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
+        "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier",
+        "container", "mcp_servers", "output_config", "context_management", "inference_geo",
+    )
+)  # fmt: skip
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def _invalid(message: str) -> MockError:
+    return MockError(400, message)
+
+
+class _Turn:
+    __slots__ = ("blocks", "first", "role")
+
+    def __init__(self, role: str, first: int) -> None:
+        self.role = role
+        self.first = first  # index of the turn's first message, for error messages
+        self.blocks: list[tuple[int, int, dict[str, Any]]] = []  # (message index, block index, block)
+
+
+def _result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
+    return ""
+
+
+def _block_chars(block: dict[str, Any], where: str) -> int:
+    kind = block["type"]
+    if kind == "text":
+        text = block.get("text")
+        if not isinstance(text, str):
+            raise _invalid(f"{where}.text: Field required")
+        if not text:
+            raise _invalid("messages: text content blocks must be non-empty")
+        return len(text)
+    if kind == "thinking":
+        return len(str(block.get("thinking", "")))
+    if kind == "tool_use":
+        for name in ("id", "name"):
+            if not isinstance(block.get(name), str):
+                raise _invalid(f"{where}.tool_use.{name}: Field required")
+        return len(block["name"]) + json_chars(block.get("input", {}))
+    if kind == "tool_result":
+        if not isinstance(block.get("tool_use_id"), str):
+            raise _invalid(f"{where}.tool_result.tool_use_id: Field required")
+        return len(_result_text(block))
+    return 0  # images, documents, redacted thinking...
+
+
+def _turns(messages: Any) -> tuple[list[_Turn], int]:
+    if messages is None:
+        raise _invalid("messages: Field required")
+    if not isinstance(messages, list):
+        raise _invalid("messages: Input should be a valid list")
+    if not messages:
+        raise _invalid("messages: at least one message is required")
+    turns: list[_Turn] = []
+    chars = 0
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _invalid(f"messages.{i}: Input should be a valid dictionary")
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise _invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        content = message.get("content")
+        final_assistant = role == "assistant" and i == len(messages) - 1
+        if isinstance(content, str):
+            blocks: list[Any] = [{"type": "text", "text": content}] if content else []
+        elif isinstance(content, list):
+            blocks = content
+        else:
+            raise _invalid(f"messages.{i}.content: Input should be a valid list")
+        if not blocks and not final_assistant:
+            raise _invalid(
+                f"messages.{i}: all messages must have non-empty content except for the optional final "
+                "assistant message"
+            )
+        if not turns or turns[-1].role != role:
+            turns.append(_Turn(role, i))
+        for j, block in enumerate(blocks):
+            if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                raise _invalid(f"messages.{i}.content.{j}: Input should be a valid dictionary with a 'type'")
+            chars += _block_chars(block, f"messages.{i}.content.{j}")
+            turns[-1].blocks.append((i, j, block))
+    return turns, chars
+
+
+def _check_pairing(turns: list[_Turn]) -> None:
+    uses: list[str] = []  # tool_use ids of the previous (assistant) turn
+    for turn in turns:
+        if turn.role == "assistant":
+            uses = [b["id"] for _, _, b in turn.blocks if b["type"] == "tool_use"]
+            continue
+        answered: set[str] = set()
+        for i, j, block in turn.blocks:
+            if block["type"] != "tool_result":
+                continue
+            if block["tool_use_id"] not in uses:
+                raise _invalid(
+                    f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{block['tool_use_id']}. Each `tool_result` block must have a corresponding `tool_use` "
+                    "block in the previous message."
+                )
+            answered.add(block["tool_use_id"])
+        _unanswered(uses, answered, turn.first)
+        uses = []
+    _unanswered(uses, set(), turns[-1].first)
+
+
+def _unanswered(uses: list[str], answered: set[str], index: int) -> None:
+    missing = [u for u in uses if u not in answered]
+    if missing:
+        raise _invalid(
+            f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+            f"{', '.join(missing)}. Each `tool_use` block must have a corresponding `tool_result` block in "
+            "the next message."
+        )
+
+
+def _system_chars(system: Any) -> int:
+    if system is None:
+        return 0
+    if isinstance(system, str):
+        return len(system)
+    if isinstance(system, list):
+        return sum(len(b["text"]) for b in system if isinstance(b, dict) and isinstance(b.get("text"), str))
+    raise _invalid("system: Input should be a valid string or list of text blocks")
+
+
+def _tools(tools: Any, choice: Any) -> tuple[tuple[str, dict[str, Any]] | None, int]:
+    if tools is None:
+        return None, 0
+    if not isinstance(tools, list):
+        raise _invalid("tools: Input should be a valid list")
+    custom: list[tuple[str, dict[str, Any]]] = []
+    chars = 0
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise _invalid(f"tools.{i}.name: Field required")
+        chars += len(tool["name"]) + len(str(tool.get("description") or ""))
+        schema = tool.get("input_schema")
+        if isinstance(schema, dict):
+            custom.append((tool["name"], schema))
+            chars += json_chars(schema)
+        elif tool.get("type") in (None, "custom"):
+            raise _invalid(f"tools.{i}.custom.input_schema: Field required")
+    if choice is not None and not isinstance(choice, dict):
+        raise _invalid("tool_choice: Input should be a valid dictionary")
+    kind = (choice or {}).get("type", "auto")
+    if kind not in ("auto", "any", "tool", "none"):
+        raise _invalid(f"tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none', got {kind!r}")
+    if not custom or kind == "none":
+        return None, chars
+    if kind == "tool":
+        name = (choice or {}).get("name")
+        for tool in custom:
+            if tool[0] == name:
+                return tool, chars
+        raise _invalid(f"tool_choice.name: Tool {name!r} not found in tools")
+    return custom[0], chars
+
+
+def _stop_reason(plan: Plan) -> str:
+    return "tool_use" if plan.tool is not None else "max_tokens" if plan.truncated else "end_turn"
+
+
+def _usage(plan: Plan, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": plan.input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+    }
+
+
+def _event(name: bytes, value: dict[str, Any]) -> bytes:
+    return b"event: " + name + b"\ndata: " + orjson.dumps(value) + b"\n\n"
+
+
+class AnthropicDialect(Dialect):
+    request_id_header = b"request-id"
+
+    def authenticate(self, req: Request, settings: MockSettings) -> None:
+        key = req.header(b"x-api-key")
+        if key is None:
+            raise MockError(401, "x-api-key header is required", kind="authentication")
+        if settings.api_key is not None and key != settings.api_key:
+            raise MockError(401, "invalid x-api-key", kind="authentication")
+        if req.header(b"anthropic-version") is None:
+            raise _invalid("anthropic-version: header is required")
+
+    def conversation(self, req: Request, body: dict[str, Any]) -> Conversation:
+        for name in body:
+            if name not in _TOP_LEVEL:
+                raise _invalid(f"{name}: Extra inputs are not permitted")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _invalid("model: Field required")
+        max_tokens = body.get("max_tokens")
+        if max_tokens is None:
+            raise _invalid("max_tokens: Field required")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise _invalid("max_tokens: Input should be an integer greater than or equal to 1")
+        turns, chars = _turns(body.get("messages"))
+        _check_pairing(turns)
+        tool, tool_chars = _tools(body.get("tools"), body.get("tool_choice"))
+        last = turns[-1]
+        results = [b for _, _, b in last.blocks if b["type"] == "tool_result"]
+        user_turns = [t for t in turns if t.role == "user"]
+        last_user_text = ""
+        if user_turns:
+            texts = [b["text"] for _, _, b in user_turns[-1].blocks if b["type"] == "text"]
+            last_user_text = "".join(texts)
+        return Conversation(
+            model=model,
+            chars=chars + _system_chars(body.get("system")) + tool_chars,
+            max_tokens=max_tokens,
+            stream=body.get("stream") is True,
+            last="other" if last.role == "assistant" else "tool_result" if results else "user",
+            last_user_text=last_user_text,
+            tool_result_text=_result_text(results[0]) if results else "",
+            tool=tool,
+        )
+
+    def call_id(self, raw: bytes) -> str:
+        return "toolu_" + stable_id(raw, 24)
+
+    def error_body(self, err: MockError) -> bytes:
+        kind = _ERROR_TYPES.get(err.status) or ("api_error" if err.status >= 500 else "invalid_request_error")
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": err.message}})
+
+    def limit_headers(self, admission: Admission) -> Headers:
+        headers = openai_limit_headers(admission)
+        now = time.time()
+        for name, state in (("requests", admission.requests), ("tokens", admission.tokens)):
+            if state is None:
+                continue
+            prefix = b"anthropic-ratelimit-" + name.encode()
+            reset = datetime.fromtimestamp(now + state.reset, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            headers.append((prefix + b"-limit", str(state.limit).encode()))
+            headers.append((prefix + b"-remaining", str(state.remaining).encode()))
+            headers.append((prefix + b"-reset", reset.encode()))
+        return headers
+
+    def _content(self, plan: Plan) -> list[dict[str, Any]]:
+        if plan.tool is not None:
+            tool = plan.tool
+            return [{"type": "tool_use", "id": tool.id, "name": tool.name, "input": tool.arguments}]
+        return [{"type": "text", "text": plan.text}] if plan.tokens else []
+
+    def _message(
+        self, plan: Plan, content: list[dict[str, Any]], stop: str | None, output: int
+    ) -> dict[str, Any]:
+        return {
+            "id": response_id("msg_"),
+            "type": "message",
+            "role": "assistant",
+            "model": plan.model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": _usage(plan, output),
+        }
+
+    def response(self, plan: Plan) -> bytes:
+        return orjson.dumps(self._message(plan, self._content(plan), _stop_reason(plan), plan.output_tokens))
+
+    def stream(self, plan: Plan) -> Stream:
+        start = self._message(plan, [], None, min(1, plan.output_tokens))
+        head = [_event(b"message_start", {"type": "message_start", "message": start})]
+        chunks: list[bytes] = []
+        tail: list[bytes] = []
+        if plan.tool is not None:
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": plan.tool.id,
+                "name": plan.tool.name,
+                "input": {},
+            }
+            deltas = [{"type": "input_json_delta", "partial_json": part} for part in plan.argument_chunks()]
+        else:
+            block = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": piece} for piece in plan.text_chunks()]
+        if deltas:
+            head.append(
+                _event(
+                    b"content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": block},
+                )
+            )
+            chunks = [
+                _event(b"content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+                for delta in deltas
+            ]
+            tail.append(_event(b"content_block_stop", {"type": "content_block_stop", "index": 0}))
+        head.append(_event(b"ping", {"type": "ping"}))
+        delta = {"stop_reason": _stop_reason(plan), "stop_sequence": None}
+        usage = _usage(plan, plan.output_tokens)
+        tail.append(_event(b"message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
+        tail.append(_event(b"message_stop", {"type": "message_stop"}))
+        return Stream(head, chunks, tail, SSE_HEADERS)
+
+
+def models_body() -> bytes:
+    data = [
+        {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
+        for name in MODELS
+    ]
+    return orjson.dumps({"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})

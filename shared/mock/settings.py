@@ -1,0 +1,48 @@
+"""Knobs of the mock provider. One mutable instance per process; `POST /_config` edits it live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
+    latency_ms: float = 0
+    """Delay before the first byte of a stream, or before a non-stream answer."""
+    tokens_per_second: float = 0
+    """Pacing between stream chunks; 0 sends the whole stream at once."""
+    output_tokens: int = 16
+    """Tokens generated for a text answer, capped by the request's max tokens."""
+    chunk_tokens: int = 1
+    """Tokens per stream chunk."""
+    rpm: int | None = None
+    tpm: int | None = None
+    api_key: str | None = None
+    """When set, every generation request must carry it (else 401)."""
+    bucket_seconds: float = 10
+    """Limit buckets hold this many seconds' worth of the per-minute rate (at least 2 units):
+    real providers enforce over windows shorter than a minute, so a full minute's burst is refused."""
+
+    def __post_init__(self) -> None:
+        # msgspec.convert runs this too, so bad `/_config` bodies are refused with a message.
+        if self.latency_ms < 0 or self.tokens_per_second < 0:
+            raise ValueError("latency_ms and tokens_per_second must not be negative")
+        if self.output_tokens < 0:
+            raise ValueError("output_tokens must not be negative")
+        if self.chunk_tokens < 1:
+            raise ValueError("chunk_tokens must be at least 1")
+        if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0):
+            raise ValueError("rpm and tpm must be positive (or null for unlimited)")
+        if self.bucket_seconds <= 0:
+            raise ValueError("bucket_seconds must be positive")
+
+
+def update_settings(settings: MockSettings, patch: dict[str, Any]) -> None:
+    """Applies `patch` in place (the app and its callers share the instance), all fields or none.
+
+    Raises msgspec.ValidationError for unknown fields, wrong types or bad values.
+    """
+    merged = msgspec.convert({**msgspec.structs.asdict(settings), **patch}, MockSettings)
+    for field in MockSettings.__struct_fields__:
+        setattr(settings, field, getattr(merged, field))
