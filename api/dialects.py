@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.errors import GatewayError
-from shared.model import ChatResponse, StreamEvent
-from shared.protocols import openai_chat
+from shared.model import ChatRequest, ChatResponse, StreamEvent
+from shared.protocols import openai_chat, openai_responses
 
 
 class Renderer(Protocol):
@@ -18,12 +18,24 @@ class Renderer(Protocol):
 @dataclass(frozen=True, slots=True)
 class Dialect:
     name: str
-    render_response: Callable[[ChatResponse, str, str], bytes]
-    renderer: Callable[[str, str, bool], Renderer]
+    # (response, public model, request id, the parsed request when known) -> body
+    render_response: Callable[[ChatResponse, str, str, ChatRequest | None], bytes]
+    # (public model, request id, include usage, the parsed request when known) -> renderer
+    renderer: Callable[[str, str, bool, ChatRequest | None], Renderer]
     render_error: Callable[[GatewayError], tuple[int, bytes, dict[str, str]]]
 
 
-OPENAI_CHAT = Dialect("openai_chat", openai_chat.render_response, openai_chat.StreamRenderer,
-                      openai_chat.render_error)
+OPENAI_CHAT = Dialect(
+    "openai_chat",
+    lambda resp, model, rid, req: openai_chat.render_response(resp, model, rid),
+    lambda model, rid, usage, req: openai_chat.StreamRenderer(model, rid, usage),
+    openai_chat.render_error,
+)
+OPENAI_RESPONSES = Dialect(
+    "openai_responses",
+    lambda resp, model, rid, req: openai_responses.render_response(resp, model, rid, request=req),
+    lambda model, rid, usage, req: openai_responses.StreamRenderer(model, rid, usage, request=req),
+    openai_responses.render_error,
+)
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (OPENAI_CHAT,)}
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (OPENAI_CHAT, OPENAI_RESPONSES)}

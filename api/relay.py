@@ -67,10 +67,10 @@ async def handle(state: AppState, dialect: Dialect, client: str, req: ChatReques
     ticket = await dispatcher.submit(job, meta)
     if not req.stream:
         try:
-            return await _respond_once(state, dialect, ticket, req.model)
+            return await _respond_once(state, dialect, ticket, req)
         finally:
             dispatcher.release(ticket)
-    renderer = dialect.renderer(req.model, job.id, req.include_usage)
+    renderer = dialect.renderer(req.model, job.id, req.include_usage, req)
     return await _respond_stream(state, ticket, renderer, dialect)
 
 
@@ -80,14 +80,14 @@ def _timing_headers(ticket: Ticket, start: float) -> dict[str, str]:
     return {"server-timing": f"queue;dur={queued:.2f}, total;dur={(now - start) * 1000:.2f}"}
 
 
-async def _respond_once(state: AppState, dialect: Dialect, ticket: Ticket, model: str) -> Response:
+async def _respond_once(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest) -> Response:
     start = ticket.enqueued_at
     async for item in ticket.entries(state.config.queue.keepalive_seconds):
         if item is None:
             continue
         for event in decode_events(item[1]):
             if isinstance(event, Complete):
-                body = dialect.render_response(event.response, model, ticket.job.id)
+                body = dialect.render_response(event.response, req.model, ticket.job.id, req)
                 return Response(body, 200, headers=_timing_headers(ticket, start), media_type="application/json")
             if isinstance(event, StreamError):
                 return error_response(dialect, GatewayError.from_info(event.error))
@@ -179,7 +179,7 @@ async def resume(state: AppState, client: str, job_id: str, after: tuple[int, in
         return error_response(fallback, GatewayError("not_found", "No resumable stream with that id.",
                                                      param="Last-Event-ID"))
     dialect = DIALECTS[meta[b"dialect"].decode()]
-    renderer = dialect.renderer(meta[b"model"].decode(), job_id, meta.get(b"usage") == b"1")
+    renderer = dialect.renderer(meta[b"model"].decode(), job_id, meta.get(b"usage") == b"1", None)
     entries = _record_entries(state.redis, keys.out(job_id), state.config.queue.keepalive_seconds)
     headers = {**SSE_HEADERS, "x-sluice-stream-url": f"/v1/streams/{job_id}", "x-sluice-request-id": job_id}
     return StreamingResponse(sse_frames(entries, renderer, job_id, after), media_type="text/event-stream",

@@ -49,7 +49,7 @@ class SluiceSystem:
 
     def __init__(self, tmp: Path, redis_url: str, accounts: list[dict[str, Any]], models: list[dict[str, Any]],
                  queue: dict[str, Any] | None = None, mock_args: list[str] | None = None,
-                 replicas: int = 1) -> None:
+                 replicas: int = 1, base_url_placeholder: str | None = None) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         self.redis_url = redis_url
         self.mock_port = free_port()
@@ -59,6 +59,8 @@ class SluiceSystem:
         for account in accounts:
             account.setdefault("provider", "mock")
             account.setdefault("base_url", f"{self.mock_url}/v1")
+            if base_url_placeholder:
+                account["base_url"] = account["base_url"].replace(base_url_placeholder, self.mock_url)
         config = {
             "redis_url": redis_url,
             "key_prefix": self.prefix,

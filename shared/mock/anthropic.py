@@ -1,7 +1,8 @@
 """Anthropic Messages: `POST /v1/messages` (and the Anthropic shape of `GET /v1/models`).
 
 Strict where the real API is strict, so gateway conversion bugs surface here and not in production:
-- `x-api-key` must be present (and equal `api_key` when one is set) -> 401 authentication_error;
+- `x-api-key` (or `Authorization: Bearer`, which anthropic-python >= 2 sends) must be present, and
+  equal `api_key` when one is set -> 401 authentication_error;
   `anthropic-version` must be present -> 400;
 - unknown top-level fields, a missing `model`/`max_tokens`/`messages`, roles other than
   user/assistant, empty messages or empty text blocks -> 400 invalid_request_error;
@@ -226,6 +227,10 @@ class AnthropicDialect(Dialect):
 
     def authenticate(self, req: Request, settings: MockSettings) -> None:
         key = req.header(b"x-api-key")
+        if key is None:
+            # anthropic-python >= 2 sends its api_key as `Authorization: Bearer`; the API takes both.
+            bearer = req.header(b"authorization")
+            key = bearer[7:] if bearer is not None and bearer.startswith("Bearer ") else None
         if key is None:
             raise MockError(401, "x-api-key header is required", kind="authentication")
         if settings.api_key is not None and key != settings.api_key:

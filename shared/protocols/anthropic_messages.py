@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from shared.errors import GatewayError, invalid
+from shared.errors import GatewayError, invalid, unsupported
 from shared.model import (
     BlockStart,
     BlockStop,
@@ -324,7 +324,8 @@ class StreamRenderer:
                 out += self.render(BlockStart(i, "text")) + self.render(TextDelta(i, part.text))
             elif isinstance(part, ToolCall):
                 out += self.render(BlockStart(i, "tool_call", part.id, part.name))
-                out += self.render(ToolArgsDelta(i, orjson.dumps(_input_object(part.arguments)).decode()))
+                args = orjson.dumps(_input_object(part.arguments)).decode()  # as render_response does
+                out += self.render(ToolArgsDelta(i, args))
             elif isinstance(part, Reasoning) and part.redacted is not None:
                 out += self._close()
                 index = self._blocks[i] = len(self._kinds)
@@ -397,8 +398,8 @@ def headers(api_key: str) -> dict[str, str]:
 
 
 def build_request(req: ChatRequest, upstream_model: str, default_max_tokens: int = 4096) -> dict[str, Any]:
-    if req.n != 1:
-        raise GatewayError("unsupported", f"'n' cannot be sent to an {PROVIDER} upstream", param="n")
+    if req.n > 1:
+        raise unsupported("n", PROVIDER)
     max_tokens = req.max_tokens if req.max_tokens is not None else default_max_tokens
     body: dict[str, Any] = {"model": upstream_model, "max_tokens": max_tokens,
                             "messages": _messages_out(req.messages)}

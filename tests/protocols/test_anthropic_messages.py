@@ -148,7 +148,8 @@ def test_stream_parser_cumulative_usage_and_done() -> None:
 def test_stream_parser_dispatches_without_event_names() -> None:
     parser = am.StreamParser()
     data = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-    assert parser.feed(SseParser().feed(b"data: " + orjson.dumps(data) + b"\n\n")[0]) == [BlockStart(0, "text")]
+    only_data = SseParser().feed(b"data: " + orjson.dumps(data) + b"\n\n")[0]
+    assert parser.feed(only_data) == [BlockStart(0, "text")]
 
 
 def _frame(data: dict[str, Any]) -> SseFrame:
@@ -172,7 +173,8 @@ def test_parse_full_request() -> None:
                 {"type": "redacted_thinking", "data": "Emwk"},
                 {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}]},
             {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_01", "content": "{\"temp\":21}", "is_error": False},
+                {"type": "tool_result", "tool_use_id": "toolu_01", "content": "{\"temp\":21}",
+                 "is_error": False},
                 {"type": "text", "text": "and tomorrow?"}]},
         ],
         "tools": [{"name": "get_weather", "description": "d", "input_schema": {"type": "object"}}],
@@ -206,7 +208,8 @@ def test_parse_minimal_and_variants() -> None:
     req = am.parse_request(_body(system="sys"))
     assert req.system == [Text("sys")] and req.messages == [Message("user", [Text("Hi")])]
     assert req.tool_choice is None and req.parallel_tool_calls is None and not req.stream
-    merged = am.parse_request(_body(messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]))
+    two = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    merged = am.parse_request(_body(messages=two))
     assert merged.messages == [Message("user", [Text("a"), Text("b")])]
     for choice, expected in [({"type": "auto"}, ToolChoice("auto")), ({"type": "none"}, ToolChoice("none")),
                              ({"type": "tool", "name": "f"}, ToolChoice("tool", "f"))]:
@@ -245,6 +248,8 @@ def test_parse_tool_result_forms() -> None:
     ({"tools": [{"name": "f"}]}, "tools[0].input_schema"),
     ({"tool_choice": {"type": "tool"}}, "tool_choice"),
     ({"thinking": {"type": "enabled", "budget_tokens": 0}}, "thinking.budget_tokens"),
+    ({"output_config": {"effort": "extreme"}}, "output_config.effort"),
+    ({"metadata": {"user_id": 5}}, "metadata.user_id"),
 ])
 def test_parse_errors_name_the_field(overrides: dict[str, Any], param: str) -> None:
     err = _invalid(_body(**overrides))
@@ -259,7 +264,8 @@ def test_parse_rejects_non_json() -> None:
 def test_count_tokens() -> None:
     with pytest.raises(GatewayError):
         am.parse_request(b'{"model":"m","messages":[{"role":"user","content":"abcd"}]}')
-    req = am.parse_count_tokens_request(b'{"model":"m","system":"12345678","messages":[{"role":"user","content":"abcd"}]}')
+    req = am.parse_count_tokens_request(
+        b'{"model":"m","system":"12345678","messages":[{"role":"user","content":"abcd"}]}')
     assert am.count_tokens(req) == 3  # 12 characters / 4
     req.tools = [Tool("f", {"type": "object"}, "d")]
     assert am.count_tokens(req) == 3 + 5  # "f" + "d" + '{"type":"object"}' = 19 characters -> 31 total
@@ -278,7 +284,8 @@ def test_count_tokens() -> None:
 ])
 def test_render_response_stop_reason(finish: FinishReason, tool: bool, expected: str) -> None:
     content: list[Any] = [Text("hi")] + ([ToolCall("toolu_1", "f", "{}")] if tool else [])
-    out = orjson.loads(am.render_response(ChatResponse("x", "m", content, finish, stop_sequence="END"), "m", "r"))
+    response = ChatResponse("x", "m", content, finish, stop_sequence="END")
+    out = orjson.loads(am.render_response(response, "m", "r"))
     assert out["stop_reason"] == expected
     assert out["stop_sequence"] == ("END" if expected == "stop_sequence" else None)
 
@@ -286,9 +293,11 @@ def test_render_response_stop_reason(finish: FinishReason, tool: bool, expected:
 def test_render_response_shape_and_usage() -> None:
     response = ChatResponse(
         "up", "claude-up",
-        [Reasoning("think", signature="sig", provider="anthropic"), Reasoning("other", signature="x", provider="gemini"),
+        [Reasoning("think", signature="sig", provider="anthropic"),
+         Reasoning("other", signature="x", provider="gemini"),
          Reasoning(redacted="opaque", provider="anthropic"), Text("Hello"),
-         ToolCall("toolu_1", "f", '{"a": [1, 2]}'), ToolCall("toolu_2", "g", ""), ToolCall("toolu_3", "h", "{bad")],
+         ToolCall("toolu_1", "f", '{"a": [1, 2]}'), ToolCall("toolu_2", "g", ""),
+         ToolCall("toolu_3", "h", "{bad")],
         "tool_use", Usage(input_tokens=500, output_tokens=20, cached_input_tokens=300))
     body = am.render_response(response, "claude-client", "req42")
     out = orjson.loads(body)
@@ -353,9 +362,12 @@ def _client(raw: bytes, status: int = 200, headers: dict[str, str] | None = None
                                http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
 
 
+HELLO: Any = [{"role": "user", "content": "hi"}]
+
+
 def _final(pairs: list[tuple[str | None, bytes]]) -> Any:
     client = _client(_sse_bytes(pairs))
-    with client.messages.stream(model="claude-x", max_tokens=100, messages=[{"role": "user", "content": "hi"}]) as s:
+    with client.messages.stream(model="claude-x", max_tokens=100, messages=HELLO) as s:
         return s.get_final_message()
 
 
@@ -395,7 +407,8 @@ def test_stream_renderer_through_sdk_accumulator() -> None:
     thinking, text, tool, no_args = message.content
     assert (thinking.type, thinking.thinking, thinking.signature) == ("thinking", "Let me think.", "sig==")
     assert (text.type, text.text) == ("text", "Checking Paris.")
-    assert (tool.type, tool.id, tool.name, tool.input) == ("tool_use", "toolu_A", "get_weather", {"city": "Paris"})
+    assert (tool.type, tool.id, tool.name) == ("tool_use", "toolu_A", "get_weather")
+    assert tool.input == {"city": "Paris"}
     assert (no_args.name, no_args.input) == ("get_time", {})
     assert message.usage.input_tokens == 10 and message.usage.cache_read_input_tokens == 30
     assert message.usage.output_tokens == 33
@@ -420,6 +433,9 @@ def test_stream_renderer_replays_complete() -> None:
     assert message.content[1].data == "R" and message.content[3].input == {"q": 1}
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == "END"
     assert message.usage.input_tokens == 9 and message.usage.output_tokens == 4
+    broken = ChatResponse("x", "m", [ToolCall("toolu_8", "f", '{"cut": "of')], "max_tokens")
+    message = _final(am.StreamRenderer("m", "r3", include_usage=False).render(Complete(broken)))
+    assert message.content[0].input == {} and message.stop_reason == "max_tokens"
 
 
 def test_stream_renderer_error_raises_in_sdk() -> None:
@@ -428,7 +444,8 @@ def test_stream_renderer_error_raises_in_sdk() -> None:
     error = ErrorInfo(kind="upstream_unavailable", message="Overloaded", status=503)
     pairs += renderer.render(StreamError(error))
     assert pairs[-1][0] == "error"
-    assert orjson.loads(pairs[-1][1]) == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert orjson.loads(pairs[-1][1]) == {"type": "error",
+                                          "error": {"type": "overloaded_error", "message": "Overloaded"}}
     with pytest.raises(anthropic.APIStatusError, match="overloaded_error"):
         _final(pairs)
 
@@ -445,19 +462,19 @@ def test_upstream_stream_relayed_to_sdk() -> None:
 
 def test_sdk_reads_response_and_errors() -> None:
     body = am.render_response(ChatResponse("x", "m", [Text("hi")], "end_turn", Usage(5, 2)), "m", "r6")
-    message = _client(body).messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    message = _client(body).messages.create(model="m", max_tokens=5, messages=HELLO)
     assert message.content[0].text == "hi" and message.usage.input_tokens == 5
     status, err_body, headers = am.render_error(GatewayError("upstream_unavailable", "busy", retry_after=1))
     with pytest.raises(anthropic.OverloadedError):
-        _client(err_body, status, headers).messages.create(
-            model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        _client(err_body, status, headers).messages.create(model="m", max_tokens=5, messages=HELLO)
 
 
 # --- upstream side: build_request ------------------------------------------------------------
 
 
 def _req(**kwargs: Any) -> ChatRequest:
-    return ChatRequest(model="alias", messages=kwargs.pop("messages", [Message("user", [Text("Hi")])]), **kwargs)
+    messages = kwargs.pop("messages", [Message("user", [Text("Hi")])])
+    return ChatRequest(model="alias", messages=messages, **kwargs)
 
 
 def test_build_request_basics() -> None:
@@ -498,7 +515,8 @@ def test_build_sampling_and_thinking() -> None:
     body = am.build_request(_req(reasoning_effort="high", temperature=0.3, top_k=3, max_tokens=8000), "c")
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     assert not {"temperature", "top_k", "top_p"} & body.keys()
-    assert am.build_request(_req(reasoning_effort="high", max_tokens=3000), "c")["thinking"]["budget_tokens"] == 2999
+    capped = am.build_request(_req(reasoning_effort="high", max_tokens=3000), "c")
+    assert capped["thinking"]["budget_tokens"] == 2999  # the budget stays under max_tokens
     assert "thinking" not in am.build_request(_req(reasoning_effort="low", max_tokens=1000), "c")
     assert "thinking" not in am.build_request(_req(reasoning_effort="none"), "c")
     forced = _req(reasoning_effort="low", tools=[Tool("f")], tool_choice=ToolChoice("tool", "f"))
@@ -506,8 +524,11 @@ def test_build_sampling_and_thinking() -> None:
 
 
 def test_build_unsupported() -> None:
-    for req, param in [(_req(n=2), "n"), (_req(response_format=ResponseFormat("json_object")), "response_format"),
-                       (_req(messages=[Message("user", [Image(data="x", media_type="image/bmp")])]), "image")]:
+    bmp = [Message("user", [Image(data="x", media_type="image/bmp")])]
+    for req, param in [(_req(n=2), "n"),
+                       (_req(response_format=ResponseFormat("json_object")), "response_format"),
+                       (_req(response_format=ResponseFormat("json_schema")), "response_format"),
+                       (_req(messages=bmp), "image")]:
         with pytest.raises(GatewayError) as info:
             am.build_request(req, "c")
         assert info.value.kind == "unsupported" and info.value.param == param
@@ -615,14 +636,15 @@ def test_parse_response_stop_reasons(stop_reason: str | None, finish: str) -> No
 
 
 def test_parse_error() -> None:
-    overloaded = am.parse_error(529, b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
-                                {"retry-after": "4"})
+    body = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}'
+    overloaded = am.parse_error(529, body, {"retry-after": "4"})
     assert overloaded.kind == "upstream_unavailable" and overloaded.retryable and overloaded.retry_after == 4
     assert "Overloaded" in overloaded.message
     limited = am.parse_error(429, b'{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}',
                              {"retry-after": "7"})
     assert limited.kind == "rate_limited" and limited.retry_after == 7
-    bad = am.parse_error(400, b'{"type":"error","error":{"type":"invalid_request_error","message":"bad x"}}', {})
+    body = b'{"type":"error","error":{"type":"invalid_request_error","message":"bad x"}}'
+    bad = am.parse_error(400, body, {})
     assert bad.kind == "upstream_rejected" and "bad x" in bad.message and not bad.retryable
     assert am.parse_error(401, b"nope", {}).kind == "upstream_auth"
     assert am.parse_error(502, b"<html>bad gateway</html>", {}).kind == "upstream_unavailable"

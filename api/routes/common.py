@@ -1,0 +1,28 @@
+"""What every client-facing inference route does, whatever its dialect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import authenticate
+from api.dialects import Dialect
+from api.relay import AppState, error_response, handle, parse_event_id, resume
+from shared.errors import GatewayError
+from shared.model import ChatRequest
+
+
+async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], ChatRequest]) -> Response:
+    state: AppState = request.app.state.sluice
+    try:
+        client = authenticate(request, state.clients)
+        last_event_id = request.headers.get("last-event-id")
+        if last_event_id:  # the same request sent again by a client resuming its stream
+            job_id, seq, n = parse_event_id(last_event_id)
+            return await resume(state, client, job_id, (seq, n), dialect)
+        req = parse(await request.body())
+        return await handle(state, dialect, client, req, request.headers)
+    except GatewayError as err:
+        return error_response(dialect, err)
