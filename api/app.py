@@ -14,7 +14,7 @@ from starlette.responses import Response
 from api.dispatch import Dispatcher
 from api.hub import ReplyHub
 from api.relay import AppState
-from api.routes import health, openai_chat, openai_responses, streams
+from api.routes import anthropic_messages, gemini, health, openai_chat, openai_responses, streams
 from shared.config import Config
 from shared.redis.keys import Keys
 
@@ -39,7 +39,7 @@ def create_app(config: Config) -> FastAPI:
             await client.aclose()
 
     app = FastAPI(title="Sluice", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    for module in (openai_chat, openai_responses, streams, health):
+    for module in (openai_chat, openai_responses, anthropic_messages, gemini, streams, health):
         app.include_router(module.router)
 
     @app.exception_handler(404)

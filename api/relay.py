@@ -22,7 +22,7 @@ from shared.config import Config
 from shared.errors import GatewayError, invalid
 from shared.jobs import decode_events, encode_events
 from shared.model import TERMINAL_EVENTS, ChatRequest, Complete, StreamError
-from shared.protocols.sse import KEEPALIVE, frame
+from shared.protocols.sse import frame
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -117,7 +117,7 @@ async def _respond_stream(state: AppState, ticket: Ticket, renderer: Renderer, d
     async def body() -> AsyncIterator[bytes]:
         try:
             async for chunk in sse_frames(_with_late_errors(replay_first(), dialect), renderer,
-                                          ticket.job.id, None):
+                                          ticket.job.id, None, dialect):
                 yield chunk
         finally:
             state.dispatcher.release(ticket)
@@ -138,10 +138,11 @@ async def _with_late_errors(entries: AsyncIterator[tuple[int, bytes] | None],
 
 
 async def sse_frames(entries: AsyncIterator[tuple[int, bytes] | None], renderer: Renderer, job_id: str,
-                     after: tuple[int, int] | None) -> AsyncIterator[bytes]:
+                     after: tuple[int, int] | None, dialect: Dialect) -> AsyncIterator[bytes]:
+    ids = dialect.sse_ids
     async for item in entries:
         if item is None:
-            yield KEEPALIVE
+            yield dialect.keepalive
             continue
         seq, payload = item
         events = decode_events(payload)
@@ -150,7 +151,7 @@ async def sse_frames(entries: AsyncIterator[tuple[int, bytes] | None], renderer:
         for event in events:
             for name, data in renderer.render(event):
                 if after is None or (seq, n) > after:
-                    out.append(frame(data, name, f"{job_id}.{seq}.{n}"))
+                    out.append(frame(data, name, f"{job_id}.{seq}.{n}" if ids else None))
                 n += 1
         if out:
             yield b"".join(out)
@@ -182,7 +183,7 @@ async def resume(state: AppState, client: str, job_id: str, after: tuple[int, in
     renderer = dialect.renderer(meta[b"model"].decode(), job_id, meta.get(b"usage") == b"1", None)
     entries = _record_entries(state.redis, keys.out(job_id), state.config.queue.keepalive_seconds)
     headers = {**SSE_HEADERS, "x-sluice-stream-url": f"/v1/streams/{job_id}", "x-sluice-request-id": job_id}
-    return StreamingResponse(sse_frames(entries, renderer, job_id, after), media_type="text/event-stream",
+    return StreamingResponse(sse_frames(entries, renderer, job_id, after, dialect), media_type="text/event-stream",
                              headers=headers)
 
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,14 +110,16 @@ class Cluster:
             for i in range(self.spec.replicas):
                 path = self._spawn(f"worker-{account.name}-{i}",
                                    ["worker", "--account", account.name, "--config", str(self.config_path)],
-                                   "INFO")
+                                   "DEBUG")
                 self.worker_logs.setdefault(account.name, []).append(path)
-        self._spawn("api", ["api", "--config", str(self.config_path), "--port", str(self.api_port)], "WARNING")
+        self._spawn("api", ["api", "--config", str(self.config_path), "--port", str(self.api_port)],
+                    "WARNING")
         deadline = time.monotonic() + timeout
         while not self._ready():
             dead = [label for label, proc in self.procs if proc.poll() is not None]
             if dead:
-                raise RuntimeError(f"{self.name}: process(es) exited during start-up: {dead}; see {self.log_dir}")
+                raise RuntimeError(f"{self.name}: process(es) exited during start-up: {dead}; "
+                                   f"see {self.log_dir}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: the system was not ready within {timeout:.0f} s")
             time.sleep(0.1)  # polling child processes' readiness
@@ -223,8 +225,8 @@ async def chat(http: httpx.AsyncClient, base_url: str, t0: float, index: int, ki
                    int(usage.get("completion_tokens", 0)))
 
 
-async def keep_busy(start_one: Callable[[int], Awaitable[Outcome]], outstanding: int, until: float,
-                    max_requests: int) -> list[asyncio.Task[Outcome]]:
+async def keep_busy(start_one: Callable[[int], Coroutine[Any, Any, Outcome]], outstanding: int,
+                    until: float, max_requests: int) -> list[asyncio.Task[Outcome]]:
     """Keeps `outstanding` requests open (so the account's queue never runs dry) until the monotonic
     time `until`; returns every task started, some possibly still running."""
     tasks: list[asyncio.Task[Outcome]] = []
@@ -239,10 +241,10 @@ async def keep_busy(start_one: Callable[[int], Awaitable[Outcome]], outstanding:
     return tasks
 
 
-async def drain(tasks: list[asyncio.Task[Outcome]], timeout: float, t0: float) -> list[Outcome]:
+async def drain(tasks: list[asyncio.Task[Outcome]], wait_s: float, t0: float) -> list[Outcome]:
     """Waits (bounded) for every request; one still open at the deadline counts as a failure."""
     if tasks:
-        await asyncio.wait(tasks, timeout=timeout)
+        await asyncio.wait(tasks, timeout=wait_s)
     outcomes = []
     for i, task in enumerate(tasks):
         if task.done():
@@ -250,7 +252,7 @@ async def drain(tasks: list[asyncio.Task[Outcome]], timeout: float, t0: float) -
         else:
             task.cancel()
             now = time.monotonic() - t0
-            outcomes.append(Outcome(i, "?", now, now, 0, error=f"still open after the {timeout:.0f} s drain"))
+            outcomes.append(Outcome(i, "?", now, now, 0, error=f"still open after the {wait_s:.0f} s drain"))
     return outcomes
 
 

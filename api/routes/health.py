@@ -11,9 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import authenticate
-from api.dialects import OPENAI_CHAT
+from api.dialects import ANTHROPIC, GEMINI, OPENAI_CHAT
 from api.relay import AppState, error_response
 from shared.errors import GatewayError
+from shared.protocols import gemini
 
 router = APIRouter()
 
@@ -44,11 +45,26 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/v1/models")
+@router.get("/v1beta/models")
 async def models(request: Request) -> Response:
+    """The model list in the shape of whichever SDK is asking (told apart by its auth header)."""
     state: AppState = request.app.state.sluice
+    headers = request.headers
+    is_gemini = request.url.path.startswith("/v1beta") or "x-goog-api-key" in headers or \
+        "key" in request.query_params
+    dialect = GEMINI if is_gemini else ANTHROPIC if "anthropic-version" in headers else OPENAI_CHAT
     try:
         authenticate(request, state.clients)
     except GatewayError as err:
-        return error_response(OPENAI_CHAT, err)
-    data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "sluice"} for m in state.config.models]
+        return error_response(dialect, err)
+    names = [m.name for m in state.config.models]
+    if dialect is GEMINI:
+        return Response(gemini.list_models(names), media_type="application/json")
+    if dialect is ANTHROPIC:
+        data: list[dict[str, object]] = [
+            {"type": "model", "id": n, "display_name": n, "created_at": "2025-01-01T00:00:00Z"} for n in names]
+        body = {"data": data, "has_more": False, "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None}
+        return Response(orjson.dumps(body), media_type="application/json")
+    data = [{"id": n, "object": "model", "created": 0, "owned_by": "sluice"} for n in names]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")

@@ -19,7 +19,17 @@ from typing import Any
 
 import orjson
 
-from shared.mock.core import SSE_HEADERS, Dialect, Headers, MockError, Request, Stream, openai_limit_headers
+from shared.mock.core import (
+    HOLE,
+    SSE_HEADERS,
+    Dialect,
+    Headers,
+    MockError,
+    Request,
+    Stream,
+    Template,
+    openai_limit_headers,
+)
 from shared.mock.limits import Admission
 from shared.mock.openai import MODELS
 from shared.mock.settings import MockSettings
@@ -326,21 +336,23 @@ class AnthropicDialect(Dialect):
                 "name": plan.tool.name,
                 "input": {},
             }
-            deltas = [{"type": "input_json_delta", "partial_json": part} for part in plan.argument_chunks()]
+            delta_type, key, pieces = "input_json_delta", "partial_json", plan.argument_chunks()
         else:
             block = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": piece} for piece in plan.text_chunks()]
-        if deltas:
+            delta_type, key, pieces = "text_delta", "text", plan.text_chunks()
+        if pieces:
             head.append(
                 _event(
                     b"content_block_start",
                     {"type": "content_block_start", "index": 0, "content_block": block},
                 )
             )
-            chunks = [
-                _event(b"content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-                for delta in deltas
-            ]
+            template = Template(
+                {"type": "content_block_delta", "index": 0, "delta": {"type": delta_type, key: HOLE}},
+                b"event: content_block_delta\ndata: ",
+                b"\n\n",
+            )
+            chunks = [template.fill(piece) for piece in pieces]
             tail.append(_event(b"content_block_stop", {"type": "content_block_stop", "index": 0}))
         head.append(_event(b"ping", {"type": "ping"}))
         delta = {"stop_reason": _stop_reason(plan), "stop_sequence": None}

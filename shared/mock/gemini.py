@@ -17,7 +17,17 @@ from typing import Any
 
 import orjson
 
-from shared.mock.core import JSON_TYPE, SSE_HEADERS, Dialect, Headers, MockError, Request, Stream
+from shared.mock.core import (
+    HOLE,
+    JSON_TYPE,
+    SSE_HEADERS,
+    Dialect,
+    Headers,
+    MockError,
+    Request,
+    Stream,
+    Template,
+)
 from shared.mock.limits import Admission
 from shared.mock.openai import MODELS
 from shared.mock.settings import MockSettings
@@ -260,27 +270,28 @@ class GeminiDialect(Dialect):
         part = self._call_part(plan) if plan.tool is not None else {"text": plan.text}
         return orjson.dumps(self._chunk(plan, response_id(""), [part], True, plan.output_tokens))
 
-    def stream(self, plan: Plan) -> Stream:
-        rid = response_id("")
-        if plan.tool is not None:
-            bodies = [self._chunk(plan, rid, [self._call_part(plan)], True, plan.output_tokens)]
-        else:
-            pieces = plan.text_chunks() or [""]
-            bodies = []
-            sent = 0
-            for n, piece in enumerate(pieces):
-                sent = min(plan.output_tokens, sent + plan.chunk_tokens)
-                bodies.append(self._chunk(plan, rid, [{"text": piece}], n == len(pieces) - 1, sent))
-        return self._frames(bodies, sse=self.sse)
-
     sse = True
 
-    def _frames(self, bodies: list[dict[str, Any]], *, sse: bool) -> Stream:
-        if sse:
-            return Stream([], [b"data: " + orjson.dumps(b) + b"\r\n\r\n" for b in bodies], [], SSE_HEADERS)
-        chunks = [orjson.dumps(b) for b in bodies]
-        chunks = [chunks[0], *(b"," + c for c in chunks[1:])]
-        return Stream([b"["], chunks, [b"]"], [JSON_TYPE])
+    def stream(self, plan: Plan) -> Stream:
+        rid = response_id("")
+        docs: list[bytes] = []
+        if plan.tool is not None:
+            last_parts = [self._call_part(plan)]
+        else:
+            pieces = plan.text_chunks() or [""]
+            last_parts = [{"text": pieces.pop()}]
+            if pieces:
+                # Every chunk but the last: incremental text and the usage so far.
+                envelope = self._chunk(plan, rid, [{"text": HOLE}], False, 0)
+                envelope["usageMetadata"].update(candidatesTokenCount=HOLE, totalTokenCount=HOLE)
+                template = Template(envelope)
+                for n, piece in enumerate(pieces, 1):
+                    sent = n * plan.chunk_tokens
+                    docs.append(template.fill(piece, sent, plan.input_tokens + sent))
+        docs.append(orjson.dumps(self._chunk(plan, rid, last_parts, True, plan.output_tokens)))
+        if self.sse:
+            return Stream([], [b"data: " + d + b"\r\n\r\n" for d in docs], [], SSE_HEADERS)
+        return Stream([b"["], [docs[0], *(b"," + d for d in docs[1:])], [b"]"], [JSON_TYPE])
 
 
 class GeminiArrayDialect(GeminiDialect):

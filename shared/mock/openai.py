@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from shared.mock.core import SSE_HEADERS, Dialect, MockError, Request, Stream, bearer_auth
+from shared.mock.core import HOLE, SSE_HEADERS, Dialect, MockError, Request, Stream, Template, bearer_auth
 from shared.mock.settings import MockSettings
 from shared.mock.text import Conversation, Plan, json_chars, response_id, stable_id
 
@@ -261,22 +261,28 @@ class OpenAIDialect(Dialect):
         if plan.include_usage:
             base["usage"] = None  # every chunk but the last says so when usage was asked for
 
+        def envelope(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return sse({**base, "choices": [choice]})
+            return sse(envelope(delta, finish))
 
         if plan.tool is not None:
             call = tool_call(plan)
             call["index"] = 0
             call["function"] = {"name": plan.tool.name, "arguments": ""}
             head = [chunk({"role": "assistant", "content": None, "tool_calls": [call]})]
-            chunks = [
-                chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
-                for part in plan.argument_chunks()
-            ]
+            fragment = Template(
+                envelope({"tool_calls": [{"index": 0, "function": {"arguments": HOLE}}]}), b"data: ", b"\n\n"
+            )
+            chunks = [fragment.fill(part) for part in plan.argument_chunks()]
         else:
             head = [chunk(self.first_delta())]
-            chunks = [chunk({"content": piece}) for piece in plan.text_chunks()]
+            text = Template(envelope({"content": HOLE}), b"data: ", b"\n\n")
+            chunks = [text.fill(piece) for piece in plan.text_chunks()]
         if self.usage_in_last_chunk:
             choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason(plan)}
             tail = [sse({**base, "choices": [choice], "usage": self.usage(plan)})]

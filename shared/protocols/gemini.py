@@ -63,13 +63,6 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _field_of(error: msgspec.ValidationError) -> str | None:
-    text = str(error)
-    if " - at `$." in text:
-        return text.split(" - at `$.", 1)[1].rstrip("`")
-    return None
-
-
 # --- client side: parse ----------------------------------------------------------------------
 
 
@@ -85,7 +78,7 @@ def parse_request(body: bytes, model: str, stream: bool) -> ChatRequest:
     try:
         wire = msgspec.convert(raw, w.WireRequest)
     except msgspec.ValidationError as exc:
-        raise invalid(f"Invalid request body: {exc}", _field_of(exc)) from None
+        raise invalid(f"Invalid request body: {exc}", w.field_of(exc)) from None
     if not wire.contents:
         raise invalid("'contents' must contain at least one content.", "contents")
     gc = wire.generation_config or w.GenerationConfig()
@@ -235,7 +228,8 @@ def _model_parts_out(content: list[Part], *, with_ids: bool, upstream: bool) -> 
                 thought["thoughtSignature"] = p.signature
             parts.append(thought)
         elif isinstance(p, Text):
-            parts.append({"text": p.text})
+            if p.text:  # Gemini rejects empty text parts
+                parts.append({"text": p.text})
         elif isinstance(p, Image):
             parts.append(w.image_part(p))
     _settle(parts, pending)
@@ -463,17 +457,6 @@ def _user_parts_out(content: list[Part], order: dict[str, int]) -> list[dict[str
 
 # --- upstream side: responses ----------------------------------------------------------------
 
-_response_decoder = msgspec.json.Decoder(w.WireResponse)
-
-
-def _decode(body: bytes) -> w.WireResponse:
-    try:
-        return _response_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise GatewayError("upstream_unavailable", f"unreadable upstream response: {exc}",
-                           status=502) from None
-
-
 def _finish_in(data: w.WireResponse, reason: str | None, saw_tool: bool) -> FinishReason:
     if not data.candidates and data.prompt_feedback and data.prompt_feedback.block_reason:
         return "content_filter"
@@ -485,14 +468,10 @@ def _call_id(response_id: str | None, n: int) -> str:
     return f"call_{response_id}_{n}" if response_id else f"call_{n}"
 
 
-def _status_error(status: w.Status) -> GatewayError:
-    return upstream_error(status.code, status.message, w.retry_delay(status.details))
-
-
 def parse_response(body: bytes) -> ChatResponse:
-    data = _decode(body)
+    data = w.decode_response(body)
     if data.error is not None:
-        raise _status_error(data.error)
+        raise w.status_error(data.error)
     candidate = data.candidates[0] if data.candidates else None
     parts: list[Part] = []
     calls = 0
@@ -552,13 +531,13 @@ class StreamParser:
         if self.done or not frame.data.strip():
             return []
         try:
-            data = _decode(frame.data)
+            data = w.decode_response(frame.data)
         except GatewayError as err:
             self.done = True
             return [StreamError(err.info())]
         if data.error is not None:
             self.done = True
-            return [StreamError(_status_error(data.error).info())]
+            return [StreamError(w.status_error(data.error).info())]
         out: list[StreamEvent] = []
         if not self._started:
             self._started = True
@@ -566,7 +545,7 @@ class StreamParser:
             prompt = data.usage_metadata.prompt_token_count if data.usage_metadata else 0
             out.append(MessageStart(data.response_id or "", data.model_version or "", prompt))
         if data.usage_metadata is not None:
-            self._usage = data.usage_metadata.usage() if data.usage_metadata else Usage()
+            self._usage = data.usage_metadata.usage()
         candidate = next((c for c in data.candidates or [] if c.index == 0), None)
         for p in candidate.content.parts if candidate and candidate.content else []:
             self._part(p, out)

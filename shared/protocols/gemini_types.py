@@ -21,7 +21,7 @@ import orjson
 
 from shared.errors import GatewayError, invalid
 from shared.model import FinishReason, Image, ResponseFormat, Text, Tool, ToolChoice, ToolResult, Usage
-from shared.protocols.errors_http import parse_duration
+from shared.protocols.errors_http import parse_duration, upstream_error
 
 # Keys whose values are user data or schemas: never rewritten. `response` is both a
 # functionResponse payload and a FunctionDeclaration's response schema; both are opaque.
@@ -316,7 +316,7 @@ class Status(msgspec.Struct):
     code: int = 500
     message: str = ""
     status: str | None = None
-    details: list[dict[str, Any]] | None = None
+    details: list[Any] | None = None
 
 
 class WireResponse(msgspec.Struct, rename="camel"):
@@ -326,6 +326,28 @@ class WireResponse(msgspec.Struct, rename="camel"):
     model_version: str | None = None
     response_id: str | None = None
     error: Status | None = None
+
+
+def field_of(error: msgspec.ValidationError) -> str | None:
+    text = str(error)
+    if " - at `$." in text:
+        return text.split(" - at `$.", 1)[1].rstrip("`")
+    return None
+
+
+_response_decoder = msgspec.json.Decoder(WireResponse)
+
+
+def decode_response(body: bytes) -> WireResponse:
+    try:
+        return _response_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise GatewayError("upstream_unavailable", f"unreadable upstream response: {exc}",
+                           status=502) from None
+
+
+def status_error(status: Status) -> GatewayError:
+    return upstream_error(status.code, status.message, retry_delay(status.details))
 
 
 # --- wire-shape helpers ------------------------------------------------------------------------

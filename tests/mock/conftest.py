@@ -24,7 +24,9 @@ def anyio_backend() -> str:
 
 
 @contextlib.asynccontextmanager
-async def asgi_client(settings: MockSettings | None = None) -> AsyncIterator[tuple[httpx.AsyncClient, MockApp]]:
+async def asgi_client(
+    settings: MockSettings | None = None,
+) -> AsyncIterator[tuple[httpx.AsyncClient, MockApp]]:
     app = create_app(settings or MockSettings())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://mock") as client:
         yield client, app

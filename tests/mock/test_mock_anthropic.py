@@ -98,12 +98,16 @@ async def test_auth_and_version_headers(client_for: Any) -> None:
     async with client_for(MockSettings(api_key="sk-ant")) as (client, _):
         wrong = await post(client, body(), HEADERS)
         right = await post(client, body(), {**HEADERS, "x-api-key": "sk-ant"})
+        bearer = await post(
+            client, body(), {"anthropic-version": "2023-06-01", "authorization": "Bearer sk-ant"}
+        )
     assert no_key.status_code == 401  # required even when the mock has no key configured
     assert error_of(no_key)[0] == "authentication_error"
     assert no_version.status_code == 400
     assert "anthropic-version" in error_of(no_version)[1]
     assert wrong.status_code == 401
     assert right.status_code == 200
+    assert bearer.status_code == 200  # what anthropic-python >= 2 sends
 
 
 @pytest.mark.parametrize(
@@ -137,7 +141,11 @@ def _result(tool_id: str) -> dict[str, Any]:
 
 async def test_tool_pairing(client_for: Any) -> None:
     unanswered = [*USER, {"role": "assistant", "content": [_use("toolu_1")]}, *USER]
-    wrong_id = [*USER, {"role": "assistant", "content": [_use("toolu_1")]}, {"role": "user", "content": [_result("x")]}]
+    wrong_id = [
+        *USER,
+        {"role": "assistant", "content": [_use("toolu_1")]},
+        {"role": "user", "content": [_result("x")]},
+    ]
     orphan = [{"role": "user", "content": [_result("toolu_1")]}]
     # Consecutive same-role messages are merged, so a split tool_result turn still pairs up.
     merged = [
@@ -150,7 +158,10 @@ async def test_tool_pairing(client_for: Any) -> None:
     async with client_for() as (client, _):
         replies = [await post(client, body(messages=m)) for m in (unanswered, wrong_id, orphan, merged)]
     assert [r.status_code for r in replies] == [400, 400, 400, 200]
-    assert "`tool_use` ids were found without `tool_result` blocks immediately after: toolu_1" in error_of(replies[0])[1]
+    assert (
+        "`tool_use` ids were found without `tool_result` blocks immediately after: toolu_1"
+        in error_of(replies[0])[1]
+    )
     assert "unexpected `tool_use_id`" in error_of(replies[1])[1]
     assert "messages.2.content.0" in error_of(replies[1])[1]
     assert "unexpected `tool_use_id`" in error_of(replies[2])[1]
@@ -168,7 +179,10 @@ async def test_tool_use_round_trip(client_for: Any, frames: Any) -> None:
         follow = [
             *USER,
             {"role": "assistant", "content": [use]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": "sunny"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": "sunny"}],
+            },
         ]
         answer = (await post(client, body(messages=follow, tools=[TOOL]))).json()
         assert answer["stop_reason"] == "end_turn"
@@ -179,7 +193,12 @@ async def test_tool_use_round_trip(client_for: Any, frames: Any) -> None:
         streamed = await post(client, body(tools=[TOOL], stream=True))
     payloads = [orjson.loads(f.data) for f in frames(streamed.content)]
     start = next(p for p in payloads if p["type"] == "content_block_start")
-    assert start["content_block"] == {"type": "tool_use", "id": start["content_block"]["id"], "name": "get_weather", "input": {}}
+    assert start["content_block"] == {
+        "type": "tool_use",
+        "id": start["content_block"]["id"],
+        "name": "get_weather",
+        "input": {},
+    }
     parts = [p["delta"]["partial_json"] for p in payloads if p["type"] == "content_block_delta"]
     assert len(parts) >= 2
     assert orjson.loads("".join(parts)) == use["input"]
@@ -215,30 +234,37 @@ async def test_models_list_in_anthropic_shape(client_for: Any) -> None:
 
 
 def test_anthropic_sdk_strict(live_server: Any) -> None:
+    messages: Any = USER  # the SDK's TypedDicts, as plain dicts
+    tools: Any = [TOOL]
     with live_server(MockSettings(api_key="sk-ant", output_tokens=5)) as base:
         client = anthropic.Anthropic(
             base_url=base, api_key="sk-ant", max_retries=0, _strict_response_validation=True
         )
-        reply = client.messages.create(model="mock-claude", max_tokens=50, messages=USER)  # type: ignore[arg-type]
+        reply = client.messages.create(model="mock-claude", max_tokens=50, messages=messages)
         assert reply.content[0].type == "text"
         assert reply.content[0].text == "Weather bravo charlie delta echo "
         assert reply.usage.output_tokens == 5
 
-        with client.messages.stream(model="mock-claude", max_tokens=50, messages=USER) as stream:  # type: ignore[arg-type]
+        with client.messages.stream(model="mock-claude", max_tokens=50, messages=messages) as stream:
             text = "".join(stream.text_stream)
             final = stream.get_final_message()
         assert text == reply.content[0].text
         assert final.stop_reason == "end_turn" and final.usage.output_tokens == 5
 
         with client.messages.stream(
-            model="mock-claude", max_tokens=50, messages=USER, tools=[TOOL]  # type: ignore[arg-type, list-item]
+            model="mock-claude",
+            max_tokens=50,
+            messages=messages,
+            tools=tools,
         ) as stream:
             tool_final = stream.get_final_message()
         block = tool_final.content[0]
         assert block.type == "tool_use" and block.name == "get_weather"
-        assert block.input["city"] == "mock"  # type: ignore[index]
+        assert block.input["city"] == "mock"
 
         with pytest.raises(anthropic.AuthenticationError):
             anthropic.Anthropic(base_url=base, api_key="wrong", max_retries=0).messages.create(
-                model="mock-claude", max_tokens=5, messages=USER  # type: ignore[arg-type]
+                model="mock-claude",
+                max_tokens=5,
+                messages=messages,
             )

@@ -28,7 +28,10 @@ TOOLS = [
                     "required": ["city"],
                 },
             },
-            {"name": "get_time", "parametersJsonSchema": {"type": "object", "properties": {"tz": {"type": "string"}}}},
+            {
+                "name": "get_time",
+                "parametersJsonSchema": {"type": "object", "properties": {"tz": {"type": "string"}}},
+            },
         ]
     }
 ]
@@ -39,7 +42,10 @@ def body(**extra: Any) -> dict[str, Any]:
 
 
 def call_turn(*names: str) -> dict[str, Any]:
-    return {"role": "model", "parts": [{"functionCall": {"name": n, "args": {"city": "Oslo"}}} for n in names]}
+    return {
+        "role": "model",
+        "parts": [{"functionCall": {"name": n, "args": {"city": "Oslo"}}} for n in names],
+    }
 
 
 def response_turn(*names: str, response: Any = None) -> dict[str, Any]:
@@ -119,11 +125,17 @@ async def test_api_key_header_or_query(client_for: Any) -> None:
         ([{"role": "assistant", "parts": [{"text": "hi"}]}, *USER], "valid role"),
         ([], "contents is not specified"),
         ([{"role": "user", "parts": []}], "must not be empty"),
-        ([*USER, call_turn("get_weather", "get_time"), response_turn("get_weather")], "number of function response"),
+        (
+            [*USER, call_turn("get_weather", "get_time"), response_turn("get_weather")],
+            "number of function response",
+        ),
         ([*USER, call_turn("get_weather"), *USER], "number of function response"),
         ([*USER, call_turn("get_weather")], "number of function response"),
         ([*USER, response_turn("get_weather")], "number of function response"),
-        ([call_turn("get_weather"), response_turn("get_weather")], "function call turn comes immediately after"),
+        (
+            [call_turn("get_weather"), response_turn("get_weather")],
+            "function call turn comes immediately after",
+        ),
         ([*USER, call_turn("get_weather"), response_turn("get_weather", response="cold")], "protobuf.Struct"),
     ],
 )
@@ -157,14 +169,21 @@ async def test_function_call_round_trip(client_for: Any, data_objects: Any) -> N
         # Gemini's OpenAPI-subset schema types are upper case; no id, as the real API usually sends.
         assert part == {"functionCall": {"name": "get_weather", "args": {"city": "mock", "days": 1}}}
 
-        contents = [*USER, {"role": "model", "parts": [part]}, response_turn("get_weather", response={"t": -3})]
+        contents = [
+            *USER,
+            {"role": "model", "parts": [part]},
+            response_turn("get_weather", response={"t": -3}),
+        ]
         answer = (await client.post(GENERATE, json=body(contents=contents, tools=TOOLS))).json()
         text = answer["candidates"][0]["content"]["parts"][0]["text"]
         assert text == 'Tool result received: {"t":-3}'
 
         forced = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}}
         chosen = (await client.post(GENERATE, json=body(tools=TOOLS, toolConfig=forced))).json()
-        assert chosen["candidates"][0]["content"]["parts"][0]["functionCall"] == {"name": "get_time", "args": {"tz": "mock"}}
+        assert chosen["candidates"][0]["content"]["parts"][0]["functionCall"] == {
+            "name": "get_time",
+            "args": {"tz": "mock"},
+        }
         off = {"functionCallingConfig": {"mode": "NONE"}}
         text_only = (await client.post(GENERATE, json=body(tools=TOOLS, toolConfig=off))).json()
         assert "text" in text_only["candidates"][0]["content"]["parts"][0]
@@ -200,7 +219,10 @@ def test_genai_sdk(live_server: Any) -> None:
         reply = client.models.generate_content(model="mock-gemini", contents="Hello Gemini")
         assert reply.text == "Hello bravo charlie delta "
         assert reply.usage_metadata is not None and reply.usage_metadata.candidates_token_count == 4
-        pieces = [c.text for c in client.models.generate_content_stream(model="mock-gemini", contents="Hello Gemini")]
+        pieces = [
+            c.text
+            for c in client.models.generate_content_stream(model="mock-gemini", contents="Hello Gemini")
+        ]
         assert "".join(p or "" for p in pieces) == reply.text
         tool = types.Tool(
             function_declarations=[

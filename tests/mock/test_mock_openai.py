@@ -53,7 +53,11 @@ async def test_non_stream_text_is_deterministic(client_for: Any) -> None:
     assert data["object"] == "chat.completion"
     assert data["model"] == "mock-gpt"
     choice = data["choices"][0]
-    assert choice["message"] == {"role": "assistant", "content": "Hello bravo charlie delta echo ", "refusal": None}
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": "Hello bravo charlie delta echo ",
+        "refusal": None,
+    }
     assert choice["finish_reason"] == "stop"
     chars = len("Hello there, mock")
     assert data["usage"]["prompt_tokens"] == (chars + 3) // 4
@@ -98,7 +102,12 @@ async def test_stream_with_usage_frames(client_for: Any, data_objects: Any) -> N
     assert all(c["object"] == "chat.completion.chunk" and c["usage"] is None for c in body_chunks)
     assert len({c["id"] for c in chunks[:-1]}) == 1
     assert body_chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert body_chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert body_chunks[-1]["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in body_chunks)
     assert text == plain["choices"][0]["message"]["content"]
     assert len(body_chunks) == 1 + 4 + 1  # role, one chunk per token, finish
@@ -124,15 +133,24 @@ async def test_tool_call_round_trip(client_for: Any, data_objects: Any) -> None:
         assert call["id"].startswith("call_")
         assert call["function"]["name"] == "get_weather"
         # Scalars always (enum -> first value), non-scalars only when required.
-        assert orjson.loads(call["function"]["arguments"]) == {"city": "mock", "days": 1, "metric": True, "unit": "c"}
+        assert orjson.loads(call["function"]["arguments"]) == {
+            "city": "mock",
+            "days": 1,
+            "metric": True,
+            "unit": "c",
+        }
         assert reply["usage"]["completion_tokens"] >= 1
 
         history = [
             *USER,
             {"role": "assistant", "content": None, "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": call["id"], "content": '{"temp": 21, "sky": "clear and bright"}'},
+            {
+                "role": "tool",
+                "tool_call_id": call["id"],
+                "content": '{"temp": 21, "sky": "clear and bright"}',
+            },
         ]
-        follow = (await client.post("/v1/chat/completions", json=body(messages=history, tools=[WEATHER_TOOL])))
+        follow = await client.post("/v1/chat/completions", json=body(messages=history, tools=[WEATHER_TOOL]))
         assert follow.status_code == 200, follow.text
         answer = follow.json()["choices"][0]
         assert answer["finish_reason"] == "stop"
@@ -157,11 +175,12 @@ async def test_tool_call_round_trip(client_for: Any, data_objects: Any) -> None:
 
 async def test_tool_choice_none_and_forced(client_for: Any) -> None:
     async with client_for(MockSettings(output_tokens=2)) as (client, _):
-        none = (await client.post("/v1/chat/completions", json=body(tools=[WEATHER_TOOL], tool_choice="none")))
+        none = await client.post("/v1/chat/completions", json=body(tools=[WEATHER_TOOL], tool_choice="none"))
         forced = await client.post(
             "/v1/chat/completions",
             json=body(
-                tools=[WEATHER_TOOL, OTHER_TOOL], tool_choice={"type": "function", "function": {"name": "other"}}
+                tools=[WEATHER_TOOL, OTHER_TOOL],
+                tool_choice={"type": "function", "function": {"name": "other"}},
             ),
         )
         unknown = await client.post(
@@ -185,7 +204,9 @@ async def test_tool_pairing_is_enforced(client_for: Any) -> None:
             "/v1/chat/completions",
             json=body(messages=[*USER, {"role": "tool", "tool_call_id": "call_9", "content": "x"}]),
         )
-        bad_role = await client.post("/v1/chat/completions", json=body(messages=[{"role": "bot", "content": "x"}]))
+        bad_role = await client.post(
+            "/v1/chat/completions", json=body(messages=[{"role": "bot", "content": "x"}])
+        )
         empty = await client.post("/v1/chat/completions", json=body(messages=[]))
         not_json = await client.post("/v1/chat/completions", content=b"{nope")
     assert unanswered.status_code == 400
@@ -200,8 +221,12 @@ async def test_tool_pairing_is_enforced(client_for: Any) -> None:
 async def test_bearer_auth(client_for: Any) -> None:
     async with client_for(MockSettings(api_key="sk-mock")) as (client, app):
         missing = await client.post("/v1/chat/completions", json=body())
-        wrong = await client.post("/v1/chat/completions", json=body(), headers={"authorization": "Bearer nope"})
-        right = await client.post("/v1/chat/completions", json=body(), headers={"authorization": "Bearer sk-mock"})
+        wrong = await client.post(
+            "/v1/chat/completions", json=body(), headers={"authorization": "Bearer nope"}
+        )
+        right = await client.post(
+            "/v1/chat/completions", json=body(), headers={"authorization": "Bearer sk-mock"}
+        )
     assert missing.status_code == 401
     assert wrong.status_code == 401
     assert wrong.json()["error"]["code"] == "invalid_api_key"
@@ -331,38 +356,43 @@ def test_paced_stream_over_real_server(live_server: Any) -> None:
 
 
 def test_openai_sdk_strict(live_server: Any) -> None:
+    messages: Any = USER  # the SDK's TypedDicts, as plain dicts
+    tools: Any = [WEATHER_TOOL]
     with live_server(MockSettings(api_key="sk-mock", output_tokens=5)) as base:
         client = openai.OpenAI(
             base_url=f"{base}/v1", api_key="sk-mock", max_retries=0, _strict_response_validation=True
         )
-        reply = client.chat.completions.create(model="mock-gpt", messages=USER)  # type: ignore[arg-type]
+        reply = client.chat.completions.create(model="mock-gpt", messages=messages)
         assert reply.choices[0].message.content == "Hello bravo charlie delta echo "
         assert reply.usage is not None and reply.usage.completion_tokens == 5
 
         stream = client.chat.completions.create(
             model="mock-gpt",
-            messages=USER,  # type: ignore[arg-type]
+            messages=messages,
             stream=True,
             stream_options={"include_usage": True},
         )
         chunks = list(stream)
-        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
+        assert (
+            "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            == reply.choices[0].message.content
+        )
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
 
         with client.chat.completions.stream(
             model="mock-gpt",
-            messages=USER,  # type: ignore[arg-type]
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            messages=messages,
+            tools=tools,
         ) as events:
             final = events.get_final_completion()
         calls = final.choices[0].message.tool_calls
-        assert calls is not None and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
-        assert orjson.loads(calls[0].function.arguments)["city"] == "mock"  # type: ignore[union-attr]
+        assert calls is not None and calls[0].function.name == "get_weather"
+        assert orjson.loads(calls[0].function.arguments)["city"] == "mock"
 
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(
                 model="mock-gpt",
-                messages=USER,  # type: ignore[arg-type]
+                messages=messages,
                 extra_headers={"x-mock-fail": "429"},
             )
 

@@ -76,7 +76,8 @@ CAMEL = {
     "generationConfig": {"temperature": 0.2, "topP": 0.9, "topK": 40, "candidateCount": 2,
                          "maxOutputTokens": 512, "stopSequences": ["END"], "seed": 7,
                          "responseMimeType": "application/json",
-                         "responseJsonSchema": {"type": "object", "properties": {"snake_key": {"type": "string"}}},
+                         "responseJsonSchema": {"type": "object",
+                                                "properties": {"snake_key": {"type": "string"}}},
                          "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True}},
 }
 SNAKE = {
@@ -92,7 +93,8 @@ SNAKE = {
     "generation_config": {"temperature": 0.2, "top_p": 0.9, "top_k": 40.0, "candidate_count": 2,
                           "max_output_tokens": 512, "stop_sequences": ["END"], "seed": 7,
                           "response_mime_type": "application/json",
-                          "response_json_schema": {"type": "object", "properties": {"snake_key": {"type": "string"}}},
+                          "response_json_schema": {"type": "object",
+                                                   "properties": {"snake_key": {"type": "string"}}},
                           "thinking_config": {"thinking_budget": 1024, "include_thoughts": True}},
 }
 
@@ -122,7 +124,8 @@ def test_parse_request_snake_case_equals_camel_case() -> None:
 def test_user_keys_inside_args_responses_and_schemas_are_untouched() -> None:
     req = _parse({"contents": [
         {"role": "user", "parts": [{"text": "go"}]},
-        {"role": "model", "parts": [{"function_call": {"name": "f", "args": {"snake_arg": {"inner_key": 1}}}}]},
+        {"role": "model", "parts": [
+            {"function_call": {"name": "f", "args": {"snake_arg": {"inner_key": 1}}}}]},
         {"role": "user", "parts": [{"function_response": {"name": "f", "response": {"result_value": 2}}}]},
     ], "tools": [{"function_declarations": [{"name": "f", "parameters": {
         "type": "OBJECT", "properties": {"snake_arg": {"type": "OBJECT", "nullable": True}}}}]}]})
@@ -135,15 +138,18 @@ def test_user_keys_inside_args_responses_and_schemas_are_untouched() -> None:
 
 
 def test_openapi_schema_is_lowercased_into_json_schema() -> None:
-    params = {"type": "OBJECT", "propertyOrdering": ["tags", "max_items"], "required": ["tags"], "properties": {
+    params = {"type": "OBJECT", "propertyOrdering": ["tags", "max_items"], "required": ["tags"],
+              "properties": {
         "tags": {"type": "ARRAY", "items": {"type": "STRING", "enum": ["a", "b"]}, "max_items": "3",
                  "minItems": "1"},
         "max_items": {"anyOf": [{"type": "INTEGER"}, {"type": "NUMBER"}], "nullable": True, "example": 2}}}
     req = _parse({"contents": [{"parts": [{"text": "x"}]}],
                   "tools": [{"functionDeclarations": [{"name": "f", "parameters": params}]}],
-                  "generationConfig": {"responseSchema": {"type": "STRING", "format": "enum", "enum": ["x"]}}})
+                  "generationConfig": {
+                      "responseSchema": {"type": "STRING", "format": "enum", "enum": ["x"]}}})
     assert req.tools[0].parameters == {"type": "object", "required": ["tags"], "properties": {
-        "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}, "maxItems": 3, "minItems": 1},
+        "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]},
+                 "maxItems": 3, "minItems": 1},
         "max_items": {"anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "null"}], "examples": [2]}}}
     assert req.response_format == ResponseFormat(type="json_schema",
                                                  schema={"type": "string", "format": "enum", "enum": ["x"]})
@@ -197,7 +203,8 @@ def test_tool_ids_are_synthesized_and_paired_by_name() -> None:
     calls = [p for m in req.messages for p in m.content if isinstance(p, ToolCall)]
     results = [p for m in req.messages for p in m.content if isinstance(p, ToolResult)]
     assert [(c.id, c.name) for c in calls] == [
-        ("call_1_0", "get_weather"), ("call_1_1", "get_weather"), ("call_1_2", "get_time"), ("given", "get_time")]
+        ("call_1_0", "get_weather"), ("call_1_1", "get_weather"), ("call_1_2", "get_time"),
+        ("given", "get_time")]
     assert calls[0].signature == "c2ln" and calls[1].signature is None
     assert [(r.tool_call_id, r.name, r.content) for r in results] == [
         ("call_1_2", "get_time", '{"result":"noon"}'), ("call_1_0", "get_weather", '{"result":"rain"}'),
@@ -293,7 +300,8 @@ def test_stream_renderer_text_tool_call_and_final_chunk() -> None:
     chunks = _rendered([
         MessageStart("u1", "upstream"), BlockStart(0, "text"), TextDelta(0, "Hel"), TextDelta(0, "lo"),
         BlockStop(0), BlockStart(1, "reasoning"), ReasoningDelta(1, signature="c2ln"), BlockStop(1),
-        BlockStart(2, "tool_call", "call_a", "get_weather"), ToolArgsDelta(2, '{"ci'), ToolArgsDelta(2, 'ty":"Paris"}'),
+        BlockStart(2, "tool_call", "call_a", "get_weather"), ToolArgsDelta(2, '{"ci'),
+        ToolArgsDelta(2, 'ty":"Paris"}'),
         BlockStop(2), UsageEvent(Usage(input_tokens=5, output_tokens=7)), MessageStop("tool_use")])
     parts = [c["candidates"][0]["content"]["parts"] for c in chunks]
     assert parts == [[{"text": "Hel"}], [{"text": "lo"}],
@@ -303,12 +311,14 @@ def test_stream_renderer_text_tool_call_and_final_chunk() -> None:
     assert all(c["responseId"] == "req-2" and c["modelVersion"] == "gemini-test" for c in chunks)
     assert "finishReason" not in chunks[0]["candidates"][0] and "usageMetadata" not in chunks[0]
     assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
-    assert chunks[-1]["usageMetadata"] == {"promptTokenCount": 5, "candidatesTokenCount": 7, "totalTokenCount": 12}
+    assert chunks[-1]["usageMetadata"] == {"promptTokenCount": 5, "candidatesTokenCount": 7,
+                                           "totalTokenCount": 12}
 
 
 def test_stream_renderer_thoughts_keep_their_signature() -> None:
-    chunks = _rendered([BlockStart(0, "reasoning"), ReasoningDelta(0, "hmm"), ReasoningDelta(0, signature="dA=="),
-                        BlockStop(0), BlockStart(1, "text"), TextDelta(1, "ok"), BlockStop(1), MessageStop("end_turn")])
+    chunks = _rendered([
+        BlockStart(0, "reasoning"), ReasoningDelta(0, "hmm"), ReasoningDelta(0, signature="dA=="),
+        BlockStop(0), BlockStart(1, "text"), TextDelta(1, "ok"), BlockStop(1), MessageStop("end_turn")])
     assert [c["candidates"][0]["content"]["parts"] for c in chunks] == [
         [{"text": "hmm", "thought": True}], [{"text": "", "thought": True, "thoughtSignature": "dA=="}],
         [{"text": "ok"}], [{"text": ""}]]
@@ -325,9 +335,9 @@ def test_stream_renderer_error_and_complete() -> None:
 def test_render_error_rate_limited_has_retry_info() -> None:
     status, body, headers = gemini.render_error(GatewayError("rate_limited", "slow down", retry_after=1.5))
     assert status == 429 and headers == {"retry-after": "2"}
-    assert orjson.loads(body) == {"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED",
-                                            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                                                         "retryDelay": "1.5s"}]}}
+    assert orjson.loads(body) == {"error": {
+        "code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED",
+        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}}
 
 
 @pytest.mark.parametrize(("kind", "status", "name"), [
@@ -378,7 +388,8 @@ def test_build_request_parallel_results_in_one_user_turn() -> None:
     body = gemini.build_request(req, "gemini-2.5-flash")
     assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
     assert body["contents"] == [
-        {"role": "user", "parts": [{"text": "weather?"}, {"inlineData": {"mimeType": "image/jpeg", "data": "AAAA"}}]},
+        {"role": "user", "parts": [{"text": "weather?"},
+                                   {"inlineData": {"mimeType": "image/jpeg", "data": "AAAA"}}]},
         {"role": "model", "parts": [
             {"text": "Checking."},
             {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2ln"},
@@ -392,14 +403,16 @@ def test_build_request_parallel_results_in_one_user_turn() -> None:
 
 
 def test_build_request_tool_result_name_lookup_fails_loudly() -> None:
-    req = ChatRequest(model="m", messages=[Message(role="user", content=[ToolResult(tool_call_id="x", content="1")])])
+    req = ChatRequest(model="m", messages=[
+        Message(role="user", content=[ToolResult(tool_call_id="x", content="1")])])
     with pytest.raises(GatewayError) as info:
         gemini.build_request(req, "m")
     assert info.value.kind == "invalid_request" and info.value.param == "messages[0].content[0].tool_call_id"
 
 
 @pytest.mark.parametrize(("content", "is_error", "response"), [
-    ('{"temp":21}', False, {"temp": 21}), ("[1,2]", False, {"result": [1, 2]}), ("plain", False, {"result": "plain"}),
+    ('{"temp":21}', False, {"temp": 21}), ("[1,2]", False, {"result": [1, 2]}),
+    ("plain", False, {"result": "plain"}),
     ("boom", True, {"error": "boom"}), ('{"code":1}', True, {"error": {"code": 1}}),
     ('{"error":"x"}', True, {"error": "x"}), ("", False, {"result": ""})])
 def test_build_request_wraps_tool_results(content: str, is_error: bool, response: dict[str, Any]) -> None:
@@ -426,7 +439,8 @@ def test_build_request_parameters() -> None:
         {"name": "f", "description": "d", "parametersJsonSchema": schema}, {"name": "g"}]}]
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}}
     assert body["generationConfig"] == {
-        "temperature": 0.5, "topP": 0.8, "topK": 20, "maxOutputTokens": 100, "seed": 3, "stopSequences": ["END"],
+        "temperature": 0.5, "topP": 0.8, "topK": 20, "maxOutputTokens": 100, "seed": 3,
+        "stopSequences": ["END"],
         "candidateCount": 2, "responseMimeType": "application/json", "responseJsonSchema": schema,
         "thinkingConfig": {"thinkingBudget": 8192}}
     assert set(body) == {"contents", "tools", "toolConfig", "generationConfig"}  # no parallel/user/stream
@@ -491,8 +505,9 @@ def test_parse_response_tool_calls_and_usage() -> None:
 
 @pytest.mark.parametrize(("reason", "finish"), [
     ("STOP", "end_turn"), ("MAX_TOKENS", "max_tokens"), ("SAFETY", "content_filter"),
-    ("RECITATION", "content_filter"), ("BLOCKLIST", "content_filter"), ("PROHIBITED_CONTENT", "content_filter"),
-    ("SPII", "content_filter"), ("MALFORMED_FUNCTION_CALL", "error"), ("OTHER", "end_turn"), (None, "end_turn")])
+    ("RECITATION", "content_filter"), ("BLOCKLIST", "content_filter"),
+    ("PROHIBITED_CONTENT", "content_filter"), ("SPII", "content_filter"),
+    ("MALFORMED_FUNCTION_CALL", "error"), ("OTHER", "end_turn"), (None, "end_turn")])
 def test_parse_response_finish_reasons(reason: str | None, finish: str) -> None:
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": "x"}]}}
     if reason:
@@ -501,8 +516,9 @@ def test_parse_response_finish_reasons(reason: str | None, finish: str) -> None:
 
 
 def test_parse_response_blocked_prompt() -> None:
-    resp = gemini.parse_response(orjson.dumps({"promptFeedback": {"blockReason": "SAFETY"},
-                                               "usageMetadata": {"promptTokenCount": 7, "totalTokenCount": 7}}))
+    resp = gemini.parse_response(orjson.dumps({
+        "promptFeedback": {"blockReason": "SAFETY"},
+        "usageMetadata": {"promptTokenCount": 7, "totalTokenCount": 7}}))
     assert resp.content == [] and resp.finish_reason == "content_filter" and resp.usage.input_tokens == 7
 
 
@@ -512,7 +528,8 @@ def test_parse_response_unreadable_body() -> None:
     assert info.value.kind == "upstream_unavailable"
 
 
-RATE_LIMITED = {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED", "details": [
+RATE_LIMITED = {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED",
+                          "details": [
     {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaMetric": "m"}]},
     {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}]}}
 
@@ -530,15 +547,16 @@ def test_parse_error_reads_retry_delay(body: bytes, retry_after: float | None) -
 
 
 def test_parse_error_other_statuses() -> None:
-    bad_key = orjson.dumps({"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
-                                      "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                                                   "reason": "API_KEY_INVALID"}]}})
+    bad_key = orjson.dumps({"error": {
+        "code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}})
     assert gemini.parse_error(400, bad_key, {}).kind == "upstream_auth"
     invalid = orjson.dumps({"error": {"code": 400, "message": "bad schema", "status": "INVALID_ARGUMENT"}})
     err = gemini.parse_error(400, invalid, {})
     assert err.kind == "upstream_rejected" and "bad schema" in err.message
     overloaded = gemini.parse_error(503, b"Service Unavailable", {"retry-after": "3"})
-    assert overloaded.kind == "upstream_unavailable" and overloaded.retryable and overloaded.retry_after == 3.0
+    assert overloaded.kind == "upstream_unavailable" and overloaded.retryable
+    assert overloaded.retry_after == 3.0
 
 
 # --- upstream side: streams, golden files ----------------------------------------------------
@@ -598,13 +616,13 @@ def test_stream_parser_details() -> None:
 def test_parsed_stream_renders_back_to_gemini() -> None:
     events = _stream((FIXTURES / "function_call.sse").read_bytes(), seed=0)
     chunks = _rendered(events)
-    calls = [p["functionCall"] for c in chunks for p in c["candidates"][0]["content"]["parts"] if "functionCall" in p]
-    assert calls == [{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_tTCwaO3mLIWz1dkPyMCx8Q4_0"},
-                     {"name": "get_weather", "args": {"city": "Tokyo", "units": "celsius"},
-                      "id": "call_tTCwaO3mLIWz1dkPyMCx8Q4_1"},
-                     {"name": "get_time", "args": {}, "id": "call_tTCwaO3mLIWz1dkPyMCx8Q4_2"}]
-    first_call = next(p for c in chunks for p in c["candidates"][0]["content"]["parts"] if "functionCall" in p)
-    assert first_call["thoughtSignature"].startswith("CiQB")
+    parts = [p for c in chunks for p in c["candidates"][0]["content"]["parts"] if "functionCall" in p]
+    rid = "tTCwaO3mLIWz1dkPyMCx8Q4"
+    assert [p["functionCall"] for p in parts] == [
+        {"name": "get_weather", "args": {"city": "Paris"}, "id": f"call_{rid}_0"},
+        {"name": "get_weather", "args": {"city": "Tokyo", "units": "celsius"}, "id": f"call_{rid}_1"},
+        {"name": "get_time", "args": {}, "id": f"call_{rid}_2"}]
+    assert parts[0]["thoughtSignature"].startswith("CiQB") and "thoughtSignature" not in parts[1]
     assert chunks[-1]["usageMetadata"] == {"promptTokenCount": 61, "candidatesTokenCount": 36,
                                            "totalTokenCount": 190, "cachedContentTokenCount": 32,
                                            "thoughtsTokenCount": 93}
@@ -613,12 +631,14 @@ def test_parsed_stream_renders_back_to_gemini() -> None:
 # --- the official google-genai SDK against rendered output -----------------------------------
 
 SDK_EVENTS: list[StreamEvent] = [
-    MessageStart("u", "m"), BlockStart(0, "text"), TextDelta(0, "Hello"), TextDelta(0, ", world"), BlockStop(0),
-    BlockStart(1, "tool_call", "call_1", "get_weather"), ToolArgsDelta(1, '{"city":'), ToolArgsDelta(1, '"Paris"}'),
-    BlockStop(1), UsageEvent(Usage(input_tokens=3, output_tokens=4)), MessageStop("tool_use")]
-SDK_RESPONSE = ChatResponse(id="r", model="m", finish_reason="tool_use", usage=Usage(input_tokens=3, output_tokens=4),
-                            content=[Text("Hello, world"), ToolCall(id="call_1", name="get_weather",
-                                                                    arguments='{"city":"Paris"}', signature="c2ln")])
+    MessageStart("u", "m"), BlockStart(0, "text"), TextDelta(0, "Hello"), TextDelta(0, ", world"),
+    BlockStop(0), BlockStart(1, "tool_call", "call_1", "get_weather"), ToolArgsDelta(1, '{"city":'),
+    ToolArgsDelta(1, '"Paris"}'), BlockStop(1), UsageEvent(Usage(input_tokens=3, output_tokens=4)),
+    MessageStop("tool_use")]
+SDK_RESPONSE = ChatResponse(
+    id="r", model="m", finish_reason="tool_use", usage=Usage(input_tokens=3, output_tokens=4),
+    content=[Text("Hello, world"),
+             ToolCall(id="call_1", name="get_weather", arguments='{"city":"Paris"}', signature="c2ln")])
 
 
 @pytest.fixture(scope="module")
@@ -637,17 +657,19 @@ def sdk_server() -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
         if request.method == "GET":
             return Response(gemini.list_models(["gemini-test"]), media_type="application/json")
         if "limited" in path:
-            status, body, headers = gemini.render_error(GatewayError("rate_limited", "slow down", retry_after=7))
+            limited = GatewayError("rate_limited", "slow down", retry_after=7)
+            status, body, headers = gemini.render_error(limited)
             return Response(body, status, headers, media_type="application/json")
         if ":streamGenerateContent" in path:
             renderer = gemini.StreamRenderer("gemini-test", "req-9", include_usage=True)
             events = SDK_EVENTS
             if "broken" in path:
-                events = [*SDK_EVENTS[:3], StreamError(ErrorInfo(kind="upstream_unavailable", message="overloaded",
-                                                                 status=503))]
+                overloaded = ErrorInfo(kind="upstream_unavailable", message="overloaded", status=503)
+                events = [*SDK_EVENTS[:3], StreamError(overloaded)]
             frames = b"".join(b"data: " + data + b"\n\n" for e in events for _, data in renderer.render(e))
             return StreamingResponse(iter([frames]), media_type="text/event-stream")
-        return Response(gemini.render_response(SDK_RESPONSE, "gemini-test", "req-9"), media_type="application/json")
+        body = gemini.render_response(SDK_RESPONSE, "gemini-test", "req-9")
+        return Response(body, media_type="application/json")
 
     app = Starlette(routes=[Route("/{rest:path}", handler, methods=["GET", "POST"])])
     sock = socket.socket()
@@ -673,7 +695,8 @@ def _client(base_url: str) -> Any:
 
 def test_sdk_reads_rendered_response(sdk_server: tuple[str, list[tuple[str, str, str]]]) -> None:
     base_url, seen = sdk_server
-    response = _client(base_url).models.generate_content(model="gemini-test", contents="weather?")
+    client = _client(base_url)  # keep a reference: a collected Client closes its HTTP client
+    response = client.models.generate_content(model="gemini-test", contents="weather?")
     assert response.text == "Hello, world"
     (call,) = response.function_calls
     assert (call.name, call.args, call.id) == ("get_weather", {"city": "Paris"}, "call_1")
@@ -684,7 +707,8 @@ def test_sdk_reads_rendered_response(sdk_server: tuple[str, list[tuple[str, str,
 
 def test_sdk_reads_rendered_stream(sdk_server: tuple[str, list[tuple[str, str, str]]]) -> None:
     base_url, seen = sdk_server
-    chunks = list(_client(base_url).models.generate_content_stream(model="gemini-test", contents="weather?"))
+    client = _client(base_url)
+    chunks = list(client.models.generate_content_stream(model="gemini-test", contents="weather?"))
     assert "".join(c.text or "" for c in chunks) == "Hello, world"
     calls = [fc for c in chunks for fc in c.function_calls or []]
     assert [(fc.name, fc.args, fc.id) for fc in calls] == [("get_weather", {"city": "Paris"}, "call_1")]
@@ -709,6 +733,7 @@ def test_sdk_raises_rendered_errors(sdk_server: tuple[str, list[tuple[str, str, 
 
 def test_sdk_lists_models_and_records_paths(sdk_server: tuple[str, list[tuple[str, str, str]]]) -> None:
     base_url, seen = sdk_server
-    assert [m.name for m in _client(base_url).models.list()] == ["models/gemini-test"]
+    client = _client(base_url)
+    assert [m.name for m in client.models.list()] == ["models/gemini-test"]
     # google-genai 3.x talks to /v1/...; the routes must serve /v1beta/... (REST docs, older SDKs) too.
     print("google-genai requested:", sorted({f"{m} {p}" + (f"?{q}" if q else "") for m, p, q in seen}))

@@ -4,14 +4,19 @@ in shared/protocols and I/O in worker/upstream.py."""
 from __future__ import annotations
 
 from shared.config import Account
+from worker.providers.anthropic import AnthropicProvider
 from worker.providers.base import Provider
+from worker.providers.gemini import GeminiProvider
 from worker.providers.mistral import MistralProvider
 from worker.providers.openai import OpenAIProvider
 
 
 def provider_for(account: Account) -> Provider:
-    if account.provider in ("openai", "openai-compatible", "mock", "deepseek"):
-        return OpenAIProvider(account)
+    if account.provider == "anthropic":
+        return AnthropicProvider(account)
+    if account.provider == "gemini":
+        return GeminiProvider(account)
     if account.provider == "mistral":
         return MistralProvider(account)
-    raise ValueError(f"provider {account.provider!r} has no adapter yet")
+    # openai, openai-compatible (vLLM, Ollama, llama.cpp, LM Studio), deepseek, mock
+    return OpenAIProvider(account)

@@ -1,0 +1,40 @@
+"""`POST /v1/messages` and `/v1/messages/count_tokens` (Anthropic Messages).
+
+The current anthropic SDK may authenticate with `Authorization: Bearer` instead of
+`x-api-key`; both map to the same client keys (api/auth.py).
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import authenticate
+from api.dialects import ANTHROPIC
+from api.relay import AppState, error_response
+from api.routes.common import serve
+from shared.errors import GatewayError
+from shared.protocols import anthropic_messages
+
+router = APIRouter()
+
+
+@router.post("/v1/messages")
+async def messages(request: Request) -> Response:
+    return await serve(request, ANTHROPIC, anthropic_messages.parse_request)
+
+
+@router.post("/v1/messages/count_tokens")
+async def count_tokens(request: Request) -> Response:
+    state: AppState = request.app.state.sluice
+    try:
+        authenticate(request, state.clients)
+        req = anthropic_messages.parse_count_tokens_request(await request.body())
+        if state.config.model(req.model) is None:
+            raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
+        body = orjson.dumps({"input_tokens": anthropic_messages.count_tokens(req)})
+        return Response(body, media_type="application/json")
+    except GatewayError as err:
+        return error_response(ANTHROPIC, err)
