@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from api.dispatch import Dispatcher
 from api.hub import ReplyHub
+from api.metrics import Metrics
 from api.relay import AppState
 from api.routes import anthropic_messages, gemini, health, openai_chat, openai_responses, streams
 from shared.config import Config
@@ -31,6 +32,7 @@ def create_app(config: Config) -> FastAPI:
             redis=client,
             dispatcher=Dispatcher(config, client, hub),
             clients={c.key: c.name for c in config.client_keys},
+            metrics=Metrics(),
         )
         try:
             yield

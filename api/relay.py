@@ -9,7 +9,7 @@ the record is replayed through a fresh renderer and everything up to the id is d
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -18,10 +18,11 @@ from starlette.responses import Response, StreamingResponse
 
 from api.dialects import DIALECTS, Dialect, Renderer
 from api.dispatch import Dispatcher, Ticket
+from api.metrics import Metrics
 from shared.config import Config
 from shared.errors import GatewayError, invalid
-from shared.jobs import decode_events, encode_events
-from shared.model import TERMINAL_EVENTS, ChatRequest, Complete, StreamError
+from shared.jobs import Priority, decode_events, encode_events
+from shared.model import TERMINAL_EVENTS, ChatRequest, Complete, StreamError, Usage, UsageEvent
 from shared.protocols.sse import frame
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -33,11 +34,19 @@ class AppState:
     redis: aioredis.Redis
     dispatcher: Dispatcher
     clients: dict[str, str]  # client key -> client name
+    metrics: Metrics
 
 
 def error_response(dialect: Dialect, err: GatewayError) -> Response:
     status, body, headers = dialect.render_error(err)
     return Response(body, status, headers=headers, media_type="application/json")
+
+
+def _priority(headers: Headers) -> Priority:
+    value = headers.get("x-sluice-priority", "interactive")
+    if value not in ("interactive", "batch"):
+        raise invalid("The x-sluice-priority header must be 'interactive' or 'batch'.", "x-sluice-priority")
+    return value  # type: ignore[return-value]
 
 
 def _max_wait(headers: Headers) -> float | None:
@@ -53,13 +62,14 @@ def _max_wait(headers: Headers) -> float | None:
     return value
 
 
-async def handle(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers) -> Response:
+async def handle(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers,
+                 started: float) -> Response:
     model = state.config.model(req.model)
     if model is None:
         raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
     dispatcher = state.dispatcher
     account, upstream_model = await dispatcher.choose_route(model)
-    job = dispatcher.new_job(req, model, account, upstream_model, client, _max_wait(headers))
+    job = dispatcher.new_job(req, model, account, upstream_model, client, _max_wait(headers), _priority(headers))
     meta = None
     if req.stream:
         meta = {"dialect": dialect.name, "model": req.model, "client": client,
@@ -67,30 +77,46 @@ async def handle(state: AppState, dialect: Dialect, client: str, req: ChatReques
     ticket = await dispatcher.submit(job, meta)
     if not req.stream:
         try:
-            return await _respond_once(state, dialect, ticket, req)
+            return await _respond_once(state, dialect, ticket, req, started)
         finally:
             dispatcher.release(ticket)
     renderer = dialect.renderer(req.model, job.id, req.include_usage, req)
     return await _respond_stream(state, ticket, renderer, dialect)
 
 
-def _timing_headers(ticket: Ticket, start: float) -> dict[str, str]:
-    now = time.monotonic()
-    queued = ((ticket.first_entry_at or now) - ticket.enqueued_at) * 1000
-    return {"server-timing": f"queue;dur={queued:.2f}, total;dur={(now - start) * 1000:.2f}"}
+def _timing_headers(complete: Complete, started: float) -> tuple[dict[str, str], float]:
+    """`x-sluice-overhead-ms` is everything but the provider's own time, queue wait included."""
+    total = (time.monotonic() - started) * 1000
+    t = complete.timing
+    if t is None:
+        return {"x-sluice-overhead-ms": f"{total:.2f}"}, total
+    relay = max(0.0, (time.time() - t.done_at) * 1000)
+    overhead = max(0.0, total - t.upstream_ms)
+    timing = (f"queue;dur={t.queue_ms:.2f}, dispatch;dur={t.dispatch_ms:.2f}, upstream;dur={t.upstream_ms:.2f}, "
+              f"relay;dur={relay:.2f}, total;dur={total:.2f}")
+    return {"x-sluice-overhead-ms": f"{overhead:.2f}", "server-timing": timing}, overhead
 
 
-async def _respond_once(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest) -> Response:
-    start = ticket.enqueued_at
+async def _respond_once(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest,
+                        started: float) -> Response:
     async for item in ticket.entries(state.config.queue.keepalive_seconds):
         if item is None:
             continue
         for event in decode_events(item[1]):
             if isinstance(event, Complete):
                 body = dialect.render_response(event.response, req.model, ticket.job.id, req)
-                return Response(body, 200, headers=_timing_headers(ticket, start), media_type="application/json")
+                headers, overhead = _timing_headers(event, started)
+                headers["x-sluice-request-id"] = ticket.job.id
+                metrics = state.metrics
+                metrics.request(ticket.job.client, req.model, dialect.name, 200)
+                metrics.usage(ticket.job.client, event.response.usage)
+                if event.timing is not None:
+                    metrics.timing(req.model, event.timing, overhead)
+                return Response(body, 200, headers=headers, media_type="application/json")
             if isinstance(event, StreamError):
-                return error_response(dialect, GatewayError.from_info(event.error))
+                err = GatewayError.from_info(event.error)
+                state.metrics.request(ticket.job.client, req.model, dialect.name, err.status)
+                return error_response(dialect, err)
     raise GatewayError("internal", "the answer ended without a result")
 
 
@@ -102,7 +128,9 @@ async def _respond_stream(state: AppState, ticket: Ticket, renderer: Renderer, d
         first = await anext(entries)
     except GatewayError as err:
         state.dispatcher.release(ticket)
+        state.metrics.request(ticket.job.client, ticket.job.request.model, dialect.name, err.status)
         return error_response(dialect, err)
+    state.metrics.request(ticket.job.client, ticket.job.request.model, dialect.name, 200)
     if first is not None:
         events = decode_events(first[1])
         if len(events) == 1 and isinstance(events[0], StreamError):
@@ -117,7 +145,8 @@ async def _respond_stream(state: AppState, ticket: Ticket, renderer: Renderer, d
     async def body() -> AsyncIterator[bytes]:
         try:
             async for chunk in sse_frames(_with_late_errors(replay_first(), dialect), renderer,
-                                          ticket.job.id, None, dialect):
+                                          ticket.job.id, None, dialect,
+                                          lambda usage: state.metrics.usage(ticket.job.client, usage)):
                 yield chunk
         finally:
             state.dispatcher.release(ticket)
@@ -138,7 +167,8 @@ async def _with_late_errors(entries: AsyncIterator[tuple[int, bytes] | None],
 
 
 async def sse_frames(entries: AsyncIterator[tuple[int, bytes] | None], renderer: Renderer, job_id: str,
-                     after: tuple[int, int] | None, dialect: Dialect) -> AsyncIterator[bytes]:
+                     after: tuple[int, int] | None, dialect: Dialect,
+                     on_usage: Callable[[Usage], None] | None = None) -> AsyncIterator[bytes]:
     ids = dialect.sse_ids
     async for item in entries:
         if item is None:
@@ -149,6 +179,8 @@ async def sse_frames(entries: AsyncIterator[tuple[int, bytes] | None], renderer:
         out: list[bytes] = []
         n = 0
         for event in events:
+            if on_usage is not None and isinstance(event, UsageEvent):
+                on_usage(event.usage)
             for name, data in renderer.render(event):
                 if after is None or (seq, n) > after:
                     out.append(frame(data, name, f"{job_id}.{seq}.{n}" if ids else None))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import sys
 import tempfile
 import time
@@ -150,10 +151,10 @@ def prompt(index: int, chars: int) -> str:
 
 
 def per_bucket(outcomes: list[Outcome], width: float, until: float) -> str:
-    counts = [0] * max(1, int(until // width) + 1)
+    counts = [0] * max(1, math.ceil(until / width))
     for o in outcomes:
         if o.ok and o.done < until:
-            counts[int(o.done // width)] += 1
+            counts[min(len(counts) - 1, int(o.done // width))] += 1
     return " ".join(str(c) for c in counts)
 
 
@@ -241,6 +242,10 @@ async def burst(ctx: Ctx) -> Result:
               f"{wall:.1f} s ({deviation:+.1f} %)")
     res.summary = (f"{len(ok)}/{n} ok, {r429} mock 429s, wall {wall:.1f} s vs {theoretical:.0f} s "
                    f"({deviation:+.1f} %)")
+    res.notes.append(f"With zero burst tolerance the limiter paces each account at one claim every "
+                     f"{60 / rpm:.1f} s from t=0, so the ideal for an even split is ({n // 2}-1) x "
+                     f"{60 / rpm:.1f} s = {(n // 2 - 1) * 60 / rpm:.0f} s; the mock's 10-request bucket is "
+                     "never touched beyond one request.")
     if abs(split[0] - split[1]) > 1:
         res.notes.append(f"The route split the burst {split[0]}/{split[1]} instead of {n // 2}/{n // 2}: a "
                          f"job is bound to one account at enqueue time, so the longer queue sets the wall "
@@ -313,6 +318,8 @@ async def replicas(ctx: Ctx) -> Result:
     res.summary = (f"{upstream_rate:.1f}/min at the mock over {window:.0f} s = "
                    f"{upstream_rate / rpm * 100:.1f} % of {rpm} rpm with {count} replicas "
                    f"(paced {paced or 0:.1f}/min)")
+    res.notes.append("The replicas share one GCRA state in Redis and each claim is one Lua step, so they "
+                     "cannot overshoot together; the 10 s maximum is the GCRA bound (pace + 1).")
     if per_worker and min(per_worker) == 0:
         res.notes.append("A worker process claimed nothing: the others took every slot (fine for the rate).")
     if upstream_rate < 0.95 * rpm:
@@ -393,6 +400,10 @@ async def tokens(ctx: Ctx) -> Result:
     res.check("no failures", all(o.ok for o in outcomes), f"{sum(not o.ok for o in outcomes)} failed")
     res.summary = (f"{paced or 0:.0f} tokens/min = {paced_pct:.1f} % of {tpm} tpm "
                    f"(mock counter {mock_rate / tpm * 100:.1f} %), large {len(large_ok)}/{len(large)} ok")
+    res.notes.append("The paced figure divides the tokens of every answer in the window but the last by the "
+                     "time from the first answer to the last: the limiter starts job k+1 exactly "
+                     "cost(k)/tpm minutes after job k, so this is the admitted rate without the quantization "
+                     "of a fixed window (one large request is ~15 % of a minute's budget).")
     if paced_pct < 90:
         res.notes.append("Under 90 %: tokens are reserved at claim time (prompt estimate + max_tokens) and "
                          "refunded at ack; a reservation much larger than real usage, or a claim loop that "

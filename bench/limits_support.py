@@ -356,7 +356,7 @@ def write_section(path: Path, intro: str, order: list[str], fresh: dict[str, str
     for sub in subs.values():
         if sub is not None:
             body += [sub.rstrip(), ""]
-    section = "\n".join(body) + "\n"
+    section = "\n".join(body).rstrip() + "\n"
     if after:
         section += "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -183,10 +183,20 @@ class StreamError(msgspec.Struct, tag="error", omit_defaults=True):
     error: ErrorInfo
 
 
+class Timing(msgspec.Struct, omit_defaults=True):
+    """Where a job's time went, as its worker saw it (milliseconds; `done_at` is unix seconds)."""
+
+    queue_ms: float = 0.0  # enqueued -> claimed
+    dispatch_ms: float = 0.0  # claimed -> request sent upstream
+    upstream_ms: float = 0.0  # request sent -> answer read
+    done_at: float = 0.0
+
+
 class Complete(msgspec.Struct, tag="complete", omit_defaults=True):
     """A whole non-streaming answer, sent as one event."""
 
     response: ChatResponse
+    timing: Timing | None = None
 
 
 StreamEvent = (

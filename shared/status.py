@@ -12,8 +12,8 @@ from shared.config import Config
 from shared.redis.keys import Keys
 
 
-async def collect(config: Config) -> dict[str, Any]:
-    client = aioredis.Redis.from_url(config.redis_url)
+async def collect(config: Config, shared_client: aioredis.Redis | None = None) -> dict[str, Any]:
+    client = shared_client or aioredis.Redis.from_url(config.redis_url)
     keys = Keys(config.key_prefix)
     try:
         (sec, usec) = await client.time()
@@ -52,7 +52,8 @@ async def collect(config: Config) -> dict[str, Any]:
             })
         return {"at": time.time(), "accounts": accounts}
     finally:
-        await client.aclose()
+        if shared_client is None:
+            await client.aclose()
 
 
 def _left(per_minute: int | None, tat: float, now_ms: float) -> float | None:

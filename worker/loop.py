@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from shared.config import Account, Config
 from shared.errors import GatewayError
 from shared.jobs import Claimed, Job, decode_job
-from shared.model import Complete, StreamError, UsageEvent
+from shared.model import Complete, StreamError, Timing, UsageEvent
 from shared.redis.keys import Keys
 from shared.redis.scripts import LimitArgs, Scripts
 from worker.providers.base import Provider, UpstreamRequest
@@ -152,6 +152,8 @@ class Worker:
 
     async def _run_job_inner(self, claimed: Claimed) -> None:
         job = claimed.job
+        claimed_at = time.monotonic()
+        queue_ms = max(0.0, time.time() * 1000 - job.enqueued_ms)
         if job.deadline_ms and time.time() * 1000 > job.deadline_ms:
             await self.scripts.ack(self.akeys, self.limits, job.id, (0, 0), "expired")
             return
@@ -171,7 +173,8 @@ class Worker:
         seen = UpstreamResult()
         for retry in range(MAX_UPSTREAM_RETRIES + 1):
             try:
-                usage = await self._attempt(job, upstream, writer, resume, seen)
+                usage = await self._attempt(job, upstream, writer, resume, seen,
+                                            Timing(queue_ms=queue_ms), claimed_at)
                 break
             except GatewayError as err:
                 if err.status == 429 or err.kind == "rate_limited":
@@ -183,19 +186,25 @@ class Worker:
                 log.warning("upstream failed", extra={"request_id": job.id, "kind": err.kind})
                 writer.add([StreamError(err.info())])
                 await writer.close()
-                await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed")
+                await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed", seen.status,
+                                       job.upstream_model)
                 return
         await writer.close()
         hold = self.provider.hold_seconds(seen.headers)
         if hold:
             await self.scripts.block(self.akeys, int(hold * 1000))
-        await self.scripts.ack(self.akeys, self.limits, job.id, usage, "completed")
+        await self.scripts.ack(self.akeys, self.limits, job.id, usage, "completed", seen.status,
+                               job.upstream_model)
 
     async def _attempt(self, job: Job, upstream: UpstreamRequest, writer: EventWriter,
-                       resume: ResumeFilter, seen: UpstreamResult) -> tuple[int, int] | None:
+                       resume: ResumeFilter, seen: UpstreamResult, timing: Timing,
+                       claimed_at: float) -> tuple[int, int] | None:
         if not job.request.stream:
             response = await call(self.http, self.provider, upstream, seen)
-            writer.add([Complete(response)])
+            timing.dispatch_ms = (seen.sent_at - claimed_at) * 1000
+            timing.upstream_ms = (seen.done_at - seen.sent_at) * 1000
+            timing.done_at = time.time()
+            writer.add([Complete(response, timing)])
             return response.usage.input_tokens, response.usage.output_tokens
         usage: tuple[int, int] | None = None
         async for events in stream(self.http, self.provider, upstream, seen):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -23,10 +24,13 @@ def make_client(account: Account) -> httpx.AsyncClient:
 
 
 class UpstreamResult:
-    """What a successful call saw besides its body: the headers, for rate-limit hints."""
+    """What a call saw besides its body: status and headers (rate-limit hints), and its timing."""
 
     def __init__(self) -> None:
         self.headers: dict[str, str] = {}
+        self.status = 0
+        self.sent_at = 0.0  # monotonic
+        self.done_at = 0.0
 
 
 def _transport_error(exc: httpx.HTTPError) -> GatewayError:
@@ -38,10 +42,13 @@ def _transport_error(exc: httpx.HTTPError) -> GatewayError:
 
 async def call(client: httpx.AsyncClient, provider: Provider, req: UpstreamRequest,
                seen: UpstreamResult) -> ChatResponse:
+    seen.sent_at = time.monotonic()
     try:
         response = await client.post(req.url, headers=req.headers, content=req.body)
     except httpx.HTTPError as exc:
         raise _transport_error(exc) from None
+    seen.done_at = time.monotonic()
+    seen.status = response.status_code
     seen.headers = dict(response.headers)
     if response.status_code >= 400:
         raise provider.parse_error(response.status_code, response.content, seen.headers)
@@ -56,8 +63,10 @@ async def stream(client: httpx.AsyncClient, provider: Provider, req: UpstreamReq
                  seen: UpstreamResult) -> AsyncIterator[list[StreamEvent]]:
     parser = provider.stream_parser()
     frames = SseParser()
+    seen.sent_at = time.monotonic()
     try:
         async with client.stream("POST", req.url, headers=req.headers, content=req.body) as response:
+            seen.status = response.status_code
             seen.headers = dict(response.headers)
             if response.status_code >= 400:
                 body = await response.aread()
@@ -72,6 +81,7 @@ async def stream(client: httpx.AsyncClient, provider: Provider, req: UpstreamReq
                     return
     except httpx.HTTPError as exc:
         raise _transport_error(exc) from None
+    seen.done_at = time.monotonic()
     tail: list[StreamEvent] = []
     for frame in frames.finish():
         tail.extend(parser.feed(frame))

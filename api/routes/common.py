@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -15,6 +16,7 @@ from shared.model import ChatRequest
 
 
 async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], ChatRequest]) -> Response:
+    started = time.monotonic()
     state: AppState = request.app.state.sluice
     try:
         client = authenticate(request, state.clients)
@@ -23,6 +25,6 @@ async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], Cha
             job_id, seq, n = parse_event_id(last_event_id)
             return await resume(state, client, job_id, (seq, n), dialect)
         req = parse(await request.body())
-        return await handle(state, dialect, client, req, request.headers)
+        return await handle(state, dialect, client, req, request.headers, started)
     except GatewayError as err:
         return error_response(dialect, err)

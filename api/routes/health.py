@@ -26,6 +26,14 @@ async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; like /healthz it needs no client key (expose it internally only)."""
+    state: AppState = request.app.state.sluice
+    body = await state.metrics.render(state.config, state.redis)
+    return Response(body, media_type="text/plain; version=0.0.4")
+
+
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
     state: AppState = request.app.state.sluice

@@ -13,6 +13,7 @@ Strict where the real API is strict, so gateway conversion bugs surface here and
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -228,6 +229,19 @@ def _usage(plan: Plan, output_tokens: int) -> dict[str, Any]:
     }
 
 
+_RFC3339: dict[int, bytes] = {}
+
+
+def _rfc3339(second: int) -> bytes:
+    # strftime costs more than the rest of the headers; most requests share the same few seconds.
+    text = _RFC3339.get(second)
+    if text is None:
+        if len(_RFC3339) > 256:
+            _RFC3339.clear()
+        text = _RFC3339[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    return text
+
+
 def _event(name: bytes, value: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(value) + b"\n\n"
 
@@ -295,10 +309,9 @@ class AnthropicDialect(Dialect):
             if state is None:
                 continue
             prefix = b"anthropic-ratelimit-" + name.encode()
-            reset = datetime.fromtimestamp(now + state.reset, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             headers.append((prefix + b"-limit", str(state.limit).encode()))
             headers.append((prefix + b"-remaining", str(state.remaining).encode()))
-            headers.append((prefix + b"-reset", reset.encode()))
+            headers.append((prefix + b"-reset", _rfc3339(math.ceil(now + state.reset))))
         return headers
 
     def _content(self, plan: Plan) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ WORDS = (
 )  # fmt: skip
 
 TOOL_RESULT_PREFIX = "Tool result received: "
+_CYCLE = [word + " " for word in WORDS] * 64  # sliced for the common counts, no per-token work
 
 LastTurn = Literal["user", "tool_result", "other"]
 
@@ -53,6 +54,8 @@ class Plan:
 
     def text_chunks(self) -> list[str]:
         k = self.chunk_tokens
+        if k == 1:
+            return list(self.tokens)
         return ["".join(self.tokens[i : i + k]) for i in range(0, len(self.tokens), k)]
 
     def argument_chunks(self) -> list[str]:
@@ -109,7 +112,10 @@ def plan(conv: Conversation, *, output_tokens: int, chunk_tokens: int, call_id: 
             result.truncated = True
     else:
         count = output_tokens if cap is None else min(output_tokens, cap)
-        tokens = [WORDS[i % len(WORDS)] + " " for i in range(count)]
+        if count <= len(_CYCLE):
+            tokens = _CYCLE[:count]
+        else:
+            tokens = [WORDS[i % len(WORDS)] + " " for i in range(count)]
         first = conv.last_user_text.split(maxsplit=1)
         if tokens and first:
             tokens[0] = first[0][:32] + " "

@@ -103,13 +103,14 @@ class Scripts:
         return ClaimResult(int(code), int(wait), claimed, dead)
 
     async def ack(
-        self, keys: AccountKeys, limits: LimitArgs, job_id: str, used: tuple[int, int] | None, outcome: str
+        self, keys: AccountKeys, limits: LimitArgs, job_id: str, used: tuple[int, int] | None, outcome: str,
+        status: int = 0, model: str = "",
     ) -> bool:
         used_in, used_out = used if used is not None else (-1, -1)
         result = await self._call(
             self._ack,
             [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats],
-            [job_id, used_in, used_out, *limits.rates(), outcome],
+            [job_id, used_in, used_out, *limits.rates(), outcome, status, model],
         )
         return bool(result)
 

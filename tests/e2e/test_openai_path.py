@@ -185,3 +185,38 @@ def test_worker_killed_mid_job_loses_nothing(make_system: Any, stream: bool) -> 
         assert future.result(timeout=60) == expected
     assert system.mock_stats()["requests"] - before == 2  # run once, killed, run again
     assert system.counter("solo", "reclaimed") == 1
+
+
+def test_overhead_and_server_timing_headers(system: SluiceSystem) -> None:
+    reply = httpx.post(f"{system.base_url}/v1/chat/completions",
+                       json={"model": "test-model", "messages": MESSAGES},
+                       headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    assert reply.status_code == 200
+    overhead = float(reply.headers["x-sluice-overhead-ms"])
+    timing = dict(part.strip().split(";dur=") for part in reply.headers["server-timing"].split(","))
+    assert set(timing) == {"queue", "dispatch", "upstream", "relay", "total"}
+    assert 0 <= overhead <= float(timing["total"])
+    assert reply.headers["x-sluice-request-id"]
+
+
+def test_metrics_report_requests_queue_and_upstream(system: SluiceSystem) -> None:
+    client(system).chat.completions.create(model="test-model", messages=MESSAGES)
+    text = httpx.get(f"{system.base_url}/metrics").text
+    assert 'sluice_requests_total{client="tester",model="test-model",dialect="openai_chat",status="200"}' in text
+    assert 'sluice_queue_depth{account="acct-a",priority="interactive"}' in text
+    assert 'sluice_upstream_responses_total{account="acct-' in text and 'status="200"}' in text
+    assert "sluice_queue_wait_seconds_bucket" in text and 'sluice_client_tokens_total{client="tester"' in text
+    assert CLIENT_KEY not in text
+
+
+def test_bad_priority_header_is_400(system: SluiceSystem) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client(system).chat.completions.create(model="test-model", messages=MESSAGES,
+                                               extra_headers={"x-sluice-priority": "urgent"})
+    assert info.value.body["param"] == "x-sluice-priority"  # type: ignore[index]
+
+
+def test_batch_priority_is_served(system: SluiceSystem) -> None:
+    reply = client(system).chat.completions.create(model="test-model", messages=MESSAGES,
+                                                   extra_headers={"x-sluice-priority": "batch"})
+    assert reply.choices[0].message.content == direct_text(system, MESSAGES)

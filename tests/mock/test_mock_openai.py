@@ -404,3 +404,29 @@ def test_run_uses_fast_server_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen["loop"] == "uvloop" and seen["http"] == "httptools"
     assert seen["log_level"] == "warning" and seen["access_log"] is False
     assert seen["host"] == "127.0.0.1" and seen["port"] == 9999
+
+
+async def test_paced_stream_stops_when_the_client_leaves() -> None:
+    app = shared.mock.create_app(MockSettings(output_tokens=200, tokens_per_second=1000))
+    raw = orjson.dumps(body(stream=True))
+    incoming = [{"type": "http.request", "body": raw, "more_body": False}, {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [],
+        "query_string": b"",
+    }
+    await app(scope, receive, send)
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert sent[0]["status"] == 200
+    assert 1 <= len(bodies) < 10  # stopped after the disconnect, not 200 chunks later
+    assert app.state.stats.in_flight == 0
