@@ -12,6 +12,11 @@
 //   sched_latency = response end - the request's scheduled send time (open loop only): the
 //                   scheduled time is test start + iterationInTest / RATE, so a request that
 //                   k6 starts late (no VU free, GC, a busy CPU) is charged for the wait.
+//   start_lag     = iteration start - scheduled time (open loop only). Times come from
+//                   exec.instance.currentTestRunDuration (a float, ms since the run began); the
+//                   scenario itself starts a little after the run (no setup() here, so well under
+//                   a millisecond or two), and bench/run.py subtracts the run's smallest start_lag
+//                   from sched_latency to remove that constant offset.
 import http from 'k6/http';
 import exec from 'k6/execution';
 import { Trend } from 'k6/metrics';
@@ -34,6 +39,7 @@ if (!TARGET) {
 
 const svcLatency = new Trend('svc_latency', true);
 const schedLatency = new Trend('sched_latency', true);
+const startLag = new Trend('start_lag', true);
 
 export const options = {
   discardResponseBodies: false,
@@ -86,14 +92,15 @@ function outcomeOf(res) {
 }
 
 export default function () {
+  const due = (exec.scenario.iterationInTest * 1000) / RATE;
+  if (VUS === 0) {
+    startLag.add(exec.instance.currentTestRunDuration - due);
+  }
   const res = http.post(URL, BODY, PARAMS);
   const [outcome, err] = outcomeOf(res);
   const tags = err ? { outcome, err } : { outcome };
   svcLatency.add(res.timings.duration, tags);
   if (VUS === 0) {
-    // currentTestRunDuration is a float in ms from the start of the run; with one scenario and
-    // no setup() the scenario starts with the run, so iteration i was due at i * 1000 / RATE.
-    const due = (exec.scenario.iterationInTest * 1000) / RATE;
     schedLatency.add(exec.instance.currentTestRunDuration - due, tags);
   }
 }

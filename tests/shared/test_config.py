@@ -1,0 +1,68 @@
+"""Config: interpolation after parsing, validation errors that name the field and position."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.config import ConfigError, parse_config
+
+BASE = """
+client_keys:
+  - {name: a, key: "${KEY_A}"}
+accounts:
+  - name: acct
+    provider: openai
+    api_key: ${OPENAI_KEY:-sk-default}
+    limits: {rpm: 60}
+models:
+  - name: m
+    route: [{account: acct, model: gpt}]
+"""
+
+
+def test_interpolates_values_with_defaults() -> None:
+    config = parse_config(BASE, "c.yaml", env={"KEY_A": "secret-a"})
+    assert config.client_keys[0].key == "secret-a"
+    assert config.accounts[0].api_key == "sk-default"
+    assert config.accounts[0].base_url == "https://api.openai.com/v1"
+
+
+def test_a_secret_cannot_change_the_structure() -> None:
+    config = parse_config(BASE, "c.yaml", env={"KEY_A": "x\n  - {name: evil, key: k}"})
+    assert len(config.client_keys) == 1 and config.client_keys[0].key.startswith("x\n")
+
+
+def test_missing_variable_names_field_and_position() -> None:
+    with pytest.raises(ConfigError, match=r"c\.yaml:3:\d+: client_keys\[0\]\.key: .*KEY_A"):
+        parse_config(BASE, "c.yaml", env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("accounts: [{name: a, provider: openai, api_key: k, limits: {rpm: fast}}]", "accounts[0].limits.rpm"),
+        ("accounts: [{name: a, provider: nope}]", "accounts[0].provider"),
+        ("accounts: [{name: a, provider: openai}]", "accounts[0].api_key"),
+        ("models: [{name: m, route: [{account: ghost, model: x}]}]", "models[0].route[0].account"),
+        ("colour: blue", "colour"),
+        ("accounts: [{name: a, provider: mock, base_url: u}, {name: a, provider: mock, base_url: u}]",
+         "accounts[1].name"),
+        ("accounts: [{name: a, provider: mock, base_url: u, limits: {rpm: 0}}]", "accounts[0].limits.rpm"),
+        ("accounts: [{name: a, provider: mock}]", "accounts[0].base_url"),
+    ],
+)
+def test_invalid_fields_are_named(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.yaml", env={})
+    message = str(info.value)
+    assert message.startswith("c.yaml:1:") and expected in message
+
+
+def test_broken_yaml_gives_a_position() -> None:
+    with pytest.raises(ConfigError, match=r"c\.yaml:2:\d+: not valid YAML"):
+        parse_config("accounts:\n  - [unclosed", "c.yaml", env={})
+
+
+def test_keys_stay_out_of_reprs() -> None:
+    config = parse_config(BASE, "c.yaml", env={"KEY_A": "secret-a", "OPENAI_KEY": "sk-live-123"})
+    assert "sk-live-123" not in repr(config.accounts[0]) and "secret-a" not in repr(config.client_keys[0])
