@@ -105,7 +105,7 @@ class Dispatcher:
         for target in model.route:
             keys = self.keys.account(target.account)
             pipe.zcard(keys.ready)
-            pipe.hmget(keys.rl, "tat_r", "blocked")
+            pipe.hmget(keys.rl, ["tat_r", "blocked"])
         replies = await pipe.execute()
         now_ms = time.time() * 1000
         counter = self._round_robin.setdefault(model.name, itertools.count())
@@ -131,7 +131,7 @@ class Dispatcher:
         ticket = Ticket(job, queue, self)
         try:
             if meta:  # what a resuming client needs to re-render this stream
-                await self.redis.hset(self.keys.out_meta(job.id), mapping=meta)
+                await self.redis.hset(self.keys.out_meta(job.id), mapping=meta)  # type: ignore[misc]
                 await self.redis.expire(self.keys.out_meta(job.id), self.config.queue.result_ttl_seconds)
             depth = await self.scripts.enqueue(
                 keys, job.id, encode_job(job), (job.input_estimate, job.output_reserve),
@@ -153,7 +153,7 @@ class Dispatcher:
         """The job waited past its deadline: drop it if no worker has it yet."""
         keys = self.keys.account(ticket.job.account)
         if await self.scripts.cancel(keys, ticket.job.id):
-            depth = await self.redis.zcard(keys.ready)
+            depth = await self.redis.zcard(keys.ready)  # type: ignore[misc]
             raise self._rate_limited(ticket.job.account, depth, "no capacity within the wait deadline")
         ticket.running = True  # claimed: it is running, keep waiting
 

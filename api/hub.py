@@ -62,13 +62,13 @@ class ReplyHub:
                     if message is None or message.get("type") != "message":
                         continue
                     job, _, rest = message["data"].partition(b"|")
-                    queue = self._waiters.get(job)
-                    if queue is not None:
+                    waiter = self._waiters.get(job)
+                    if waiter is not None:
                         seq, _, payload = rest.partition(b"|")
-                        queue.put_nowait((int(seq), payload))
+                        waiter.put_nowait((int(seq), payload))
             except (RedisError, OSError):
                 log.warning("reply subscription lost; resubscribing")
                 await asyncio.sleep(0.2)  # back off before reconnecting
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]

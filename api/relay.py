@@ -207,7 +207,7 @@ def parse_event_id(value: str) -> tuple[str, int, int]:
 async def resume(state: AppState, client: str, job_id: str, after: tuple[int, int] | None,
                  fallback: Dialect) -> Response:
     keys = state.dispatcher.keys
-    meta = await state.redis.hgetall(keys.out_meta(job_id))
+    meta = await state.redis.hgetall(keys.out_meta(job_id))  # type: ignore[misc]
     if not meta or meta.get(b"client", b"").decode() != client:
         return error_response(fallback, GatewayError("not_found", "No resumable stream with that id.",
                                                      param="Last-Event-ID"))

@@ -179,7 +179,8 @@ Sluice is up: http://{host}:{port}/v1   (model "{model}", client key "{key}")
        -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
   python -c 'from openai import OpenAI; c = OpenAI(base_url="http://{host}:{port}/v1", api_key="{key}"); \\
-print(c.chat.completions.create(model="{model}", messages=[{{"role":"user","content":"Hi"}}]).choices[0].message.content)'
+r = c.chat.completions.create(model="{model}", messages=[{{"role":"user","content":"Hi"}}]); \\
+print(r.choices[0].message.content)'
 
 Ctrl-C stops everything.
 """

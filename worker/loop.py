@@ -13,6 +13,8 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
@@ -102,11 +104,11 @@ class Worker:
         # BLPOP returns as soon as an enqueue rings; the timeout bounds how stale lease reaping
         # and shutdown can get.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._bell_client.blpop([self.akeys.bell], timeout=1), 1.5)
+            await asyncio.wait_for(self._bell_client.blpop([self.akeys.bell], timeout=1), 1.5)  # type: ignore[arg-type]
 
-    async def _wait(self, awaitable: object, timeout: float) -> None:
+    async def _wait(self, awaitable: Coroutine[Any, Any, Any], seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(awaitable, timeout)  # type: ignore[arg-type]
+            await asyncio.wait_for(awaitable, seconds)
 
     def _start(self, claimed: Claimed, job_id: str) -> None:
         task = asyncio.create_task(self._run_job(claimed))

@@ -355,7 +355,11 @@ class StreamRenderer:
     """Internal stream events -> OpenAI `chat.completion.chunk` SSE payloads (data only)."""
 
     def __init__(self, model: str, request_id: str, include_usage: bool) -> None:
-        self._head = f'{{"id":"chatcmpl-{request_id}","object":"chat.completion.chunk","created":{int(time.time())},"model":{orjson.dumps(model).decode()},"system_fingerprint":null,"choices":'.encode()
+        # Every chunk shares this prefix; building it once saves a dict and a dump per chunk.
+        self._head = (
+            f'{{"id":"chatcmpl-{request_id}","object":"chat.completion.chunk","created":{int(time.time())},'
+            f'"model":{orjson.dumps(model).decode()},"system_fingerprint":null,"choices":'
+        ).encode()
         self._tail = b',"usage":null}' if include_usage else b"}"
         self._include_usage = include_usage
         self._tool_index: dict[int, int] = {}  # block index -> OpenAI tool_calls[].index
@@ -388,7 +392,7 @@ class StreamRenderer:
             return []
         if isinstance(event, MessageStop):
             finish = "tool_calls" if self._saw_tool else _FINISH_OUT[event.finish_reason]
-            out = [(None, self._chunk({}, finish))]
+            out: list[tuple[str | None, bytes]] = [(None, self._chunk({}, finish))]
             if self._include_usage:
                 out.append((None, self._head + b"[]" + b',"usage":' + orjson.dumps(_usage_out(self._usage)) + b"}"))
             out.append((None, b"[DONE]"))
@@ -402,7 +406,7 @@ class StreamRenderer:
 
 
 def _replay(renderer: StreamRenderer, response: ChatResponse) -> list[tuple[str | None, bytes]]:
-    out = renderer.render(MessageStart(id=response.id, model=response.model))
+    out: list[tuple[str | None, bytes]] = renderer.render(MessageStart(id=response.id, model=response.model))
     for i, part in enumerate(response.content):
         if isinstance(part, Text):
             out += renderer.render(TextDelta(i, part.text))
@@ -545,7 +549,8 @@ def parse_response(body: bytes) -> ChatResponse:
         parts.append(Text(message["content"]))
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
-        parts.append(ToolCall(id=call.get("id") or "", name=fn.get("name") or "", arguments=fn.get("arguments") or "{}"))
+        parts.append(ToolCall(id=call.get("id") or "", name=fn.get("name") or "",
+                              arguments=fn.get("arguments") or "{}"))
     finish = _FINISH_IN.get(choice.get("finish_reason") or "stop", "end_turn")
     if any(isinstance(p, ToolCall) for p in parts):
         finish = "tool_use"  # derived from content: some servers report "stop" with tool calls

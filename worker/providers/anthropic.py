@@ -17,7 +17,7 @@ from worker.ratelimit_headers import anthropic_hold_seconds
 
 class AnthropicProvider:
     def __init__(self, account: Account) -> None:
-        self.name = account.provider
+        self.name: str = account.provider
         self._url = f"{account.base_url}/v1/messages"
         self._headers = {**anthropic_messages.headers(account.api_key), **account.headers}
 

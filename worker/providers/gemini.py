@@ -14,7 +14,7 @@ from worker.providers.base import StreamParser, UpstreamRequest
 
 class GeminiProvider:
     def __init__(self, account: Account) -> None:
-        self.name = account.provider
+        self.name: str = account.provider
         self._base = account.base_url
         self._headers = {**gemini.headers(account.api_key), **account.headers}
 

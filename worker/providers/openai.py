@@ -16,7 +16,7 @@ from worker.ratelimit_headers import openai_hold_seconds
 
 class OpenAIProvider:
     def __init__(self, account: Account) -> None:
-        self.name = account.provider
+        self.name: str = account.provider
         self._url = f"{account.base_url}/chat/completions"
         self._headers = {"content-type": "application/json", **account.headers}
         if account.api_key:
