@@ -6,6 +6,7 @@ whatever it forked: uvicorn or LiteLLM worker processes) needs only the ids we w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,10 +53,8 @@ class Server:
                 self.process.wait(5)
         for pid in kids:  # forked workers that outlived their parent
             if _exists(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         self._log.close()
 
     def tail(self, lines: int = 20) -> str:

@@ -320,9 +320,7 @@ class AnthropicDialect(Dialect):
             return [{"type": "tool_use", "id": tool.id, "name": tool.name, "input": tool.arguments}]
         return [{"type": "text", "text": plan.text}] if plan.tokens else []
 
-    def _message(
-        self, plan: Plan, content: list[dict[str, Any]], stop: str | None, output: int
-    ) -> dict[str, Any]:
+    def _message(self, plan: Plan, content: list[dict[str, Any]], stop: str | None, output: int) -> dict[str, Any]:
         return {
             "id": response_id("msg_"),
             "type": "message",
@@ -377,7 +375,6 @@ class AnthropicDialect(Dialect):
 
 def models_body() -> bytes:
     data = [
-        {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
-        for name in MODELS
+        {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"} for name in MODELS
     ]
     return orjson.dumps({"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})

@@ -73,17 +73,13 @@ async def _http(state: MockState, scope: Scope, receive: Receive, send: Send) ->
             error = MockError(404, f"Method {gemini_route[1]!r} is not served by the mock.")
             await send_body(send, 404, _GEMINI.error_body(error), [])
             return
-        stream_array = gemini_route[1] == "streamGenerateContent" and b"alt=sse" not in scope.get(
-            "query_string", b""
-        )
+        stream_array = gemini_route[1] == "streamGenerateContent" and b"alt=sse" not in scope.get("query_string", b"")
         await serve(_GEMINI_ARRAY if stream_array else _GEMINI, state, scope, receive, send)
         return
     if method == "GET":
         if path in ("/v1/models", "/mistral/v1/models"):
             anthropic_shape = any(name == b"anthropic-version" for name, _ in scope["headers"])
-            await send_body(
-                send, 200, anthropic.models_body() if anthropic_shape else openai.models_body(), []
-            )
+            await send_body(send, 200, anthropic.models_body() if anthropic_shape else openai.models_body(), [])
             return
         if path == "/v1beta/models":
             await send_body(send, 200, gemini.models_body(), [])
@@ -125,9 +121,7 @@ async def _configure(state: MockState, receive: Receive, send: Send) -> None:
 
 
 async def _not_found(send: Send, status: int, message: str) -> None:
-    await send_body(
-        send, status, orjson.dumps({"error": {"message": message, "type": "invalid_request_error"}}), []
-    )
+    await send_body(send, status, orjson.dumps({"error": {"message": message, "type": "invalid_request_error"}}), [])
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -178,10 +178,8 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
         fail = req.header(b"x-mock-fail")
         if fail is not None and (code := _fail_status(fail)) is not None:
             await _sleep(latency)
-            raise MockError(
-                code, f"Mock failure requested by x-mock-fail: {code}.", kind="forced",
-                retry_after=1.0 if code == 429 else None,
-            )  # fmt: skip
+            message = f"Mock failure requested by x-mock-fail: {code}."
+            raise MockError(code, message, kind="forced", retry_after=1.0 if code == 429 else None)
         raw = await _read_body(receive)
         conv = dialect.conversation(req, load_object(raw))
         answer = plan(
@@ -190,16 +188,13 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
             chunk_tokens=settings.chunk_tokens,
             call_id=lambda: dialect.call_id(raw),
         )
-        cost = answer.input_tokens + (
-            answer.max_tokens if answer.max_tokens is not None else settings.output_tokens
-        )
+        cost = answer.input_tokens + (answer.max_tokens if answer.max_tokens is not None else settings.output_tokens)
         try:
             admission = state.limits.admit(settings, cost)
         except RateLimited as exc:
             raise MockError(
                 429,
-                f"Rate limit reached for {exc.which} per minute. "
-                f"Please try again in {go_duration(exc.retry_after)}.",
+                f"Rate limit reached for {exc.which} per minute. Please try again in {go_duration(exc.retry_after)}.",
                 kind=exc.which,
                 code="rate_limit_exceeded",
                 retry_after=exc.retry_after,

@@ -58,8 +58,7 @@ _STATUS = {
 }
 
 _CALL_AFTER_USER = (
-    "Please ensure that function call turn comes immediately after a user turn or after a function "
-    "response turn."
+    "Please ensure that function call turn comes immediately after a user turn or after a function response turn."
 )
 _COUNTS_MATCH = (
     "Please ensure that the number of function response parts is equal to the number of function call parts "
@@ -157,9 +156,7 @@ def _tool(tools: Any, config: Any) -> tuple[tuple[str, dict[str, Any]] | None, i
     declarations: list[tuple[str, dict[str, Any]]] = []
     chars = 0
     for tool in tools if isinstance(tools, list) else ():
-        found = (
-            _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, dict) else None
-        )
+        found = _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, dict) else None
         for declaration in found if isinstance(found, list) else ():
             if not isinstance(declaration, dict) or not isinstance(declaration.get("name"), str):
                 raise _invalid("* GenerateContentRequest.tools[0].function_declarations: name is required")
@@ -168,12 +165,8 @@ def _tool(tools: Any, config: Any) -> tuple[tuple[str, dict[str, Any]] | None, i
                 schema = declaration.get("parameters")
             schema = schema if isinstance(schema, dict) else {}
             declarations.append((declaration["name"], schema))
-            chars += (
-                len(declaration["name"]) + len(str(declaration.get("description") or "")) + json_chars(schema)
-            )
-    calling = (
-        _get(config, "functionCallingConfig", "function_calling_config") if isinstance(config, dict) else None
-    )
+            chars += len(declaration["name"]) + len(str(declaration.get("description") or "")) + json_chars(schema)
+    calling = _get(config, "functionCallingConfig", "function_calling_config") if isinstance(config, dict) else None
     calling = calling if isinstance(calling, dict) else {}
     if not declarations or calling.get("mode") == "NONE":
         return None, chars
@@ -192,9 +185,7 @@ def _max_tokens(config: Any) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise _invalid(
-            "* GenerateContentRequest.generation_config.max_output_tokens: must be a positive integer"
-        )
+        raise _invalid("* GenerateContentRequest.generation_config.max_output_tokens: must be a positive integer")
     return value
 
 
@@ -242,9 +233,7 @@ class GeminiDialect(Dialect):
     def limit_headers(self, admission: Admission) -> Headers:
         return []
 
-    def _chunk(
-        self, plan: Plan, rid: str, parts: list[dict[str, Any]], done: bool, output: int
-    ) -> dict[str, Any]:
+    def _chunk(self, plan: Plan, rid: str, parts: list[dict[str, Any]], done: bool, output: int) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
         if done:
             candidate["finishReason"] = "MAX_TOKENS" if plan.truncated else "STOP"

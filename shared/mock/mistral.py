@@ -81,9 +81,7 @@ def _schema_errors(body: dict[str, Any]) -> list[dict[str, Any]]:
             detail += [_extra([*loc, name]) for name in call if name not in _TOOL_CALL_FIELDS]
             function = call.get("function")
             if isinstance(function, dict):
-                detail += [
-                    _extra([*loc, "function", name]) for name in function if name not in _FUNCTION_FIELDS
-                ]
+                detail += [_extra([*loc, "function", name]) for name in function if name not in _FUNCTION_FIELDS]
     return detail
 
 
@@ -105,13 +103,10 @@ def _check_ids_and_order(messages: list[Any]) -> None:
             raise MockError(400, "Unexpected role 'user' after role 'tool'", kind="order", code="3230")
         previous = role
     last = messages[-1]
-    if last["role"] not in ("user", "tool") and not (
-        last["role"] == "assistant" and last.get("prefix") is True
-    ):
+    if last["role"] not in ("user", "tool") and not (last["role"] == "assistant" and last.get("prefix") is True):
         raise MockError(
             400,
-            "Expected last role User or Tool (or Assistant with prefix True) for serving"
-            f" but got {last['role']}",
+            f"Expected last role User or Tool (or Assistant with prefix True) for serving but got {last['role']}",
             kind="order",
             code="3230",
         )
@@ -146,9 +141,7 @@ class MistralDialect(OpenAIDialect):
         else:
             kind = "invalid_request_message_order" if err.kind == "order" else "invalid_request_error"
             code = err.code
-        return orjson.dumps(
-            {"object": "error", "message": err.message, "type": kind, "param": err.param, "code": code}
-        )
+        return orjson.dumps({"object": "error", "message": err.message, "type": kind, "param": err.param, "code": code})
 
     def usage(self, plan: Plan) -> dict[str, Any]:
         total = plan.input_tokens + plan.output_tokens

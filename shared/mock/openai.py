@@ -92,11 +92,7 @@ def read_chat(body: dict[str, Any], *, forced_choices: tuple[str, ...] = ("requi
         chars=chars + tool_chars,
         max_tokens=_max_tokens(body),
         stream=body.get("stream") is True,
-        last="user"
-        if last_role == "user"
-        else "tool_result"
-        if last_role in ("tool", "function")
-        else "other",
+        last="user" if last_role == "user" else "tool_result" if last_role in ("tool", "function") else "other",
         last_user_text=last_user_text,
         tool_result_text=text_of(last.get("content")),
         tool=choose_tool(tools, body.get("tool_choice"), forced_choices),
@@ -107,8 +103,7 @@ def read_chat(body: dict[str, Any], *, forced_choices: tuple[str, ...] = ("requi
 def _unanswered(ids: list[str]) -> str:
     return (
         "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
-        "'tool_call_id'. The following tool_call_ids did not have response messages: "
-        + ", ".join(map(str, ids))
+        "'tool_call_id'. The following tool_call_ids did not have response messages: " + ", ".join(map(str, ids))
     )
 
 
@@ -156,9 +151,7 @@ def choose_tool(
         for tool in tools:
             if tool[0] == name:
                 return tool
-        raise _invalid(
-            f"Invalid value for 'tool_choice': no function named {name!r} in 'tools'.", "tool_choice"
-        )
+        raise _invalid(f"Invalid value for 'tool_choice': no function named {name!r} in 'tools'.", "tool_choice")
     if choice is not None and choice != "auto" and choice not in forced:
         raise _invalid(f"Invalid value for 'tool_choice': {choice!r}.", "tool_choice")
     return tools[0]

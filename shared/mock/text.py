@@ -112,10 +112,7 @@ def plan(conv: Conversation, *, output_tokens: int, chunk_tokens: int, call_id: 
             result.truncated = True
     else:
         count = output_tokens if cap is None else min(output_tokens, cap)
-        if count <= len(_CYCLE):
-            tokens = _CYCLE[:count]
-        else:
-            tokens = [WORDS[i % len(WORDS)] + " " for i in range(count)]
+        tokens = _CYCLE[:count] if count <= len(_CYCLE) else [WORDS[i % len(WORDS)] + " " for i in range(count)]
         first = conv.last_user_text.split(maxsplit=1)
         if tokens and first:
             tokens[0] = first[0][:32] + " "

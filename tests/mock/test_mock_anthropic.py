@@ -98,9 +98,7 @@ async def test_auth_and_version_headers(client_for: Any) -> None:
     async with client_for(MockSettings(api_key="sk-ant")) as (client, _):
         wrong = await post(client, body(), HEADERS)
         right = await post(client, body(), {**HEADERS, "x-api-key": "sk-ant"})
-        bearer = await post(
-            client, body(), {"anthropic-version": "2023-06-01", "authorization": "Bearer sk-ant"}
-        )
+        bearer = await post(client, body(), {"anthropic-version": "2023-06-01", "authorization": "Bearer sk-ant"})
     assert no_key.status_code == 401  # required even when the mock has no key configured
     assert error_of(no_key)[0] == "authentication_error"
     assert no_version.status_code == 400
@@ -159,8 +157,7 @@ async def test_tool_pairing(client_for: Any) -> None:
         replies = [await post(client, body(messages=m)) for m in (unanswered, wrong_id, orphan, merged)]
     assert [r.status_code for r in replies] == [400, 400, 400, 200]
     assert (
-        "`tool_use` ids were found without `tool_result` blocks immediately after: toolu_1"
-        in error_of(replies[0])[1]
+        "`tool_use` ids were found without `tool_result` blocks immediately after: toolu_1" in error_of(replies[0])[1]
     )
     assert "unexpected `tool_use_id`" in error_of(replies[1])[1]
     assert "messages.2.content.0" in error_of(replies[1])[1]
@@ -237,9 +234,7 @@ def test_anthropic_sdk_strict(live_server: Any) -> None:
     messages: Any = USER  # the SDK's TypedDicts, as plain dicts
     tools: Any = [TOOL]
     with live_server(MockSettings(api_key="sk-ant", output_tokens=5)) as base:
-        client = anthropic.Anthropic(
-            base_url=base, api_key="sk-ant", max_retries=0, _strict_response_validation=True
-        )
+        client = anthropic.Anthropic(base_url=base, api_key="sk-ant", max_retries=0, _strict_response_validation=True)
         reply = client.messages.create(model="mock-claude", max_tokens=50, messages=messages)
         assert reply.content[0].type == "text"
         assert reply.content[0].text == "Weather bravo charlie delta echo "

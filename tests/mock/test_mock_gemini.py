@@ -219,10 +219,7 @@ def test_genai_sdk(live_server: Any) -> None:
         reply = client.models.generate_content(model="mock-gemini", contents="Hello Gemini")
         assert reply.text == "Hello bravo charlie delta "
         assert reply.usage_metadata is not None and reply.usage_metadata.candidates_token_count == 4
-        pieces = [
-            c.text
-            for c in client.models.generate_content_stream(model="mock-gemini", contents="Hello Gemini")
-        ]
+        pieces = [c.text for c in client.models.generate_content_stream(model="mock-gemini", contents="Hello Gemini")]
         assert "".join(p or "" for p in pieces) == reply.text
         tool = types.Tool(
             function_declarations=[

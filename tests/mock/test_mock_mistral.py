@@ -106,15 +106,11 @@ async def test_role_order(client_for: Any) -> None:
     ]
     async with client_for() as (client, _):
         user_after_tool = await client.post(PATH, json=body(messages=[*answered, *USER]))
-        last_assistant = await client.post(
-            PATH, json=body(messages=[*USER, {"role": "assistant", "content": "a"}])
-        )
+        last_assistant = await client.post(PATH, json=body(messages=[*USER, {"role": "assistant", "content": "a"}]))
         prefix = await client.post(
             PATH, json=body(messages=[*USER, {"role": "assistant", "content": "Sure", "prefix": True}])
         )
-        fine = await client.post(
-            PATH, json=body(messages=[*answered, {"role": "assistant", "content": "ok"}, *USER])
-        )
+        fine = await client.post(PATH, json=body(messages=[*answered, {"role": "assistant", "content": "ok"}, *USER]))
     assert user_after_tool.status_code == 400
     assert user_after_tool.json()["message"] == "Unexpected role 'user' after role 'tool'"
     assert user_after_tool.json()["type"] == "invalid_request_message_order"

@@ -204,9 +204,7 @@ async def test_tool_pairing_is_enforced(client_for: Any) -> None:
             "/v1/chat/completions",
             json=body(messages=[*USER, {"role": "tool", "tool_call_id": "call_9", "content": "x"}]),
         )
-        bad_role = await client.post(
-            "/v1/chat/completions", json=body(messages=[{"role": "bot", "content": "x"}])
-        )
+        bad_role = await client.post("/v1/chat/completions", json=body(messages=[{"role": "bot", "content": "x"}]))
         empty = await client.post("/v1/chat/completions", json=body(messages=[]))
         not_json = await client.post("/v1/chat/completions", content=b"{nope")
     assert unanswered.status_code == 400
@@ -221,12 +219,8 @@ async def test_tool_pairing_is_enforced(client_for: Any) -> None:
 async def test_bearer_auth(client_for: Any) -> None:
     async with client_for(MockSettings(api_key="sk-mock")) as (client, app):
         missing = await client.post("/v1/chat/completions", json=body())
-        wrong = await client.post(
-            "/v1/chat/completions", json=body(), headers={"authorization": "Bearer nope"}
-        )
-        right = await client.post(
-            "/v1/chat/completions", json=body(), headers={"authorization": "Bearer sk-mock"}
-        )
+        wrong = await client.post("/v1/chat/completions", json=body(), headers={"authorization": "Bearer nope"})
+        right = await client.post("/v1/chat/completions", json=body(), headers={"authorization": "Bearer sk-mock"})
     assert missing.status_code == 401
     assert wrong.status_code == 401
     assert wrong.json()["error"]["code"] == "invalid_api_key"
@@ -374,8 +368,7 @@ def test_openai_sdk_strict(live_server: Any) -> None:
         )
         chunks = list(stream)
         assert (
-            "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            == reply.choices[0].message.content
+            "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
         )
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
 
