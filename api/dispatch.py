@@ -9,7 +9,6 @@ falling back to the stream record (XRANGE) whenever a sequence number is skipped
 from __future__ import annotations
 
 import asyncio
-import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from api.hub import ReplyHub
+from api.routing import AccountState, WeightedRotation, choose
 from shared.config import Config, Model
 from shared.errors import GatewayError
 from shared.jobs import Job, Priority, encode_job
@@ -76,7 +76,7 @@ class Dispatcher:
         self.hub = hub
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts(client)
-        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._rotations: dict[str, WeightedRotation] = {}
 
     def new_job(self, req: ChatRequest, model: Model, account: str, upstream_model: str, client: str,
                 max_wait: float | None, priority: Priority = "interactive") -> Job:
@@ -97,7 +97,7 @@ class Dispatcher:
             client=client,
         )
 
-    async def choose_route(self, model: Model) -> tuple[str, str]:
+    async def choose_route(self, model: Model, cost_tokens: int) -> tuple[str, str]:
         """The (account, upstream model) that can start this job soonest."""
         if len(model.route) == 1:
             return model.route[0].account, model.route[0].model
@@ -105,24 +105,15 @@ class Dispatcher:
         for target in model.route:
             keys = self.keys.account(target.account)
             pipe.zcard(keys.ready)
-            pipe.hmget(keys.rl, ["tat_r", "blocked"])
+            pipe.hmget(keys.rl, ["tat_r", "tat_t", "blocked"])
         replies = await pipe.execute()
-        now_ms = time.time() * 1000
-        counter = self._round_robin.setdefault(model.name, itertools.count())
-        turn = next(counter)
-        best: tuple[float, int, int] | None = None
-        for i, target in enumerate(model.route):
-            depth = replies[2 * i]
-            tat, blocked = (float(x) if x else 0.0 for x in replies[2 * i + 1])
-            rpm = self.config.account(target.account).limits.rpm
-            interval = 60000 / rpm if rpm else 0.0
-            start = max(blocked - now_ms, tat - now_ms, 0.0) + depth * interval
-            # equal estimates rotate, so idle accounts share the load evenly
-            key = (start, (i - turn) % len(model.route), i)
-            if best is None or key < best:
-                best = key
-        assert best is not None
-        target = model.route[best[2]]
+        states = []
+        for i in range(len(model.route)):
+            tat_r, tat_t, blocked = (float(x) if x else 0.0 for x in replies[2 * i + 1])
+            states.append(AccountState(int(replies[2 * i]), tat_r, tat_t, blocked))
+        accounts = [self.config.account(t.account) for t in model.route]
+        rotation = self._rotations.setdefault(model.name, WeightedRotation())
+        target = model.route[choose(accounts, states, cost_tokens, time.time() * 1000, rotation)]
         return target.account, target.model
 
     async def submit(self, job: Job, meta: dict[str, str] | None = None) -> Ticket:

@@ -68,8 +68,8 @@ async def handle(state: AppState, dialect: Dialect, client: str, req: ChatReques
     if model is None:
         raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
     dispatcher = state.dispatcher
-    account, upstream_model = await dispatcher.choose_route(model)
-    job = dispatcher.new_job(req, model, account, upstream_model, client, _max_wait(headers), _priority(headers))
+    job = dispatcher.new_job(req, model, "", "", client, _max_wait(headers), _priority(headers))
+    job.account, job.upstream_model = await dispatcher.choose_route(model, job.input_estimate + job.output_reserve)
     meta = None
     if req.stream:
         meta = {"dialect": dialect.name, "model": req.model, "client": client,

@@ -36,6 +36,11 @@ log = logging.getLogger("sluice.worker")
 DEFAULT_429_BLOCK_SECONDS = 1.0
 # In-process retries of a retryable upstream fault (5xx, connection error) before failing.
 MAX_UPSTREAM_RETRIES = 2
+# An account whose calls keep failing cools down (routing then prefers its siblings): after this
+# many consecutive failed jobs, for 5 s doubling per further failure up to a minute. A key the
+# provider refuses (401/403) is held back for five minutes.
+COOLDOWN_AFTER_FAILURES = 3
+AUTH_COOLDOWN_SECONDS = 300.0
 
 
 class Worker:
@@ -56,6 +61,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._bell_client = aioredis.Redis(connection_pool=client.connection_pool)
+        self._consecutive_failures = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -186,12 +192,14 @@ class Worker:
                     await asyncio.sleep(0.25 * 2**retry)  # back off before retrying the provider
                     continue
                 log.warning("upstream failed", extra={"request_id": job.id, "kind": err.kind})
+                await self._note_failure(err)
                 writer.add([StreamError(err.info())])
                 await writer.close()
                 await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed", seen.status,
                                        job.upstream_model)
                 return
         await writer.close()
+        self._consecutive_failures = 0
         hold = self.provider.hold_seconds(seen.headers)
         if hold:
             await self.scripts.block(self.akeys, int(hold * 1000))
@@ -217,6 +225,23 @@ class Worker:
             if events:
                 writer.add(events)
         return usage
+
+    async def _note_failure(self, err: GatewayError) -> None:
+        """Cool the account down when the provider refuses its key or keeps failing."""
+        if err.kind == "upstream_auth":
+            log.error("the provider refused this account's key; cooling the account down",
+                      extra={"account": self.account.name, "cooldown_s": AUTH_COOLDOWN_SECONDS})
+            await self.scripts.block(self.akeys, int(AUTH_COOLDOWN_SECONDS * 1000))
+            return
+        if not err.retryable:
+            return  # the request was at fault, not the account
+        self._consecutive_failures += 1
+        excess = self._consecutive_failures - COOLDOWN_AFTER_FAILURES
+        if excess >= 0:
+            seconds = min(60.0, 5.0 * 2**excess)
+            log.warning("account failing repeatedly; cooling down",
+                        extra={"account": self.account.name, "cooldown_s": seconds})
+            await self.scripts.block(self.akeys, int(seconds * 1000))
 
     async def _requeue_after_429(self, job: Job, err: GatewayError) -> None:
         block = err.retry_after if err.retry_after is not None else DEFAULT_429_BLOCK_SECONDS
