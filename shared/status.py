@@ -45,6 +45,7 @@ async def collect(config: Config, shared_client: aioredis.Redis | None = None) -
                 "queue": {"interactive": interactive, "batch": depth - interactive},
                 "in_flight": inflight,
                 "blocked_for_s": round(max(0.0, blocked - now_ms) / 1000, 2),
+                "provider_caps": {k[4:]: int(v) for k, v in rl.items() if k.startswith("cap_")},
                 "drain_s": round(depth * 60 / lim.rpm, 1) if lim.rpm else None,
                 "live_workers": workers,
                 "dead_letters": dead,

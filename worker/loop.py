@@ -62,6 +62,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._bell_client = aioredis.Redis(connection_pool=client.connection_pool)
         self._consecutive_failures = 0
+        self._learned: dict[str, int] = {}  # the caps this process last wrote, to write only changes
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -200,9 +201,7 @@ class Worker:
                 return
         await writer.close()
         self._consecutive_failures = 0
-        hold = self.provider.hold_seconds(seen.headers)
-        if hold:
-            await self.scripts.block(self.akeys, int(hold * 1000))
+        await self._learn_limits(seen.headers)
         await self.scripts.ack(self.akeys, self.limits, job.id, usage, "completed", seen.status,
                                job.upstream_model)
 
@@ -225,6 +224,17 @@ class Worker:
             if events:
                 writer.add(events)
         return usage
+
+    async def _learn_limits(self, headers: dict[str, str]) -> None:
+        hold = self.provider.hold_seconds(headers)
+        if hold:
+            await self.scripts.block(self.akeys, int(hold * 1000))
+        caps = self.provider.limit_caps(headers)
+        changed = {dim: value for dim, value in caps.items() if self._learned.get(dim) != value}
+        if changed:
+            self._learned.update(changed)
+            await self.scripts.learn(self.akeys, changed)
+            log.info("provider-stated limits learned", extra={"account": self.account.name, "caps": changed})
 
     async def _note_failure(self, err: GatewayError) -> None:
         """Cool the account down when the provider refuses its key or keeps failing."""

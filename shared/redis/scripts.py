@@ -71,6 +71,7 @@ class Scripts:
         self._block = client.register_script(_source("block"))
         self._heartbeat = client.register_script(_source("heartbeat"))
         self._cancel = client.register_script(_source("cancel"))
+        self._learn = client.register_script(_source("learn"))
 
     async def enqueue(
         self, keys: AccountKeys, job_id: str, payload: bytes, cost: tuple[int, int], delay_ms: int, max_depth: int
@@ -132,6 +133,13 @@ class Scripts:
     ) -> list[str]:
         lost = await self._call(self._heartbeat, [keys.inflight, keys.workers], [lease_ms, worker_id, *job_ids])
         return [_s(x) for x in lost]
+
+    async def learn(self, keys: AccountKeys, caps: dict[str, int]) -> int:
+        """caps: dimension ('r', 't', 'i', 'o') -> the provider's real limit per minute (0 = clear)."""
+        args: list[Any] = []
+        for dim, value in caps.items():
+            args += [dim, value]
+        return int(await self._call(self._learn, [keys.rl], args))
 
     async def cancel(self, keys: AccountKeys, job_id: str) -> bool:
         result = await self._call(self._cancel, [keys.ready, keys.jobs, keys.meta, keys.stats], [job_id])

@@ -40,7 +40,7 @@ async def enqueue(scripts: Scripts, keys: AccountKeys, n: int, cost: tuple[int, 
                   delay_ms: int = 0) -> list[str]:
     ids = []
     for i in range(n):
-        job_id = f"job{i}-{uuid.uuid4().hex[:4]}"
+        job_id = f"{uuid.uuid4().hex[:6]}-job{i}"  # random prefix: order must come from arrival, not id
         await scripts.enqueue(keys, job_id, f"payload-{i}".encode(), cost, delay_ms, 1000)
         ids.append(job_id)
     return ids
@@ -152,3 +152,13 @@ async def test_batch_priority_ranks_behind_interactive(r: aioredis.Redis, keys: 
     interactive = await enqueue(s, keys, 1)
     got = await s.claim(keys, limits(), QueueSettings(), 2)
     assert [c[0] for c in got.claimed] == interactive + batch
+
+
+async def test_learned_provider_limit_caps_the_configured_rate(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    await enqueue(s, keys, 3)
+    assert await s.learn(keys, {"r": 30}) == 1  # the provider says 30/min; config says 600
+    got = await s.claim(keys, limits(rpm=600), QueueSettings(), 3)
+    assert len(got.claimed) == 1 and 1900 <= got.wait_ms <= 2000  # paced at 30/min, not 600
+    assert await s.learn(keys, {"r": 0}) == 1  # the provider allows our rate again: cap cleared
+    assert await r.hget(keys.rl, "cap_r") is None

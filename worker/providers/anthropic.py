@@ -12,12 +12,13 @@ from shared.jobs import Job
 from shared.model import ChatResponse
 from shared.protocols import anthropic_messages
 from worker.providers.base import StreamParser, UpstreamRequest
-from worker.ratelimit_headers import anthropic_hold_seconds
+from worker.ratelimit_headers import anthropic_hold_seconds, anthropic_limit_caps
 
 
 class AnthropicProvider:
     def __init__(self, account: Account) -> None:
         self.name: str = account.provider
+        self._limits = account.limits
         self._url = f"{account.base_url}/v1/messages"
         self._headers = {**anthropic_messages.headers(account.api_key), **account.headers}
 
@@ -40,3 +41,6 @@ class AnthropicProvider:
 
     def hold_seconds(self, headers: dict[str, str]) -> float | None:
         return anthropic_hold_seconds(headers, time.time())
+
+    def limit_caps(self, headers: dict[str, str]) -> dict[str, int]:
+        return anthropic_limit_caps(headers, self._limits)

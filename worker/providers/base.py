@@ -40,3 +40,7 @@ class Provider(Protocol):
     def hold_seconds(self, headers: dict[str, str]) -> float | None:
         """How long to hold the key back, read from a successful answer's rate-limit headers."""
         ...
+
+    def limit_caps(self, headers: dict[str, str]) -> dict[str, int]:
+        """The provider's stated per-minute limits that should cap ours (0 = clear a cap)."""
+        ...

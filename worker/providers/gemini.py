@@ -34,3 +34,6 @@ class GeminiProvider:
 
     def hold_seconds(self, headers: dict[str, str]) -> float | None:
         return None  # Gemini sends no rate-limit headers; its 429 body carries RetryInfo
+
+    def limit_caps(self, headers: dict[str, str]) -> dict[str, int]:
+        return {}

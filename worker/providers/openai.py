@@ -11,12 +11,13 @@ from shared.jobs import Job
 from shared.model import ChatResponse
 from shared.protocols import openai_chat
 from worker.providers.base import StreamParser, UpstreamRequest
-from worker.ratelimit_headers import openai_hold_seconds
+from worker.ratelimit_headers import openai_hold_seconds, openai_limit_caps
 
 
 class OpenAIProvider:
     def __init__(self, account: Account) -> None:
         self.name: str = account.provider
+        self._limits = account.limits
         self._url = f"{account.base_url}/chat/completions"
         self._headers = {"content-type": "application/json", **account.headers}
         if account.api_key:
@@ -39,3 +40,6 @@ class OpenAIProvider:
 
     def hold_seconds(self, headers: dict[str, str]) -> float | None:
         return openai_hold_seconds(headers)
+
+    def limit_caps(self, headers: dict[str, str]) -> dict[str, int]:
+        return openai_limit_caps(headers, self._limits)

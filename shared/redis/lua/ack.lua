@@ -11,7 +11,7 @@ local reserved = redis.call('HGET', KEYS[3], id)
 if reserved and used_in >= 0 and used_out >= 0 then
   local est = parse_cost(reserved)
   local delta = {t = est.t - (used_in + used_out), i = est.i - used_in, o = est.o - used_out}
-  local limits = parse_limits('0', ARGV[5], ARGV[6], ARGV[7])
+  local limits = apply_caps(KEYS[4], parse_limits('0', ARGV[5], ARGV[6], ARGV[7]))
   for dim, amount in pairs(delta) do
     if amount > 0 then
       limiter_charge(KEYS[4], now_ms(), {[dim] = limits[dim]}, {[dim] = amount}, -1)

@@ -31,7 +31,7 @@ end
 local blocked = tonumber(redis.call('HGET', KEYS[5], 'blocked') or '0')
 if blocked > now then return {3, math.ceil(blocked - now), {}, dead} end
 
-local limits = parse_limits(ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local limits = apply_caps(KEYS[5], parse_limits(ARGV[3], ARGV[4], ARGV[5], ARGV[6]))
 local tolerance = {r = tonumber(ARGV[9]), t = tonumber(ARGV[10]), i = tonumber(ARGV[10]), o = tonumber(ARGV[10])}
 local concurrency = tonumber(ARGV[7])
 local claimed = {}

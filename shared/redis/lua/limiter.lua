@@ -51,3 +51,16 @@ end
 local function parse_limits(rpm, tpm, itpm, otpm)
   return {r = tonumber(rpm), t = tonumber(tpm), i = tonumber(itpm), o = tonumber(otpm)}
 end
+
+-- The provider's real limits, learned from its rate-limit headers (fields cap_r, cap_t, ...),
+-- override configured ones that are higher: every replica then paces to what the provider
+-- actually allows instead of discovering it one 429 at a time.
+local function apply_caps(rl_key, limits)
+  local caps = redis.call('HMGET', rl_key, 'cap_r', 'cap_t', 'cap_i', 'cap_o')
+  local dims = {'r', 't', 'i', 'o'}
+  for n, dim in ipairs(dims) do
+    local cap = tonumber(caps[n])
+    if cap and cap > 0 and (limits[dim] == 0 or cap < limits[dim]) then limits[dim] = cap end
+  end
+  return limits
+end

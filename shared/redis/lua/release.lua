@@ -8,7 +8,7 @@ if redis.call('ZREM', KEYS[2], id) == 0 then return 0 end
 local now = now_ms()
 local rank = redis.call('HGET', KEYS[3], id .. ':s') or tostring(now)
 redis.call('ZADD', KEYS[1], rank, id)
-local limits = parse_limits(ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local limits = apply_caps(KEYS[4], parse_limits(ARGV[3], ARGV[4], ARGV[5], ARGV[6]))
 limiter_charge(KEYS[4], now, limits, parse_cost(redis.call('HGET', KEYS[3], id)), -1)
 local block = tonumber(ARGV[2])
 if block > 0 then
