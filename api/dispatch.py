@@ -121,14 +121,17 @@ class Dispatcher:
         queue = self.hub.register(job.id)
         ticket = Ticket(job, queue, self)
         try:
-            if meta:  # what a resuming client needs to re-render this stream
-                await self.redis.hset(self.keys.out_meta(job.id), mapping=meta)  # type: ignore[misc]
-                await self.redis.expire(self.keys.out_meta(job.id), self.config.queue.result_ttl_seconds)
-            depth = await self.scripts.enqueue(
-                keys, job.id, encode_job(job), (job.input_estimate, job.output_reserve),
-                PRIORITY_DELAY.get(job.priority, int(self.config.queue.batch_delay_seconds * 1000)),
-                self.config.queue.max_depth,
-            )
+            args = (keys, job.id, encode_job(job), (job.input_estimate, job.output_reserve),
+                    PRIORITY_DELAY.get(job.priority, int(self.config.queue.batch_delay_seconds * 1000)),
+                    self.config.queue.max_depth)
+            if meta:  # what a resuming client needs to re-render this stream, in the same round trip
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.hset(self.keys.out_meta(job.id), mapping=meta)
+                pipe.expire(self.keys.out_meta(job.id), self.config.queue.result_ttl_seconds)
+                await self.scripts.enqueue(*args, pipe=pipe)
+                depth = int((await pipe.execute())[-1])
+            else:
+                depth = await self.scripts.enqueue(*args)
         except BaseException:
             self.hub.unregister(job.id)
             raise

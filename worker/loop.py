@@ -139,7 +139,7 @@ class Worker:
                 continue
             for job_id in lost:
                 task = self.running.get(job_id)
-                if task is not None:
+                if task is not None and not task.done():  # done ones were acked during the heartbeat
                     log.warning("lease lost; another worker has the job", extra={"request_id": job_id})
                     task.cancel()
 
@@ -199,11 +199,10 @@ class Worker:
                 await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed", seen.status,
                                        job.upstream_model)
                 return
-        await writer.close()
+        await writer.close(also=lambda pipe: self.scripts.ack(
+            self.akeys, self.limits, job.id, usage, "completed", seen.status, job.upstream_model, pipe=pipe))
         self._consecutive_failures = 0
         await self._learn_limits(seen.headers)
-        await self.scripts.ack(self.akeys, self.limits, job.id, usage, "completed", seen.status,
-                               job.upstream_model)
 
     async def _attempt(self, job: Job, upstream: UpstreamRequest, writer: EventWriter,
                        resume: ResumeFilter, seen: UpstreamResult, timing: Timing,

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from shared.jobs import encode_events
 from shared.model import StreamEvent
@@ -50,23 +52,28 @@ class EventWriter:
         except Exception as exc:  # surfaced by close(); a lost write must fail the job
             self._failed = exc
 
-    async def close(self) -> None:
-        """Writes whatever is buffered, now, and refreshes the record's expiry."""
+    async def close(self, also: Callable[[Pipeline], Awaitable[object]] | None = None) -> None:
+        """Writes whatever is buffered, now, and refreshes the record's expiry. `also` queues
+        more commands (the job's ack) into the same round trip."""
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
         if self._failed is not None:
             raise self._failed
-        await self._write(final=True)
+        await self._write(final=True, also=also)
 
-    async def _write(self, final: bool = False) -> None:
+    async def _write(self, final: bool = False, also: Callable[[Pipeline], Awaitable[object]] | None = None) -> None:
         async with self._lock:
-            await self._write_locked(final)
+            await self._write_locked(final, also)
 
-    async def _write_locked(self, final: bool) -> None:
+    async def _write_locked(self, final: bool, also: Callable[[Pipeline], Awaitable[object]] | None) -> None:
         if not self._buffer:
             if final:
-                await self._client.expire(self._key, self._ttl)
+                pipe = self._client.pipeline(transaction=False)
+                pipe.expire(self._key, self._ttl)
+                if also is not None:
+                    await also(pipe)
+                await pipe.execute()
             return
         events, self._buffer = self._buffer, []
         payload = encode_events(events)
@@ -78,6 +85,8 @@ class EventWriter:
             pipe.expire(self._key, self._ttl)
         if self._channel:
             pipe.publish(self._channel, self._prefix + str(seq).encode() + b"|" + payload)
+        if also is not None:
+            await also(pipe)
         self._last_write = time.monotonic()
         await pipe.execute()
         self.written += len(events)

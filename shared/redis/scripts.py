@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from shared.config import Account, QueueSettings
@@ -74,21 +75,24 @@ class Scripts:
         self._learn = client.register_script(_source("learn"))
 
     async def enqueue(
-        self, keys: AccountKeys, job_id: str, payload: bytes, cost: tuple[int, int], delay_ms: int, max_depth: int
+        self, keys: AccountKeys, job_id: str, payload: bytes, cost: tuple[int, int], delay_ms: int, max_depth: int,
+        pipe: Pipeline | None = None,
     ) -> int:
+        """The queue depth including this job, or -1 when the queue is full (with `pipe`: queued only)."""
         result = await self._call(
             self._enqueue,
             [keys.ready, keys.jobs, keys.meta, keys.bell],
             [job_id, payload, f"{cost[0]}:{cost[1]}", delay_ms, max_depth],
+            pipe,
         )
-        return int(result)
+        return int(result) if pipe is None else 0
 
     async def claim(
         self, keys: AccountKeys, limits: LimitArgs, queue: QueueSettings, max_jobs: int
     ) -> ClaimResult:
         code, wait, flat, dead_flat = await self._call(
             self._claim,
-            [keys.ready, keys.inflight, keys.jobs, keys.meta, keys.rl, keys.dlq, keys.stats],
+            [keys.ready, keys.inflight, keys.jobs, keys.meta, keys.rl, keys.dlq, keys.stats, keys.bell],
             [
                 int(queue.lease_seconds * 1000),
                 max_jobs,
@@ -105,13 +109,14 @@ class Scripts:
 
     async def ack(
         self, keys: AccountKeys, limits: LimitArgs, job_id: str, used: tuple[int, int] | None, outcome: str,
-        status: int = 0, model: str = "",
+        status: int = 0, model: str = "", pipe: Pipeline | None = None,
     ) -> bool:
         used_in, used_out = used if used is not None else (-1, -1)
         result = await self._call(
             self._ack,
             [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats],
             [job_id, used_in, used_out, *limits.rates(), outcome, status, model],
+            pipe,
         )
         return bool(result)
 
@@ -146,8 +151,9 @@ class Scripts:
         return bool(result)
 
     @staticmethod
-    async def _call(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        return await script(keys=keys, args=args)
+    async def _call(script: AsyncScript, keys: list[str], args: list[Any], pipe: Pipeline | None = None) -> Any:
+        # With a pipeline the call is only queued (redis-py loads the script first if needed).
+        return await script(keys=keys, args=args, client=pipe)
 
 
 def _s(value: bytes | str) -> str:

@@ -1,6 +1,6 @@
 -- claim.lua: re-queue expired leases, then claim up to N jobs from the head of the queue, each
 -- only if the account's limits allow it. Limiter check and claim are one atomic step.
--- KEYS: 1 ready, 2 inflight, 3 jobs, 4 meta, 5 rl, 6 dlq, 7 stats
+-- KEYS: 1 ready, 2 inflight, 3 jobs, 4 meta, 5 rl, 6 dlq, 7 stats, 8 bell
 -- ARGV: 1 lease ms, 2 max jobs, 3 rpm, 4 tpm, 5 input tpm, 6 output tpm (0 = unlimited),
 --       7 concurrency (0 = unlimited), 8 max attempts, 9 request tolerance ms, 10 token tolerance ms
 -- Returns {code, wait ms, {id, payload, attempt, ...}, {dead id, payload, ...}}
@@ -40,7 +40,11 @@ for _ = 1, tonumber(ARGV[2]) do
     return {2, 0, claimed, dead}
   end
   local head = redis.call('ZRANGE', KEYS[1], 0, 0)
-  if #head == 0 then return {0, 0, claimed, dead} end
+  if #head == 0 then
+    -- nothing left: stale doorbell rings would only wake workers for nothing
+    redis.call('DEL', KEYS[8])
+    return {0, 0, claimed, dead}
+  end
   local id = head[1]
   local costs = parse_cost(redis.call('HGET', KEYS[4], id))
   local wait = limiter_wait(KEYS[5], now, limits, tolerance, costs)
