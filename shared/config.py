@@ -46,6 +46,7 @@ class Account(msgspec.Struct, forbid_unknown_fields=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     weight: float = 1.0
     timeout_seconds: float = 600.0
+    http_client: Literal["native", "httpx"] = "native"  # see worker/upstream.py
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __repr__(self) -> str:  # never let the key reach a log line or traceback

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 
 from shared.config import Account, Config
@@ -27,7 +26,7 @@ from shared.redis.keys import Keys
 from shared.redis.scripts import LimitArgs, Scripts
 from worker.providers.base import Provider, UpstreamRequest
 from worker.resume import ResumeFilter, read_record
-from worker.upstream import UpstreamResult, call, stream
+from worker.upstream import Transport, UpstreamResult, call, stream
 from worker.writer import EventWriter
 
 log = logging.getLogger("sluice.worker")
@@ -45,7 +44,7 @@ AUTH_COOLDOWN_SECONDS = 300.0
 
 class Worker:
     def __init__(self, config: Config, account: Account, client: aioredis.Redis, provider: Provider,
-                 http: httpx.AsyncClient, worker_id: str | None = None) -> None:
+                 http: Transport, worker_id: str | None = None) -> None:
         self.config = config
         self.account = account
         self.redis = client

@@ -11,13 +11,13 @@ from shared.config import Config
 from shared.logs import setup_logging
 from worker.loop import Worker
 from worker.providers import provider_for
-from worker.upstream import make_client
+from worker.upstream import make_transport
 
 
 async def serve(config: Config, account_name: str) -> None:
     account = config.account(account_name)
     client = aioredis.Redis.from_url(config.redis_url, max_connections=account.limits.concurrency + 16)
-    http = make_client(account)
+    http = make_transport(account)
     worker = Worker(config, account, client, provider_for(account), http)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

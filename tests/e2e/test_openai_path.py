@@ -220,3 +220,14 @@ def test_batch_priority_is_served(system: SluiceSystem) -> None:
     reply = client(system).chat.completions.create(model="test-model", messages=MESSAGES,
                                                    extra_headers={"x-sluice-priority": "batch"})
     assert reply.choices[0].message.content == direct_text(system, MESSAGES)
+
+
+def test_httpx_transport_serves_the_same_answers(make_system: Any) -> None:
+    accounts = [{"name": "via-httpx", "http_client": "httpx"}]
+    models = [{"name": "test-model", "route": [{"account": "via-httpx", "model": "mock-small"}]}]
+    system: SluiceSystem = make_system(accounts=accounts, models=models)
+    api = client(system)
+    expected = direct_text(system, MESSAGES)
+    assert api.chat.completions.create(model="test-model", messages=MESSAGES).choices[0].message.content == expected
+    chunks = api.chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
