@@ -99,7 +99,7 @@ class _Connection(asyncio.Protocol):
 
     # --- one exchange ------------------------------------------------------------------------
 
-    async def send(self, request: bytes, timeout: float) -> Response:
+    async def send(self, request: bytes, seconds: float) -> Response:
         assert self._transport is not None
         self._headers = {}
         self._status = 0
@@ -107,12 +107,12 @@ class _Connection(asyncio.Protocol):
         self._more.clear()
         self._complete = False
         self._error = None
-        self._timeout = timeout
+        self._timeout = seconds
         self._parser = httptools.HttpResponseParser(self)
         self._head_done = asyncio.get_running_loop().create_future()
         self._transport.write(request)
         try:
-            await asyncio.wait_for(asyncio.shield(self._head_done), timeout)
+            await asyncio.wait_for(asyncio.shield(self._head_done), seconds)
         except TimeoutError:
             self._fail(HttpError("the provider did not answer in time"))
             raise HttpError("the provider did not answer in time") from None
