@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.dispatch import Dispatcher
+from api.fastpath import FastPath, Handler
 from api.hub import ReplyHub
 from api.metrics import Metrics
 from api.relay import AppState
@@ -20,7 +21,7 @@ from shared.config import Config
 from shared.redis.keys import Keys
 
 
-def create_app(config: Config) -> FastAPI:
+def create_app(config: Config) -> FastPath:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = aioredis.Redis.from_url(config.redis_url, max_connections=512)
@@ -49,10 +50,15 @@ def create_app(config: Config) -> FastAPI:
         return Response(b'{"error":{"message":"Unknown path.","type":"invalid_request_error","param":null,'
                         b'"code":"unknown_url"}}', 404, media_type="application/json")
 
-    return app
+    exact: dict[str, Handler] = {
+        "/v1/chat/completions": openai_chat.chat_completions,
+        "/v1/responses": openai_responses.responses,
+        "/v1/messages": anthropic_messages.messages,
+    }
+    return FastPath(app, exact, [("/v1beta/models/", gemini.generate), ("/v1/models/", gemini.generate)])
 
 
-def from_env() -> FastAPI:
+def from_env() -> FastPath:
     """Factory for `uvicorn --factory` (multi-process API): config from SLUICE_CONFIG."""
     import os
 

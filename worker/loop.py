@@ -23,7 +23,7 @@ from shared.errors import GatewayError
 from shared.jobs import Claimed, Job, decode_job
 from shared.model import Complete, StreamError, Timing, UsageEvent
 from shared.redis.keys import Keys
-from shared.redis.scripts import LimitArgs, Scripts
+from shared.redis.scripts import LimitArgs, Scripts, is_noscript
 from worker.providers.base import Provider, UpstreamRequest
 from worker.resume import ResumeFilter, read_record
 from worker.upstream import Transport, UpstreamResult, call, stream
@@ -67,6 +67,7 @@ class Worker:
 
     async def run(self) -> None:
         lease_ms = int(self.config.queue.lease_seconds * 1000)
+        await self.scripts.load()
         await self.scripts.heartbeat(self.akeys, lease_ms, self.id, [])
         log.info("worker started", extra={"account": self.account.name, "worker": self.id})
         heartbeat = asyncio.create_task(self._heartbeat_loop())
@@ -198,8 +199,13 @@ class Worker:
                 await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed", seen.status,
                                        job.upstream_model)
                 return
-        await writer.close(also=lambda pipe: self.scripts.ack(
-            self.akeys, self.limits, job.id, usage, "completed", seen.status, job.upstream_model, pipe=pipe))
+        acked = await writer.close(also=lambda pipe: self.scripts.ack_in_pipeline(
+            pipe, self.akeys, self.limits, job.id, usage, "completed", seen.status, job.upstream_model))
+        if is_noscript(acked):  # Redis lost its scripts (restart, failover): ack the slow way
+            await self.scripts.ack(self.akeys, self.limits, job.id, usage, "completed", seen.status,
+                                   job.upstream_model)
+        elif isinstance(acked, Exception):
+            raise acked
         self._consecutive_failures = 0
         await self._learn_limits(seen.headers)
 

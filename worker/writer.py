@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -52,29 +52,30 @@ class EventWriter:
         except Exception as exc:  # surfaced by close(); a lost write must fail the job
             self._failed = exc
 
-    async def close(self, also: Callable[[Pipeline], Awaitable[object]] | None = None) -> None:
-        """Writes whatever is buffered, now, and refreshes the record's expiry. `also` queues
-        more commands (the job's ack) into the same round trip."""
+    async def close(self, also: Callable[[Pipeline], None] | None = None) -> object:
+        """Writes whatever is buffered, now, and refreshes the record's expiry. `also` queues one
+        more command (the job's ack) into the same round trip; its reply is returned (it may be
+        an exception object, for the caller to handle)."""
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
         if self._failed is not None:
             raise self._failed
-        await self._write(final=True, also=also)
+        return await self._write(final=True, also=also)
 
-    async def _write(self, final: bool = False, also: Callable[[Pipeline], Awaitable[object]] | None = None) -> None:
+    async def _write(self, final: bool = False, also: Callable[[Pipeline], None] | None = None) -> object:
         async with self._lock:
-            await self._write_locked(final, also)
+            return await self._write_locked(final, also)
 
-    async def _write_locked(self, final: bool, also: Callable[[Pipeline], Awaitable[object]] | None) -> None:
+    async def _write_locked(self, final: bool, also: Callable[[Pipeline], None] | None) -> object:
         if not self._buffer:
             if final:
                 pipe = self._client.pipeline(transaction=False)
                 pipe.expire(self._key, self._ttl)
                 if also is not None:
-                    await also(pipe)
-                await pipe.execute()
-            return
+                    also(pipe)
+                return _last(await pipe.execute(raise_on_error=False))
+            return None
         events, self._buffer = self._buffer, []
         payload = encode_events(events)
         seq = self._seq
@@ -86,7 +87,16 @@ class EventWriter:
         if self._channel:
             pipe.publish(self._channel, self._prefix + str(seq).encode() + b"|" + payload)
         if also is not None:
-            await also(pipe)
+            also(pipe)
         self._last_write = time.monotonic()
-        await pipe.execute()
+        replies = await pipe.execute(raise_on_error=also is None)
         self.written += len(events)
+        return _last(replies) if also is not None else None
+
+
+def _last(replies: list[object]) -> object:
+    """The extra command's reply; any failure of the record's own writes is raised."""
+    for reply in replies[:-1]:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies[-1]

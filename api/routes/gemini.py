@@ -24,6 +24,11 @@ async def _generate(request: Request, target: str) -> Response:
     return await serve(request, GEMINI, lambda body: gemini.parse_request(body, model, stream))
 
 
+async def generate(request: Request) -> Response:
+    """The fast path's entry (api/fastpath.py): the method target is the last path segment."""
+    return await _generate(request, request.url.path.rsplit("/", 1)[-1])
+
+
 @router.post("/v1beta/models/{target}")
 async def generate_v1beta(target: str, request: Request) -> Response:
     return await _generate(request, target)

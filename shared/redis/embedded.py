@@ -41,7 +41,7 @@ def reachable(url: str) -> bool:
         try:
             return bool(client.ping())
         finally:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]
     except (redis.RedisError, OSError, ValueError):
         return False
 

@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from shared.config import Account, QueueSettings
 from shared.redis.keys import AccountKeys
@@ -150,10 +151,29 @@ class Scripts:
         result = await self._call(self._cancel, [keys.ready, keys.jobs, keys.meta, keys.stats], [job_id])
         return bool(result)
 
+    def ack_in_pipeline(self, pipe: Pipeline, keys: AccountKeys, limits: LimitArgs, job_id: str,
+                        used: tuple[int, int] | None, outcome: str, status: int, model: str) -> None:
+        """Queues the ack as a bare EVALSHA: a Script object in a pipeline costs a SCRIPT EXISTS
+        round trip on every execute. The caller must check for NoScriptError (see is_noscript)."""
+        used_in, used_out = used if used is not None else (-1, -1)
+        keys_list = [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats]
+        args = [job_id, used_in, used_out, *limits.rates(), outcome, status, model]
+        pipe.evalsha(self._ack.sha, len(keys_list), *keys_list, *(str(a) for a in args))
+
+    async def load(self) -> None:
+        """Loads every script now (a worker does this at start, so pipelined EVALSHAs find them)."""
+        for script in (self._enqueue, self._claim, self._ack, self._release, self._block, self._heartbeat,
+                       self._cancel, self._learn):
+            await script.registered_client.script_load(script.script)
+
     @staticmethod
     async def _call(script: AsyncScript, keys: list[str], args: list[Any], pipe: Pipeline | None = None) -> Any:
         # With a pipeline the call is only queued (redis-py loads the script first if needed).
         return await script(keys=keys, args=args, client=pipe)
+
+
+def is_noscript(result: object) -> bool:
+    return isinstance(result, NoScriptError)
 
 
 def _s(value: bytes | str) -> str:

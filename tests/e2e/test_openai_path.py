@@ -231,3 +231,14 @@ def test_httpx_transport_serves_the_same_answers(make_system: Any) -> None:
     assert api.chat.completions.create(model="test-model", messages=MESSAGES).choices[0].message.content == expected
     chunks = api.chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
+
+
+def test_requests_survive_redis_losing_its_scripts(system: SluiceSystem) -> None:
+    before = system.counter("acct-a", "completed") + system.counter("acct-b", "completed")
+    system.redis.script_flush()  # as after a Redis restart or failover
+    api = client(system)
+    for _ in range(4):
+        assert api.chat.completions.create(model="test-model", messages=MESSAGES).choices[0].message.content
+    after = system.counter("acct-a", "completed") + system.counter("acct-b", "completed")
+    assert after - before == 4  # every job acknowledged, none left in flight
+    assert system.redis.zcard(f"{system.prefix}:{{acct-a}}:inflight") == 0
