@@ -217,7 +217,7 @@ class Worker:
             timing.dispatch_ms = (seen.sent_at - claimed_at) * 1000
             timing.upstream_ms = (seen.done_at - seen.sent_at) * 1000
             timing.done_at = time.time()
-            writer.add([Complete(response, timing)])
+            writer.hold([Complete(response, timing)])
             return response.usage.input_tokens, response.usage.output_tokens
         usage: tuple[int, int] | None = None
         async for events in stream(self.http, self.provider, upstream, seen):

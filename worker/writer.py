@@ -37,6 +37,10 @@ class EventWriter:
         self._lock = asyncio.Lock()  # writes go out strictly in sequence order
         self.written = 0  # events durably written
 
+    def hold(self, events: list[StreamEvent]) -> None:
+        """Buffers events for the closing write only (a whole answer needs no flush timer)."""
+        self._buffer.extend(events)
+
     def add(self, events: list[StreamEvent]) -> None:
         self._buffer.extend(events)
         if self._pending is None:
