@@ -137,7 +137,7 @@ class Dispatcher:
             raise
         if depth < 0:
             self.hub.unregister(job.id)
-            raise self._rate_limited(job.account, self.config.queue.max_depth, "the queue is full")
+            raise await self._rate_limited(job.account, self.config.queue.max_depth, "the queue is full")
         return ticket
 
     def release(self, ticket: Ticket) -> None:
@@ -148,11 +148,16 @@ class Dispatcher:
         keys = self.keys.account(ticket.job.account)
         if await self.scripts.cancel(keys, ticket.job.id):
             depth = await self.redis.zcard(keys.ready)  # type: ignore[misc]
-            raise self._rate_limited(ticket.job.account, depth, "no capacity within the wait deadline")
+            raise await self._rate_limited(ticket.job.account, depth, "no capacity within the wait deadline")
         ticket.running = True  # claimed: it is running, keep waiting
 
-    def _rate_limited(self, account: str, depth: int, why: str) -> GatewayError:
-        rpm = self.config.account(account).limits.rpm
+    async def _rate_limited(self, account: str, depth: int, why: str) -> GatewayError:
+        """Retry-After = how long the jobs already queued take to drain at the account's real
+        request rate (the configured one, or the provider's lower stated limit)."""
+        rpm = self.config.account(account).limits.rpm or 0
+        learned = await self.redis.hget(self.keys.account(account).rl, "cap_r")  # type: ignore[misc]
+        if learned and (not rpm or float(learned) < rpm):
+            rpm = int(float(learned))
         drain = depth * 60 / rpm if rpm else 1.0
         return GatewayError("rate_limited", f"Rate limit: {why}; retry later.", retry_after=max(1.0, drain))
 

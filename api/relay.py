@@ -8,6 +8,8 @@ the record is replayed through a fresh renderer and everything up to the id is d
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive
 
 from api.dialects import DIALECTS, Dialect, Renderer
 from api.dispatch import Dispatcher, Ticket
@@ -24,6 +27,8 @@ from shared.errors import GatewayError, invalid
 from shared.jobs import Priority, decode_events, encode_events
 from shared.model import TERMINAL_EVENTS, ChatRequest, Complete, StreamError, Usage, UsageEvent
 from shared.protocols.sse import frame
+
+log = logging.getLogger("sluice.api")
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -63,7 +68,7 @@ def _max_wait(headers: Headers) -> float | None:
 
 
 async def handle(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers,
-                 started: float) -> Response:
+                 started: float, receive: Receive | None = None) -> Response:
     model = state.config.model(req.model)
     if model is None:
         raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
@@ -77,11 +82,33 @@ async def handle(state: AppState, dialect: Dialect, client: str, req: ChatReques
     ticket = await dispatcher.submit(job, meta)
     if not req.stream:
         try:
-            return await _respond_once(state, dialect, ticket, req, started)
+            if receive is None:
+                return await _respond_once(state, dialect, ticket, req, started)
+            return await _respond_unless_abandoned(state, dialect, ticket, req, started, receive)
         finally:
             dispatcher.release(ticket)
     renderer = dialect.renderer(req.model, job.id, req.include_usage, req)
     return await _respond_stream(state, ticket, renderer, dialect)
+
+
+async def _respond_unless_abandoned(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest,
+                                    started: float, receive: Receive) -> Response:
+    """A client that hangs up (an SDK timeout, usually followed by a retry) takes its job out of
+    the queue, so an abandoned request does not spend the account's budget as a duplicate.
+    Streams are different: they keep running so the client can resume them."""
+    answer = asyncio.ensure_future(_respond_once(state, dialect, ticket, req, started))
+    hangup = asyncio.ensure_future(receive())  # the body is read: the next message is the disconnect
+    try:
+        await asyncio.wait((answer, hangup), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hangup.cancel()
+    if answer.done():
+        return answer.result()
+    answer.cancel()
+    if await state.dispatcher.scripts.cancel(state.dispatcher.keys.account(ticket.job.account), ticket.job.id):
+        log.info("client left; queued job dropped", extra={"request_id": ticket.job.id})
+    state.metrics.request(ticket.job.client, req.model, dialect.name, 499)
+    return Response(b"", 499)
 
 
 def _timing_headers(complete: Complete, started: float) -> tuple[dict[str, str], float]:

@@ -25,6 +25,6 @@ async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], Cha
             job_id, seq, n = parse_event_id(last_event_id)
             return await resume(state, client, job_id, (seq, n), dialect)
         req = parse(await request.body())
-        return await handle(state, dialect, client, req, request.headers, started)
+        return await handle(state, dialect, client, req, request.headers, started, request.receive)
     except GatewayError as err:
         return error_response(dialect, err)
