@@ -9,6 +9,7 @@ falling back to the stream record (XRANGE) whenever a sequence number is skipped
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from shared.config import Config, Model
 from shared.errors import GatewayError
 from shared.jobs import Job, Priority, encode_job
 from shared.model import ChatRequest
-from shared.redis.keys import Keys
+from shared.redis.keys import AccountKeys, Keys
 from shared.redis.scripts import Scripts
 from shared.tokens import estimate_input_tokens
 
@@ -77,6 +78,9 @@ class Dispatcher:
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts(client)
         self._rotations: dict[str, WeightedRotation] = {}
+        # Jobs this process has routed but not yet enqueued: concurrent requests read the same
+        # Redis snapshot, and without this they would all herd onto whichever account it favours.
+        self._routing: Counter[str] = Counter()
 
     def new_job(self, req: ChatRequest, model: Model, account: str, upstream_model: str, client: str,
                 max_wait: float | None, priority: Priority = "interactive") -> Job:
@@ -110,15 +114,28 @@ class Dispatcher:
         states = []
         for i in range(len(model.route)):
             tat_r, tat_t, blocked = (float(x) if x else 0.0 for x in replies[2 * i + 1])
-            states.append(AccountState(int(replies[2 * i]), tat_r, tat_t, blocked))
+            depth = int(replies[2 * i]) + self._routing[model.route[i].account]
+            states.append(AccountState(depth, tat_r, tat_t, blocked))
         accounts = [self.config.account(t.account) for t in model.route]
         rotation = self._rotations.setdefault(model.name, WeightedRotation())
         target = model.route[choose(accounts, states, cost_tokens, time.time() * 1000, rotation)]
+        self._routing[target.account] += 1  # until submit() has enqueued it
         return target.account, target.model
+
+    def routed(self, account: str) -> None:
+        if self._routing[account] > 0:
+            self._routing[account] -= 1
 
     async def submit(self, job: Job, meta: dict[str, str] | None = None) -> Ticket:
         keys = self.keys.account(job.account)
         queue = self.hub.register(job.id)
+        try:
+            return await self._submit(job, keys, queue, meta)
+        finally:
+            self.routed(job.account)
+
+    async def _submit(self, job: Job, keys: AccountKeys, queue: asyncio.Queue[tuple[int, bytes]],
+                      meta: dict[str, str] | None) -> Ticket:
         ticket = Ticket(job, queue, self)
         try:
             args = (keys, job.id, encode_job(job), (job.input_estimate, job.output_reserve),

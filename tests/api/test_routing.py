@@ -41,3 +41,38 @@ def test_token_rate_binds_for_large_jobs() -> None:
     tokens = account("t", rpm=600, tpm=60_000)  # 1 ms per token
     state = AccountState(depth=3, tat_requests=0, tat_tokens=NOW + 500, blocked_until=0)
     assert estimate_wait_ms(tokens, state, 2_000, NOW) == 500 + 3 * 2_000
+
+
+def test_concurrent_decisions_do_not_herd_onto_one_account() -> None:
+    """Requests routed at the same moment read the same Redis snapshot; one account looking
+    sooner in it (its worker has not claimed yet) must not draw the whole burst."""
+    import asyncio
+    from collections import Counter as Count
+
+    import fakeredis
+
+    from api.dispatch import Dispatcher
+    from shared.config import parse_config
+
+    config = parse_config("""
+accounts:
+  - {name: a, provider: mock, base_url: u, limits: {rpm: 60}}
+  - {name: b, provider: mock, base_url: u, limits: {rpm: 60}}
+models: [{name: m, route: [{account: a, model: x}, {account: b, model: x}]}]
+""", env={})
+
+    async def burst() -> Count[str]:
+        client = fakeredis.FakeAsyncRedis()
+        import time
+
+        # a's worker just claimed: a looks one second busier than b in every snapshot
+        await client.hset("sluice:{a}:rl", "tat_r", str(time.time() * 1000 + 1000))
+        dispatcher = Dispatcher(config, client, hub=None)  # type: ignore[arg-type]
+        model = config.model("m")
+        assert model is not None
+        picks = await asyncio.gather(*[dispatcher.choose_route(model, 100) for _ in range(40)])
+        return Count(account for account, _ in picks)
+
+    picks = asyncio.run(burst())
+    assert sum(picks.values()) == 40
+    assert abs(picks["a"] - picks["b"]) <= 2  # without the in-process count: 0 / 40
