@@ -9,9 +9,9 @@ falling back to the stream record (XRANGE) whenever a sequence number is skipped
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
