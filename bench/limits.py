@@ -1,6 +1,7 @@
 """Rate-limit scenarios against real processes: does Sluice hold provider limits exactly?
 
     python bench/limits.py [--quick] [--only burst,replicas,tokens,surprise] [--no-doc] [--logs DIR]
+                           [--surprise-latency-ms MS]
 
 Each scenario starts its own mock upstream(s), worker processes and one API process (sharing one
 private redis-server for the run, each with its own key prefix), drives it over HTTP with
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,9 +48,11 @@ from limits_support import (
     machine_load,
     make_client,
     max_in_window,
+    on_off_cycles,
     paced_rate,
     percentile,
     status_counts,
+    window_range,
     write_section,
 )
 
@@ -88,6 +92,7 @@ class Result:
     load_before: str = ""
     load_after: str = ""
     mode: str = ""
+    code: str = ""
 
     @property
     def passed(self) -> bool:
@@ -111,7 +116,8 @@ class Result:
     def markdown(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
         out = [HEADERS[self.key], "", f"**Verdict: {verdict}** — {self.summary}", "",
-               f"{self.title}. Run {self.started} ({self.mode} mode, {self.seconds:.0f} s); "
+               f"{self.title}. Run {self.started} against {self.code} ({self.mode} mode, "
+               f"{self.seconds:.0f} s); "
                f"load average before {self.load_before}, after {self.load_after}.", "",
                "Config:", ""]
         out += [f"- {c}" for c in self.config]
@@ -130,6 +136,7 @@ class Ctx:
     quick: bool
     redis_url: str
     log_dir: Path
+    surprise_latency_ms: float = 0.0
 
 
 @contextlib.asynccontextmanager
@@ -160,6 +167,10 @@ def per_bucket(outcomes: list[Outcome], width: float, until: float) -> str:
 
 def account_counters(status: dict[str, Any]) -> dict[str, dict[str, int]]:
     return {a["account"]: dict(a["counters"]) for a in status["accounts"]}
+
+
+def fmt_counters(counters: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"
 
 
 def failures(outcomes: list[Outcome]) -> str:
@@ -219,6 +230,9 @@ async def burst(ctx: Ctx) -> Result:
     split = [int(stats[m]["requests"]) - int(stats[m]["responses_429"]) for m in ("mock-a", "mock-b")]
     ideal_split = (max(split) - 1) * 60 / rpm if split else 0.0
     deviation = (wall - theoretical) / theoretical * 100
+    firsts = [float(s["first_request_at"]) for s in stats.values() if s["first_request_at"]]
+    lasts = [float(s["last_request_at"]) for s in stats.values() if s["last_request_at"]]
+    upstream_span = max(lasts) - min(firsts) if firsts and lasts else 0.0
     latencies = [o.done - o.sent for o in ok]
     counters = account_counters(status)
     res.figure("ok / sent", f"{len(ok)} / {n}")
@@ -229,13 +243,14 @@ async def burst(ctx: Ctx) -> Result:
     res.figure("theoretical", f"{theoretical:.0f} s")
     res.figure("deviation from theoretical", f"{deviation:+.1f} %")
     res.figure("first answer", f"{first:.2f} s")
+    res.figure("upstream span (first to last request at the mocks)", f"{upstream_span:.1f} s")
     res.figure("answered per account (mock 200s)", f"acct-a {split[0]}, acct-b {split[1]}")
     res.figure("ideal wall for that split ((max-1) x 60/rpm)", f"{ideal_split:.0f} s")
     res.figure("achieved rate, both accounts", f"{len(ok) / wall * 60:.1f} /min" if wall else "n/a")
     res.figure("answers per 10 s", per_bucket(outcomes, 10, wall + 1))
     res.figure("client latency p50 / max (queue wait)",
                f"{percentile(latencies, 0.5):.1f} s / {max(latencies, default=0):.1f} s")
-    res.figure("Sluice counters", "; ".join(f"{a}: {c}" for a, c in counters.items()))
+    res.figure("Sluice counters", "; ".join(f"{a}: {fmt_counters(c)}" for a, c in counters.items()))
     res.check(f"all {n} succeed", len(ok) == n, f"{len(ok)} ok")
     res.check("0 mock 429s", r429 == 0, str(r429))
     res.check(f"wall within 10% of {theoretical:.0f} s", abs(deviation) <= 10,
@@ -244,12 +259,25 @@ async def burst(ctx: Ctx) -> Result:
                    f"({deviation:+.1f} %)")
     res.notes.append(f"With zero burst tolerance the limiter paces each account at one claim every "
                      f"{60 / rpm:.1f} s from t=0, so the ideal for an even split is ({n // 2}-1) x "
-                     f"{60 / rpm:.1f} s = {(n // 2 - 1) * 60 / rpm:.0f} s; the mock's 10-request bucket is "
-                     "never touched beyond one request.")
+                     f"{60 / rpm:.1f} s = {(n // 2 - 1) * 60 / rpm:.0f} s. The mock refills as fast as "
+                     f"Sluice spends, so its {rpm // 6}-request bucket never runs low.")
+    if first > 1.0:
+        res.notes.append(f"The first answer came {first:.1f} s after t=0: one client process opens {n} "
+                         "connections and one API process enqueues them all on a 2-core machine shared with "
+                         f"other work; the mocks saw their first and last request {upstream_span:.1f} s apart, "
+                         "so the pacing itself matched the limit and the rest of the deviation is that "
+                         "start-up.")
     if abs(split[0] - split[1]) > 1:
-        res.notes.append(f"The route split the burst {split[0]}/{split[1]} instead of {n // 2}/{n // 2}: a "
-                         f"job is bound to one account at enqueue time, so the longer queue sets the wall "
-                         f"time ((max-1) x 1 s = {ideal_split:.0f} s).")
+        res.notes.append(
+            f"The route split the burst {split[0]}/{split[1]} instead of {n // 2}/{n // 2}. A job is bound to "
+            f"one account when it is enqueued, so the longer queue sets the wall time ((max-1) x "
+            f"{60 / rpm:.0f} s = {ideal_split:.0f} s) while the other account idles once its share is done. "
+            "Routing (api/dispatch.py `choose_route`) reads each account's queue depth and limiter state, "
+            "then enqueues in a separate round trip: requests that arrive together all read the same state "
+            "before any of them has enqueued, so they all pick the same 'soonest' account (the weighted "
+            "rotation only separates estimates within 5 ms of each other). The faster the API handles a "
+            "burst, the larger these same-state batches get. A fix: count the jobs this API process has "
+            "routed but not yet enqueued in each account's depth, or choose and enqueue in one step.")
     if r429:
         res.notes.append("Mock 429s mean the workers sent faster than the mock's bucket refills; see the "
                          f"worker logs in {ctx.log_dir} ('upstream 429' lines).")
@@ -310,7 +338,7 @@ async def replicas(ctx: Ctx) -> Result:
     res.figure("queue depth mid-window", acct_mid["queue"]["interactive"] + acct_mid["queue"]["batch"])
     res.figure("live workers (status)", acct_mid["live_workers"])
     res.figure("jobs per worker process (whole run)", " / ".join(str(c) for c in per_worker))
-    res.figure("Sluice counters", account_counters(status)["acct"])
+    res.figure("Sluice counters", fmt_counters(account_counters(status)["acct"]))
     res.check("at or under the limit (mock count <= window x rpm + 1)", upstream <= allowed + 1,
               f"{upstream} in {window:.0f} s")
     res.check(">= 95% of the limit", upstream_rate >= 0.95 * rpm, f"{upstream_rate / rpm * 100:.1f} %")
@@ -392,7 +420,7 @@ async def tokens(ctx: Ctx) -> Result:
                f"{percentile([o.done - o.sent for o in small_ok], 0.5):.1f} s / "
                f"{percentile([o.done - o.sent for o in large_ok], 0.5):.1f} s")
     res.figure("mock 429s", after["responses_429"])
-    res.figure("Sluice counters", account_counters(status)["acct"])
+    res.figure("Sluice counters", fmt_counters(account_counters(status)["acct"]))
     res.check("admitted tokens/min 90-100 % of tpm (+1 % for timestamp jitter)", 90 <= paced_pct <= 101,
               f"{paced_pct:.1f} %")
     res.check("every large request finishes", bool(large) and len(large_ok) == len(large),
@@ -418,7 +446,8 @@ async def surprise(ctx: Ctx) -> Result:
     config_rpm, real_rpm = 120, 60
     duration = 40.0 if ctx.quick else 90.0
     outstanding = 12
-    res = Result("surprise", f"config says {config_rpm} rpm, the provider really allows {real_rpm}")
+    settle = 15.0  # the first seconds spend the provider's full bucket
+    res = Result("surprise", f"Config says {config_rpm} rpm, the provider really allows {real_rpm}")
     res.config = [
         f"1 account, `limits: {{rpm: {config_rpm}}}`, 1 worker process",
         f"1 mock process, `--rpm {real_rpm}` (bucket of {real_rpm // 6} requests, refilled 1/s), 429 with "
@@ -426,8 +455,11 @@ async def surprise(ctx: Ctx) -> Result:
         f"client keeps {outstanding} requests open for {duration:.0f} s, then waits for all of them",
         "rate measured at the mock (200 answers) over the last 30 s (and 60 s) of the loaded period",
     ]
-    spec = SystemSpec(mocks={"mock": ["--rpm", str(real_rpm)]},
-                      accounts=[AccountSpec("acct", "mock", {"rpm": config_rpm})])
+    mock_args = ["--rpm", str(real_rpm)]
+    if ctx.surprise_latency_ms:
+        mock_args += ["--latency-ms", str(ctx.surprise_latency_ms)]
+        res.config[1] += f", `--latency-ms {ctx.surprise_latency_ms:g}`"
+    spec = SystemSpec(mocks={"mock": mock_args}, accounts=[AccountSpec("acct", "mock", {"rpm": config_rpm})])
     marks = [m for m in (duration - 60, duration - 30, duration) if m >= 0]
     async with running(ctx, "surprise", spec) as cluster, make_client() as http:
         t0 = time.monotonic()
@@ -444,6 +476,7 @@ async def surprise(ctx: Ctx) -> Result:
         final = await cluster.mock_stats(http, "mock")
         status = await cluster.status()
         n_blocks, blocks = block_summary(cluster, "acct")
+        limiter = await cluster.limiter_state("acct")
 
     def ok_at(m: float) -> int:
         return int(snapshots[m]["by_status"].get("200", 0))
@@ -452,6 +485,11 @@ async def surprise(ctx: Ctx) -> Result:
     rate60 = (ok_at(duration) - ok_at(duration - 60)) / 60 * 60 if duration - 60 in snapshots else None
     client30 = len(completed_between(outcomes, duration - 30, duration)) * 2
     ok = [o for o in outcomes if o.ok]
+    loaded = [o.done for o in completed_between(outcomes, 0, duration)]
+    cycles = on_off_cycles(loaded, settle)
+    steady = cycles.rate if cycles.rate is not None else paced_rate(
+        completed_between(outcomes, settle, duration), lambda _: 1.0)
+    low30, high30 = window_range(loaded, 30, min(settle, duration - 30), duration)
     counters = account_counters(status)["acct"]
     res.figure("requests sent / ok", f"{len(outcomes)} / {len(ok)}")
     res.figure("failed (client-visible)", failures(outcomes))
@@ -462,17 +500,47 @@ async def surprise(ctx: Ctx) -> Result:
     res.figure("mock 429s (whole run)", final["responses_429"])
     res.figure("upstream 429s seen by the worker (log)", blocks)
     res.figure("answers per 10 s", per_bucket(outcomes, 10, duration))
-    res.figure("Sluice counters", counters)
+    if cycles.count:
+        res.figure(f"on/off cycles after t={settle:.0f} s",
+                   f"{cycles.count} whole cycles: {cycles.per_cycle:.0f} answers every {cycles.period:.1f} s, "
+                   f"then {cycles.pause:.1f} s silent")
+    how = "whole on/off cycles" if cycles.rate is not None else "answer spacing"
+    res.figure(f"long-run rate after t={settle:.0f} s ({how})",
+               f"{steady:.1f} /min" if steady is not None else "n/a")
+    res.figure(f"any 30 s window after t={settle:.0f} s reads",
+               f"{low30 * 2}-{high30 * 2} /min")
+    res.figure("Sluice counters", fmt_counters(counters))
+    learned = {k: v for k, v in limiter.items() if k.startswith("cap_")}
+    res.figure("limits learned from headers (limiter hash cap_*)",
+               ", ".join(f"{k} {v:g}/min" for k, v in sorted(learned.items())) or "none")
     res.check("no request fails", len(ok) == len(outcomes) and bool(outcomes),
               f"{len(outcomes) - len(ok)} failed")
-    res.check(f"rate over the last 30 s near the real {real_rpm}/min (+-15 %)",
+    res.check(f"long-run rate near the real {real_rpm}/min (+-10 %)",
+              steady is not None and 0.9 * real_rpm <= steady <= 1.1 * real_rpm,
+              f"{steady or 0:.1f} /min")
+    res.check(f"rate over the last 30 s settles near the real {real_rpm}/min (+-15 %)",
               0.85 * real_rpm <= rate30 <= 1.15 * real_rpm, f"{rate30:.1f} /min")
-    res.summary = (f"{len(ok)}/{len(outcomes)} ok, {rate30:.1f}/min over the last 30 s "
-                   f"(real limit {real_rpm}), {final['responses_429']} mock 429s")
+    res.summary = (f"{len(ok)}/{len(outcomes)} ok, {rate30:.1f}/min over the last 30 s, {steady or 0:.1f}/min "
+                   f"long-run (real limit {real_rpm}), {final['responses_429']} mock 429s")
+    if cycles.count:
+        res.notes.append(
+            f"The rate does not settle into an even pace: it alternates between sending at the configured "
+            f"{config_rpm}/min and {cycles.pause:.1f} s of silence (period {cycles.period:.1f} s). When an "
+            "answer says x-ratelimit-remaining-requests: 0 the worker holds the key for "
+            "x-ratelimit-reset-requests, which is the time until the provider's bucket is full again "
+            f"({real_rpm // 6} requests), then spends that bucket at {config_rpm}/min. The long-run rate is "
+            f"right ({steady or 0:.1f}/min), but a 30 s window reads anywhere from {low30 * 2} to "
+            f"{high30 * 2}/min depending on where it cuts the cycle, and queued requests wait up to "
+            f"{cycles.pause:.0f} s longer than needed. Sluice never adopts the real limit, although every "
+            f"answer carries it (x-ratelimit-limit-requests: {real_rpm}).")
+    if learned.get("cap_r"):
+        res.notes.append(f"The worker read x-ratelimit-limit-requests ({learned['cap_r']:g}) from the answers "
+                         "and capped the account's shared limiter at it, so claims were paced at the real "
+                         f"limit instead of the configured {config_rpm}/min.")
     if int(final["responses_429"]) == 0:
-        res.notes.append("No 429 at all: after each answer the worker reads x-ratelimit-remaining-requests; "
-                         "at 0 it blocks the key until x-ratelimit-reset-requests (the mock's time-to-full), "
-                         "so the key backs off before the provider refuses.")
+        res.notes.append("No 429 at all: the key slowed down on the provider's rate-limit headers before the "
+                         "provider had to refuse, so the 429 path (block for retry-after, re-queue) was not "
+                         "exercised here.")
     else:
         res.notes.append(f"{n_blocks} upstream 429s: each blocked the key for the retry-after time and "
                          "re-queued the job at its old place; no client saw them.")
@@ -486,17 +554,33 @@ RUNNERS: dict[str, Callable[[Ctx], Awaitable[Result]]] = {
 }
 
 
+def code_version() -> str:
+    """The commit under test, and whether Sluice's own code had uncommitted changes."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                                  check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    dirty = git("status", "--porcelain", "--", "api", "worker", "shared")
+    return f"commit {commit}" + (" + uncommitted changes in api/worker/shared" if dirty else "")
+
+
 async def run_all(ctx: Ctx, names: list[str]) -> list[Result]:
     results = []
     for name in names:
         started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         load_before = machine_load()
+        code = code_version()  # what the processes about to start will load
         t = time.monotonic()
         print(f"-- {name}: running ({'quick' if ctx.quick else 'full'}) ...", flush=True)
         result = await RUNNERS[name](ctx)
         result.started, result.load_before, result.load_after = started, load_before, machine_load()
         result.seconds = time.monotonic() - t
         result.mode = "quick" if ctx.quick else "full"
+        result.code = code
         print(result.text(), flush=True)
         results.append(result)
     return results
@@ -518,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shrunken scenarios for development")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS))
     parser.add_argument("--no-doc", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument("--surprise-latency-ms", type=float, default=0.0,
+                        help="upstream latency for the surprise scenario's mock")
     parser.add_argument("--logs", default=None,
                         help="directory for process logs and configs (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -530,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"logs and configs: {log_dir}", flush=True)
     redis = EmbeddedRedis()
     try:
-        results = asyncio.run(run_all(Ctx(args.quick, redis.url, log_dir), names))
+        results = asyncio.run(run_all(Ctx(args.quick, redis.url, log_dir, args.surprise_latency_ms), names))
     finally:
         redis.stop()
     print()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import os
 import re
 import signal
@@ -19,14 +20,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
+import redis.asyncio as aioredis
 import yaml
 
 from shared.config import load_config
 from shared.redis.embedded import free_port
+from shared.redis.keys import Keys
 from shared.status import collect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,6 +166,16 @@ class Cluster:
         """What `sluice status --config F --json` prints, as a dict."""
         return await collect(self.config)
 
+    async def limiter_state(self, account: str) -> dict[str, float]:
+        """The account's limiter hash (tat_*, blocked, and whatever else the worker keeps there)."""
+        client = aioredis.Redis.from_url(self.config.redis_url)
+        try:
+            pending = client.hgetall(Keys(self.prefix).account(account).rl)
+            raw = await cast("Awaitable[dict[bytes, bytes]]", pending)  # redis-py types it as a union
+        finally:
+            await client.aclose()
+        return {k.decode(): float(v) for k, v in raw.items()}
+
     def worker_log_records(self, account: str, message_contains: str) -> list[dict[str, Any]]:
         records = []
         for path in self.worker_logs.get(account, []):
@@ -287,6 +300,42 @@ def max_in_window(times: list[float], width: float) -> int:
     for i, t in enumerate(times):
         best = max(best, bisect.bisect_left(times, t + width) - i)
     return best
+
+
+@dataclass(slots=True)
+class Cycles:
+    """Answers that come in on/off bursts: `count` whole cycles (pause to pause)."""
+
+    count: int
+    rate: float | None  # answers per minute over the whole cycles
+    period: float  # median cycle length, s
+    pause: float  # median silent gap, s
+    per_cycle: float  # median answers per cycle
+
+
+def on_off_cycles(times: list[float], after: float, min_gap: float = 2.0) -> Cycles:
+    """Cycles that start (first answer after a pause longer than `min_gap`) at or after `after`."""
+    times = sorted(times)
+    starts = [i for i in range(1, len(times)) if times[i] - times[i - 1] > min_gap and times[i] >= after]
+    if len(starts) < 2:
+        return Cycles(0, None, 0.0, 0.0, 0.0)
+    first, last = times[starts[0]], times[starts[-1]]
+    periods = [times[b] - times[a] for a, b in itertools.pairwise(starts)]
+    sizes = [float(b - a) for a, b in itertools.pairwise(starts)]
+    pauses = [times[i] - times[i - 1] for i in starts]
+    return Cycles(len(starts) - 1, (starts[-1] - starts[0]) / (last - first) * 60, percentile(periods, 0.5),
+                  percentile(pauses, 0.5), percentile(sizes, 0.5))
+
+
+def window_range(times: list[float], width: float, start: float, end: float) -> tuple[int, int]:
+    """Fewest and most of `times` in any window [t, t + width) with start <= t <= end - width."""
+    times = sorted(times)
+    counts = []
+    t = start
+    while t <= end - width + 1e-9:
+        counts.append(bisect.bisect_left(times, t + width) - bisect.bisect_left(times, t))
+        t += 0.05
+    return (min(counts), max(counts)) if counts else (0, 0)
 
 
 def percentile(values: list[float], q: float) -> float:
