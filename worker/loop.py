@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from shared.config import Account, Config
@@ -96,7 +97,13 @@ class Worker:
             for job_id, payload in result.dead:
                 await self._dead_letter(job_id, payload)
             for job_id, payload, attempt in result.claimed:
-                self._start(Claimed(decode_job(payload), attempt), job_id)
+                try:
+                    job = decode_job(payload)
+                except msgspec.DecodeError:  # never let one bad record stop the worker
+                    log.error("unreadable job dropped", extra={"request_id": job_id})
+                    await self.scripts.ack(self.akeys, self.limits, job_id, None, "failed")
+                    continue
+                self._start(Claimed(job, attempt), job_id)
             if result.claimed and result.code == 0:
                 continue  # there may be more right behind
             if result.code == 0:

@@ -115,7 +115,7 @@ class Scripts:
         used_in, used_out = used if used is not None else (-1, -1)
         result = await self._call(
             self._ack,
-            [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats],
+            [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats, keys.ready, keys.dlq],
             [job_id, used_in, used_out, *limits.rates(), outcome, status, model],
             pipe,
         )
@@ -156,7 +156,7 @@ class Scripts:
         """Queues the ack as a bare EVALSHA: a Script object in a pipeline costs a SCRIPT EXISTS
         round trip on every execute. The caller must check for NoScriptError (see is_noscript)."""
         used_in, used_out = used if used is not None else (-1, -1)
-        keys_list = [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats]
+        keys_list = [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats, keys.ready, keys.dlq]
         args = [job_id, used_in, used_out, *limits.rates(), outcome, status, model]
         pipe.evalsha(self._ack.sha, len(keys_list), *keys_list, *(str(a) for a in args))
 

@@ -6,7 +6,7 @@ local now = now_ms()
 local until_ms = now + tonumber(ARGV[1])
 local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0')
 if until_ms > blocked then
-  redis.call('HSET', KEYS[1], 'blocked', tostring(until_ms))
+  redis.call('HSET', KEYS[1], 'blocked', fmt_ms(until_ms))
   return until_ms
 end
 return blocked

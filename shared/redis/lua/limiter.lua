@@ -7,6 +7,12 @@
 -- on every machine shares one budget.
 -- Dimensions: r = requests (cost 1), t = all tokens, i = input tokens, o = output tokens.
 
+-- Times are stored with full double precision: tostring() keeps only 14 digits, i.e. 0.1 ms of a
+-- 13-digit clock, which at very high token rates rounds small charges away entirely.
+local function fmt_ms(value)
+  return string.format('%.17g', value)
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -36,7 +42,7 @@ local function limiter_charge(rl_key, now, limits, costs, sign)
       tat = tat + sign * costs[dim] * interval
       -- a refund never banks unused capacity: the bucket cannot be fuller than full
       if tat < now then tat = now end
-      redis.call('HSET', rl_key, 'tat_' .. dim, tostring(tat))
+      redis.call('HSET', rl_key, 'tat_' .. dim, fmt_ms(tat))
     end
   end
 end

@@ -13,7 +13,7 @@ limiter_charge(KEYS[4], now, limits, parse_cost(redis.call('HGET', KEYS[3], id))
 local block = tonumber(ARGV[2])
 if block > 0 then
   local blocked = tonumber(redis.call('HGET', KEYS[4], 'blocked') or '0')
-  if now + block > blocked then redis.call('HSET', KEYS[4], 'blocked', tostring(now + block)) end
+  if now + block > blocked then redis.call('HSET', KEYS[4], 'blocked', fmt_ms(now + block)) end
 end
 redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
 return 1
