@@ -24,7 +24,10 @@ from shared.redis.keys import Keys
 def create_app(config: Config) -> FastPath:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(config.redis_url, max_connections=512)
+        # A blocking pool: a burst past 512 concurrent Redis calls waits for a connection instead
+        # of failing (redis-py's default pool raises when full).
+        pool = aioredis.BlockingConnectionPool.from_url(config.redis_url, max_connections=512, timeout=10)
+        client = aioredis.Redis(connection_pool=pool)
         api_id = uuid.uuid4().hex[:12]
         hub = ReplyHub(client, Keys(config.key_prefix).reply_channel(api_id))
         await hub.start()

@@ -13,8 +13,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -105,6 +106,19 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle (all cores), from the first line of /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def own_and_children_seconds() -> float:
+    """CPU of this process plus its children that have exited and been waited for (k6, clients)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def rss_bytes(pids: Iterable[int]) -> int:
     total = 0
     for pid in pids:
@@ -116,40 +130,77 @@ def rss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
+class HasPids(Protocol):
+    def pids(self) -> list[int]: ...
+
+
+class Pid:
+    """A process we did not start through `Server` (the embedded redis-server)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def pids(self) -> list[int]:
+        return [self.pid] if _exists(self.pid) else []
+
+
 @dataclass
 class Group:
     """A named set of processes measured together (the API and its forks, say)."""
 
     name: str
-    servers: list[Server]
+    servers: list[HasPids]
 
     def pids(self) -> list[int]:
         return [pid for server in self.servers for pid in server.pids()]
 
 
-@dataclass
 class CpuMeter:
     """CPU seconds per group between `start()` and `stop()`.
 
-    Descendants are listed again at every reading, so forked workers are counted; a process that
-    exits between the readings loses its share, which does not happen to our long-lived servers.
+    Descendants are listed again at every reading, so forked workers are counted. A thread reads
+    every `interval` seconds and keeps each process's last value, so a process that exits in
+    between (LiteLLM recycles its workers) loses at most one interval's share; a process that
+    appears in between is counted from zero.
     """
 
-    groups: list[Group]
-    before: dict[str, dict[int, float]] = field(default_factory=dict)
-    used: dict[str, float] = field(default_factory=dict)
+    def __init__(self, groups: list[Group], interval: float = 1.0) -> None:
+        self.groups = groups
+        self.interval = interval
+        self.before: dict[str, dict[int, float]] = {}
+        self.last: dict[str, dict[int, float]] = {}
+        self.used: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def _read(self) -> dict[str, dict[int, float]]:
-        return {g.name: {pid: cpu_seconds([pid]) for pid in g.pids()} for g in self.groups}
+    def _read(self) -> None:
+        for group in self.groups:
+            seen = self.last.setdefault(group.name, {})
+            for pid in group.pids():
+                fields = _stat_fields(pid)
+                if fields is not None:
+                    seen[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._read()
 
     def start(self) -> None:
-        self.before = self._read()
+        self.last = {}
+        self._read()
+        self.before = {name: dict(per_pid) for name, per_pid in self.last.items()}
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+        self._thread.start()
 
     def stop(self) -> dict[str, float]:
-        after = self._read()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._read()
         self.used = {
             name: sum(seconds - self.before.get(name, {}).get(pid, 0.0) for pid, seconds in per_pid.items())
-            for name, per_pid in after.items()
+            for name, per_pid in self.last.items()
         }
         return self.used
 

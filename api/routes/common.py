@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,6 +15,8 @@ from api.dialects import Dialect
 from api.relay import AppState, error_response, handle, parse_event_id, resume
 from shared.errors import GatewayError
 from shared.model import ChatRequest
+
+log = logging.getLogger("sluice.api")
 
 
 async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], ChatRequest]) -> Response:
@@ -28,3 +32,8 @@ async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], Cha
         return await handle(state, dialect, client, req, request.headers, started, request.receive)
     except GatewayError as err:
         return error_response(dialect, err)
+    except RedisError:
+        # Redis unreachable or saturated: a retryable 503 in the client's own protocol, never a bare 500
+        log.exception("redis unavailable", extra={"path": request.url.path})
+        return error_response(dialect, GatewayError(
+            "upstream_unavailable", "The queue is unavailable; retry shortly.", status=503, retry_after=1.0))

@@ -12,6 +12,8 @@
 //   sched_latency = response end - the request's scheduled send time (open loop only): the
 //                   scheduled time is test start + iterationInTest / RATE, so a request that
 //                   k6 starts late (no VU free, GC, a busy CPU) is charged for the wait.
+//   reported_overhead = what the gateway says it added, from its own response header
+//                   (Sluice x-sluice-overhead-ms, LiteLLM x-litellm-overhead-duration-ms), when sent
 //   start_lag     = iteration start - scheduled time (open loop only). Times come from
 //                   exec.instance.currentTestRunDuration (a float, ms since the run began); the
 //                   scenario itself starts a little after the run (no setup() here, so well under
@@ -29,7 +31,8 @@ const DURATION = __ENV.DURATION || '20s';
 const VUS = Number(__ENV.VUS || 0);
 const TIMEOUT = __ENV.TIMEOUT || '10s';
 const TIMEOUT_S = parseFloat(TIMEOUT);
-const PRE_VUS = Number(__ENV.PRE_VUS || Math.max(10, Math.ceil(RATE * 0.25)));
+// One second's worth of requests in flight is ready at start; more VUs are made as needed.
+const PRE_VUS = Number(__ENV.PRE_VUS || Math.max(20, Math.ceil(RATE)));
 const MAX_VUS = Number(__ENV.MAX_VUS || Math.min(4000, Math.max(PRE_VUS, Math.ceil(RATE * TIMEOUT_S))));
 const MAX_TOKENS = Number(__ENV.MAX_TOKENS || 32);
 
@@ -40,6 +43,7 @@ if (!TARGET) {
 const svcLatency = new Trend('svc_latency', true);
 const schedLatency = new Trend('sched_latency', true);
 const startLag = new Trend('start_lag', true);
+const reportedOverhead = new Trend('reported_overhead', true);
 
 export const options = {
   discardResponseBodies: false,
@@ -100,6 +104,10 @@ export default function () {
   const [outcome, err] = outcomeOf(res);
   const tags = err ? { outcome, err } : { outcome };
   svcLatency.add(res.timings.duration, tags);
+  const reported = res.headers['X-Sluice-Overhead-Ms'] || res.headers['X-Litellm-Overhead-Duration-Ms'];
+  if (outcome === 'ok' && reported !== undefined) {
+    reportedOverhead.add(parseFloat(reported));
+  }
   if (VUS === 0) {
     schedLatency.add(exec.instance.currentTestRunDuration - due, tags);
   }

