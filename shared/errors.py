@@ -70,6 +70,14 @@ class GatewayError(Exception):
         )
 
 
+def field_of(error: Exception) -> str | None:
+    """The field a msgspec validation error names (`... - at `$.messages[0].content``)."""
+    text = str(error)
+    if " - at `$." in text:
+        return text.split(" - at `$.", 1)[1].rstrip("`")
+    return None
+
+
 def invalid(message: str, param: str | None = None) -> GatewayError:
     return GatewayError("invalid_request", message, param=param)
 

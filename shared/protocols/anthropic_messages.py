@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from shared.errors import GatewayError, invalid, unsupported
+from shared.errors import GatewayError, field_of, invalid, unsupported
 from shared.model import (
     BlockStart,
     BlockStop,
@@ -55,13 +55,6 @@ _BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096}
 _MIN_BUDGET = 1024
 
 
-def _field_of(error: msgspec.ValidationError) -> str | None:
-    text = str(error)
-    if " - at `$." in text:
-        return text.split(" - at `$.", 1)[1].rstrip("`")
-    return None
-
-
 # --- client side: parse ----------------------------------------------------------------------
 
 
@@ -78,7 +71,7 @@ def _parse(body: bytes, *, require_max_tokens: bool) -> ChatRequest:
     try:
         wire = w.request_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise invalid(f"Invalid request body: {exc}", _field_of(exc)) from None
+        raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
     except msgspec.DecodeError:
         raise invalid("The request body is not valid JSON.") from None
     if not wire.messages:

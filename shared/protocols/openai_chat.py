@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from shared.errors import GatewayError, invalid
+from shared.errors import GatewayError, field_of, invalid
 from shared.model import (
     BlockStart,
     BlockStop,
@@ -167,13 +167,6 @@ class _Request(msgspec.Struct):
 _request_decoder = msgspec.json.Decoder(_Request)
 
 
-def _field_of(error: msgspec.ValidationError) -> str | None:
-    text = str(error)
-    if " - at `$." in text:
-        return text.split(" - at `$.", 1)[1].rstrip("`")
-    return None
-
-
 # --- client side: parse ----------------------------------------------------------------------
 
 
@@ -181,7 +174,7 @@ def parse_request(body: bytes) -> ChatRequest:
     try:
         wire = _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise invalid(f"Invalid request body: {exc}", _field_of(exc)) from None
+        raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
     except msgspec.DecodeError:
         raise invalid("The request body is not valid JSON.") from None
     if not wire.messages:
