@@ -1,4 +1,5 @@
-"""Cheap token estimates for reserving rate-limit budget before the provider counts for real.
+"""Cheap token estimates: the rate-limit reservation made before the provider counts for real,
+and the answer to Anthropic's `count_tokens`.
 
 The reservation is reconciled with the provider's usage after the answer, so this only has to
 be close and fast: about four characters per token, images at a flat rate.
@@ -6,25 +7,31 @@ be close and fast: about four characters per token, images at a flat rate.
 
 from __future__ import annotations
 
+import orjson
+
 from shared.model import ChatRequest, Image, Reasoning, Text, ToolCall, ToolResult
 
 IMAGE_TOKENS = 800
+MESSAGE_FRAMING_CHARS = 12  # role markers and separators each turn costs
 
 
-def estimate_input_tokens(req: ChatRequest) -> int:
+def estimate_input_tokens(req: ChatRequest, *, image_tokens: int = IMAGE_TOKENS,
+                          framing_chars: int = MESSAGE_FRAMING_CHARS) -> int:
     chars = sum(len(t.text) for t in req.system)
     images = 0
     for message in req.messages:
         for part in message.content:
-            if isinstance(part, Text | Reasoning):
+            if isinstance(part, Text):
                 chars += len(part.text)
+            elif isinstance(part, Reasoning):
+                chars += len(part.text) + len(part.redacted or "")
             elif isinstance(part, ToolCall):
                 chars += len(part.name) + len(part.arguments)
             elif isinstance(part, ToolResult):
                 chars += len(part.content)
             elif isinstance(part, Image):
                 images += 1
-        chars += 12  # per-message framing
+        chars += framing_chars
     for tool in req.tools:
-        chars += len(tool.name) + len(tool.description or "") + len(str(tool.parameters))
-    return (chars + 3) // 4 + images * IMAGE_TOKENS
+        chars += len(tool.name) + len(tool.description or "") + len(orjson.dumps(tool.parameters))
+    return (chars + 3) // 4 + images * image_tokens

@@ -45,6 +45,7 @@ from shared.model import (
 from shared.protocols import anthropic_types as w
 from shared.protocols.errors_http import retry_after_from_headers, upstream_error
 from shared.protocols.sse import SseFrame
+from shared.tokens import estimate_input_tokens
 
 PROVIDER = w.PROVIDER
 API_VERSION = "2023-06-01"
@@ -364,23 +365,7 @@ _IMAGE_TOKENS = 1600  # Anthropic's ceiling for one image (about 1.15 megapixels
 
 def count_tokens(req: ChatRequest) -> int:
     """A rough input-token estimate: characters / 4 over all text, plus a flat cost per image."""
-    chars = sum(len(t.text) for t in req.system)
-    images = 0
-    for m in req.messages:
-        for p in m.content:
-            if isinstance(p, Text):
-                chars += len(p.text)
-            elif isinstance(p, ToolCall):
-                chars += len(p.name) + len(p.arguments)
-            elif isinstance(p, ToolResult):
-                chars += len(p.content)
-            elif isinstance(p, Reasoning):
-                chars += len(p.text) + len(p.redacted or "")
-            else:
-                images += 1
-    for t in req.tools:
-        chars += len(t.name) + len(t.description or "") + len(orjson.dumps(t.parameters))
-    return math.ceil(chars / 4) + images * _IMAGE_TOKENS
+    return estimate_input_tokens(req, image_tokens=_IMAGE_TOKENS, framing_chars=0)
 
 
 # --- upstream side ---------------------------------------------------------------------------
