@@ -18,6 +18,7 @@ from api.metrics import Metrics
 from api.relay import AppState
 from api.routes import anthropic_messages, gemini, health, openai_chat, openai_responses, streams
 from shared.config import Config
+from shared.heap import freeze_startup_heap
 from shared.redis.keys import Keys
 
 
@@ -38,6 +39,7 @@ def create_app(config: Config) -> FastPath:
             clients={c.key: c.name for c in config.client_keys},
             metrics=Metrics(),
         )
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -93,7 +93,8 @@ class Worker:
                 self._slot_freed.clear()
                 await self._wait(self._slot_freed.wait(), 1.0)
                 continue
-            result = await self.scripts.claim(self.akeys, self.limits, self.config.queue, min(free, 32))
+            asked = min(free, 32)
+            result = await self.scripts.claim(self.akeys, self.limits, self.config.queue, asked)
             for job_id, payload in result.dead:
                 await self._dead_letter(job_id, payload)
             for job_id, payload, attempt in result.claimed:
@@ -104,9 +105,12 @@ class Worker:
                     await self.scripts.ack(self.akeys, self.limits, job_id, None, "failed")
                     continue
                 self._start(Claimed(job, attempt), job_id)
-            if result.claimed and result.code == 0:
+            if result.code == 0 and len(result.claimed) == asked:
                 continue  # there may be more right behind
             if result.code == 0:
+                # Fewer than asked: the script found the queue empty and cleared the doorbell in
+                # the same step, so an enqueue from here on rings it. Asking again before
+                # waiting would cost a round trip per job and find nothing.
                 await self._wait_for_bell()
             elif result.code in (1, 3):
                 await self._wait(self._stopping.wait(), result.wait_ms / 1000)

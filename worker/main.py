@@ -8,6 +8,7 @@ import signal
 import redis.asyncio as aioredis
 
 from shared.config import Config
+from shared.heap import freeze_startup_heap
 from shared.logs import setup_logging
 from worker.loop import Worker
 from worker.providers import provider_for
@@ -22,6 +23,7 @@ async def serve(config: Config, account_name: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
+    freeze_startup_heap()
     try:
         await worker.run()
     finally:

@@ -3,8 +3,9 @@
 Each write is one pipelined round trip: XADD to `out:{req}` with an explicit id `0-<n>` (so the
 id is known before the write and can go out on pub/sub in the same trip, and so two workers
 writing one job can never both succeed at the same position) and PUBLISH `<job>|<n>|<events>`
-to the waiting API process. The first token goes out at once; after it, deltas that arrive
-within `coalesce_ms` share one write.
+to the waiting API process. Everything up to and including the first token goes out at once
+(a role or block-start chunk ahead of it must not start the coalescing window, or it would hold
+the first token back); after it, deltas that arrive within `coalesce_ms` share one write.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from shared.jobs import encode_events
-from shared.model import StreamEvent
+from shared.model import ReasoningDelta, StreamEvent, TextDelta, ToolArgsDelta
+
+# Events that carry generated tokens: the first write holding one opens the coalescing window.
+TOKEN_EVENTS = (TextDelta, ToolArgsDelta, ReasoningDelta)
 
 
 class EventWriter:
@@ -31,7 +35,7 @@ class EventWriter:
         self._ttl = ttl_seconds
         self._seq = next_seq
         self._buffer: list[StreamEvent] = []
-        self._last_write = 0.0
+        self._last_write = 0.0  # stays 0 until a token has gone out: until then nothing waits
         self._pending: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
         self._lock = asyncio.Lock()  # writes go out strictly in sequence order
@@ -92,7 +96,8 @@ class EventWriter:
             pipe.publish(self._channel, self._prefix + str(seq).encode() + b"|" + payload)
         if also is not None:
             also(pipe)
-        self._last_write = time.monotonic()
+        if self._last_write or any(isinstance(event, TOKEN_EVENTS) for event in events):
+            self._last_write = time.monotonic()
         replies = await pipe.execute(raise_on_error=also is None)
         self.written += len(events)
         return _last(replies) if also is not None else None

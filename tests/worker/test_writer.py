@@ -1,0 +1,63 @@
+"""EventWriter against a real Redis: what goes out at once and what waits for the coalescing window."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from shared.jobs import decode_events
+from shared.model import MessageStart, StreamEvent, TextDelta
+from worker.writer import EventWriter
+
+pytestmark = pytest.mark.anyio
+
+# Long enough that a write held by the window could never be mistaken for one sent at once.
+WINDOW_MS = 60_000
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis.from_url(redis_url)
+    yield redis
+    await redis.aclose()
+
+
+async def record(client: aioredis.Redis, key: str) -> list[list[StreamEvent]]:
+    return [decode_events(fields[b"d"]) for _, fields in await client.xrange(key)]
+
+
+async def flushed(writer: EventWriter) -> None:
+    """Waits for the writer's scheduled flush, if any (the task it started, not a clock); one
+    held for the coalescing window fails the test instead of passing after a minute."""
+    pending = writer._pending
+    if pending is not None:
+        await asyncio.wait_for(pending, 5)
+
+
+async def test_first_token_is_not_held_behind_a_start_event(client: aioredis.Redis) -> None:
+    # Providers send the role / message-start chunk a moment before the first token. Had that
+    # write opened the coalescing window, the first token would wait the whole window.
+    key = f"test-writer:{uuid.uuid4().hex}"
+    writer = EventWriter(client, key, "", "job", WINDOW_MS, 60)
+    try:
+        writer.add([MessageStart(id="m1", model="x")])
+        await flushed(writer)
+        writer.add([TextDelta(index=0, text="Hel")])
+        await flushed(writer)
+        assert [len(events) for events in await record(client, key)] == [1, 1]
+        # Once a token is out, the next deltas share one write after the window ...
+        writer.add([TextDelta(index=0, text="lo")])
+        writer.add([TextDelta(index=0, text="!")])
+        assert writer._pending is not None and not writer._pending.done()
+        assert len(await record(client, key)) == 2
+        # ... or at close, whichever is first.
+        await writer.close()
+        events = await record(client, key)
+        assert [len(batch) for batch in events] == [1, 1, 2]
+        assert [e.text for e in events[2] if isinstance(e, TextDelta)] == ["lo", "!"]
+    finally:
+        await client.delete(key)
