@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -206,23 +206,35 @@ class CpuMeter:
 
 
 class RssSampler:
-    """Samples the RSS of each group every `interval` seconds in a thread; keeps peak and last."""
+    """Samples the RSS of each group every `interval` seconds in a thread; keeps first, peak and
+    last, and with `keep_timeline` every sample. `probes` are sampled alongside under their own
+    names (Redis's `used_memory`, say)."""
 
-    def __init__(self, groups: list[Group], interval: float = 0.2) -> None:
+    def __init__(self, groups: list[Group], interval: float = 0.2, keep_timeline: bool = False,
+                 probes: dict[str, Callable[[], int]] | None = None) -> None:
         self.groups = groups
         self.interval = interval
-        self.peak: dict[str, int] = {g.name: 0 for g in groups}
+        self.probes = probes or {}
+        names = [g.name for g in groups] + list(self.probes)
+        self.peak: dict[str, int] = {name: 0 for name in names}
         self.first: dict[str, int] = {}
         self.last: dict[str, int] = {}
+        self.timeline: list[tuple[float, dict[str, int]]] | None = [] if keep_timeline else None
+        self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
     def _sample(self) -> None:
-        for group in self.groups:
-            value = rss_bytes(group.pids())
-            self.first.setdefault(group.name, value)
-            self.last[group.name] = value
-            self.peak[group.name] = max(self.peak[group.name], value)
+        values = {group.name: rss_bytes(group.pids()) for group in self.groups}
+        for name, probe in self.probes.items():
+            with contextlib.suppress(Exception):  # a probe that fails once leaves a gap, not a crash
+                values[name] = probe()
+        for name, value in values.items():
+            self.first.setdefault(name, value)
+            self.last[name] = value
+            self.peak[name] = max(self.peak[name], value)
+        if self.timeline is not None:
+            self.timeline.append((time.monotonic() - self._started, values))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import yaml
 from procs import (
     CpuMeter,
@@ -97,7 +99,9 @@ class Plan:
     timeout: str = "10s"
     soak: bool = False
     soak_seconds: float = 600.0
-    soak_rate: int = 50
+    soak_rate: int = 100  # non-stream requests/s
+    soak_stream_rate: float = 10.0  # streams/s, at the same time
+    soak_warmup_seconds: float = 60.0  # memory trend is read after this
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -227,6 +231,8 @@ class Bench:
             "accounts": [{"name": "mock", "provider": "mock", "base_url": f"{self.mock_url}/v1",
                           "limits": {"concurrency": 2048}}],
             "models": [{"name": SLUICE_MODEL, "route": [{"account": "mock", "model": MOCK_MODEL}]}],
+            # Finished records expire after a minute (default 15) so the soak reaches Redis's steady state.
+            "queue": {"result_ttl_seconds": 60},
         }, sort_keys=False))
         worker = self._sluice("sluice-worker", "worker", "--account", "mock", "--config", str(config_path))
         api_port = free_port()
@@ -516,12 +522,17 @@ def expected_answer(bench: Bench) -> tuple[str, int]:
     return text, chunks
 
 
+def stream_client_argv(bench: Bench, target: Target, out: Path, text: str, chunks: int, timeout: float,
+                       mode_args: list[str]) -> list[str]:
+    return [sys.executable, str(BENCH / "stream_client.py"), "--url", target.url, "--model", target.model,
+            "--key", target.key, "--timeout", f"{timeout:g}", "--expect-text", text,
+            "--expect-chunks", str(chunks), "--out", str(out), *mode_args]
+
+
 def stream_client(bench: Bench, target: Target, tag: str, mode_args: list[str], text: str, chunks: int,
                   timeout: float) -> dict[str, Any]:
     out = bench.results / f"{tag}-{target.name}.json"
-    argv = [sys.executable, str(BENCH / "stream_client.py"), "--url", target.url, "--model", target.model,
-            "--key", target.key, "--timeout", f"{timeout:g}", "--expect-text", text,
-            "--expect-chunks", str(chunks), "--out", str(out), *mode_args]
+    argv = stream_client_argv(bench, target, out, text, chunks, timeout, mode_args)
     with open(bench.results / f"{tag}-{target.name}-client.log", "wb") as log_file:
         subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout * 3 + 600, cwd=BENCH)
     if not out.exists():
@@ -602,18 +613,60 @@ def row_concurrent(bench: Bench) -> dict[str, Any]:
 
 
 def row_soak(bench: Bench) -> dict[str, Any]:
-    """Soak: Sluice alone at a constant rate for SOAK seconds; RSS at start, peak and end."""
+    """Soak: Sluice alone for SOAK seconds under mixed load (non-stream at a constant rate through
+    k6, streams at a constant rate through our stream client, both at once); RSS of every Sluice
+    process and Redis's own `used_memory` sampled every 5 s, and the trend after warm-up."""
     plan = bench.plan
     target = next(t for t in bench.targets if t.name == "sluice")
     bench.mock_config(latency_ms=0, tokens_per_second=0)
-    log(f"soak: sluice at {plan.soak_rate} rps for {plan.soak_seconds:g} s")
-    with RssSampler(bench.all_groups(), interval=1.0) as rss:
+    text, chunks = expected_answer(bench)
+    assert bench.redis is not None
+    redis_client = redis.Redis.from_url(bench.redis.url)
+    log(f"soak: sluice at {plan.soak_rate} rps + {plan.soak_stream_rate:g} streams/s for {plan.soak_seconds:g} s")
+    stream_out = bench.results / "soak-streams.json"
+    argv = stream_client_argv(bench, target, stream_out, text, chunks, 30,
+                              ["rate", "--rate", f"{plan.soak_stream_rate:g}", "--duration", f"{plan.soak_seconds:g}"])
+    probes = {"redis used_memory": lambda: int(redis_client.info("memory")["used_memory"])}
+    with RssSampler(target.rss_groups, interval=5.0, keep_timeline=True, probes=probes) as rss, \
+            open(bench.results / "soak-streams-client.log", "wb") as client_log:
+        streams = subprocess.Popen(argv, stdout=client_log, stderr=subprocess.STDOUT, cwd=BENCH)
         res = bench.run_k6(target, "soak", plan.soak_seconds, rate=plan.soak_rate)
-    return {"rate": plan.soak_rate, "seconds": plan.soak_seconds, "svc_ms": pct(res["svc"]),
-            "sched_ms": pct(res["sched"]), "errors": res["errors"], "sent": res["sent"], "ok": res["ok"],
-            "cpu_s": cpu_of(target, res["cpu"]),
-            "rss": {g.name: {"start": rss.first.get(g.name, 0), "peak": rss.peak[g.name],
-                             "end": rss.last.get(g.name, 0)} for g in target.rss_groups}}
+        streams.wait(timeout=600)
+    redis_client.close()
+    stream_summary = json.loads(stream_out.read_text()) if stream_out.exists() else {
+        "sent": 0, "ok": 0, "errors": {"stream client crashed": 1}}
+    timeline = rss.timeline or []
+    (bench.results / "soak-memory.json").write_text(json.dumps(timeline))
+    warmup = min(plan.soak_warmup_seconds, plan.soak_seconds / 4)
+    return {"rate": plan.soak_rate, "stream_rate": plan.soak_stream_rate, "seconds": plan.soak_seconds,
+            "warmup_s": warmup, "svc_ms": pct(res["svc"]), "sched_ms": pct(res["sched"]),
+            "errors": res["errors"], "sent": res["sent"], "ok": res["ok"], "cpu_s": cpu_of(target, res["cpu"]),
+            "streams": {key: stream_summary.get(key) for key in
+                        ("sent", "ok", "errors", "chunks_received", "chunks_expected", "ttft_sched_ms")},
+            "memory": {name: memory_trend(timeline, name, warmup) for name in rss.peak}}
+
+
+def memory_trend(timeline: list[tuple[float, dict[str, int]]], name: str, warmup: float) -> dict[str, Any]:
+    """What one process's memory did after warm-up: the median of the first and of the last minute,
+    the peak, and the least-squares slope. Growth is what a leak would show; a flat line, with
+    the allocator's own jitter, is what steady state looks like."""
+    points = [(t, v[name]) for t, v in timeline if name in v and t >= warmup]
+    if len(points) < 4:
+        return {"samples": len(points)}
+    last_t = points[-1][0]
+    first_minute = [v for t, v in points if t < warmup + 60] or [points[0][1]]
+    last_minute = [v for t, v in points if t > last_t - 60] or [points[-1][1]]
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    var_t = sum((t - mean_t) ** 2 for t, _ in points)
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / var_t if var_t else 0.0  # bytes per second
+    start, end = statistics.median(first_minute), statistics.median(last_minute)
+    growth = end - start
+    # Steady: the last minute sits within 3 % (or 2 MiB, for small processes) of the first one.
+    steady = growth <= max(2 * 2**20, 0.03 * start)
+    return {"samples": len(points), "start": int(start), "end": int(end),
+            "peak": max(v for _, v in points), "growth": int(growth),
+            "slope_mib_per_min": slope * 60 / 2**20, "steady": steady}
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -858,16 +911,43 @@ def render(results: dict[str, Any], command: str) -> str:
               "[Rate-limit scenarios](#rate-limit-scenarios-benchlimitspy) below.", ""]
     soak = results.get("rows", {}).get("soak")
     if soak:
-        lines += ["## Soak", "", f"Sluice alone at {soak['rate']} rps for {soak['seconds']:g} s.", "",
-                  "| ok / sent | p50 ms | p99 ms | sched p99 ms | errors | RSS start → peak → end |",
-                  "|---|---|---|---|---|---|",
-                  f"| {soak['ok']} / {soak['sent']} | {ms(soak['svc_ms']['p50'])} | {ms(soak['svc_ms']['p99'])} | "
-                  f"{ms(soak['sched_ms']['p99'])} | {errors_text(soak['errors'], soak['sent'])} | "
-                  + "; ".join(f"{g}: {mib(v['start'])} → {mib(v['peak'])} → {mib(v['end'])}"
-                              for g, v in soak["rss"].items()) + " |", ""]
+        st = soak["streams"]
+        lines += ["## Soak", "",
+                  f"Sluice alone for {soak['seconds']:g} s under mixed load: {soak['rate']} non-stream "
+                  f"requests/s (k6, constant arrival rate) and, at the same time, {soak['stream_rate']:g} "
+                  "streams/s (`bench/stream_client.py`), zero-delay mock. Memory is sampled every 5 s: RSS of "
+                  "the API and worker processes and of redis-server, and Redis's own `used_memory`. Finished "
+                  "records stay in Redis for `queue.result_ttl_seconds`, set to 60 s in the bench config so "
+                  "that the steady state (rate x TTL x record size) is reached within the run; the default is "
+                  "900 s. The trend is read after "
+                  f"{soak['warmup_s']:g} s of warm-up: *first* and *last* are the medians of the first and the "
+                  "last minute after it; *steady* means the last minute is within 3 % (or 2 MiB) of the first.",
+                  "",
+                  "| load | ok / sent | p50 ms | p99 ms | sched p99 ms | errors | CPU ms/req |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| non-stream {soak['rate']}/s | {soak['ok']} / {soak['sent']} | {ms(soak['svc_ms']['p50'])} | "
+                  f"{ms(soak['svc_ms']['p99'])} | {ms(soak['sched_ms']['p99'])} | "
+                  f"{errors_text(soak['errors'], soak['sent'])} | "
+                  f"{cpu_per_request(soak['cpu_s'], soak['ok'] + (st.get('ok') or 0))} (both loads) |",
+                  f"| streams {soak['stream_rate']:g}/s | {st.get('ok')} / {st.get('sent')} (chunks "
+                  f"{st.get('chunks_received')} / {st.get('chunks_expected')}) | TTFT "
+                  f"{ms((st.get('ttft_sched_ms') or {}).get('p50'))} | TTFT "
+                  f"{ms((st.get('ttft_sched_ms') or {}).get('p99'))} | | "
+                  f"{errors_text(st.get('errors') or {}, st.get('sent') or 0)} | |",
+                  "",
+                  "| memory | first minute | last minute | growth | slope after warm-up | peak | steady |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, m in soak["memory"].items():
+            if "start" not in m:
+                lines.append(f"| {name} | too few samples ({m.get('samples', 0)}) | | | | | |")
+                continue
+            lines.append(f"| {name} | {mib(m['start'])} | {mib(m['end'])} | {m['growth'] / 2**20:+.1f} MiB | "
+                         f"{m['slope_mib_per_min']:+.2f} MiB/min | {mib(m['peak'])} | "
+                         f"{'yes' if m['steady'] else 'no'} |")
+        lines.append("")
     else:
-        lines += ["## Soak", "", "Not part of the default run: `bench/run.py --soak` adds a 10-minute constant-rate "
-                  "run against Sluice with RSS at start, peak and end.", ""]
+        lines += ["## Soak", "", "Not part of this run: `bench/run.py --soak` adds a 10-minute mixed-load run "
+                  "against Sluice with a memory trend per process.", ""]
 
     return "\n".join(lines)
 
