@@ -164,7 +164,7 @@ class Cluster:
 
     async def status(self) -> dict[str, Any]:
         """What `sluice status --config F --json` prints, as a dict."""
-        return await collect(self.config)
+        return dict(await collect(self.config))
 
     async def limiter_state(self, account: str) -> dict[str, float]:
         """The account's limiter hash (tat_*, blocked, and whatever else the worker keeps there)."""

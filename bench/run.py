@@ -1,9 +1,9 @@
 """One command for every benchmark figure in docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py                  # full run, rewrites docs/benchmarks.md
+    .venv/bin/python bench/run.py                  # full run (about 25 min), rewrites docs/benchmarks.md
     .venv/bin/python bench/run.py --quick          # a few seconds per row (smoke test)
-    .venv/bin/python bench/run.py --only rate,max  # some rows: rate, max, stream, concurrent
-    .venv/bin/python bench/run.py --soak           # adds the 10-minute soak
+    .venv/bin/python bench/run.py --only rate,max  # some rows: rate, max, stream, concurrent, burst
+    .venv/bin/python bench/run.py --no-soak        # a full run without the 10-minute soak
 
 It starts, all on 127.0.0.1: the built-in mock provider; a private redis-server; Sluice (one
 API process, one worker process, production settings: uvloop, httptools, no access log, INFO
@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import redis
 import yaml
+from burst import BurstContext, row_burst
 from procs import (
     CpuMeter,
     Group,
@@ -47,14 +48,13 @@ from procs import (
     own_and_children_seconds,
     wait_http,
 )
+from report import DOCS, limits_section, render
 from stream_client import percentile
 
 from shared.redis.embedded import EmbeddedRedis, free_port
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-DOCS = ROOT / "docs" / "benchmarks.md"
-LIMITS_HEADER = "## Rate-limit scenarios (bench/limits.py)"
 
 K6_VERSION = "1.1.0"
 # 1.110.x needs litellm-proxy packages the index here does not carry; 1.107.0 was a compromised release.
@@ -65,8 +65,8 @@ LITELLM_VENV = BENCH / ".venv-litellm"
 SLUICE_MODEL = "bench-model"
 SLUICE_KEY = "sk-bench-client"
 MOCK_MODEL = "mock-small"
-ROWS = ("rate", "max", "stream", "concurrent")
-ROW_ALIASES = {"1": "rate", "2": "max", "3": "stream", "4": "concurrent"}
+ROWS = ("rate", "max", "stream", "concurrent", "burst")
+ROW_ALIASES = {"1": "rate", "2": "max", "3": "stream", "4": "concurrent", "5": "burst"}
 
 # k6 error codes (https://grafana.com/docs/k6/latest/javascript-api/error-codes/) seen on loopback.
 K6_ERRORS = {"1000": "generic error", "1050": "timeout", "1200": "TCP dial error", "1202": "dial timeout",
@@ -97,6 +97,7 @@ class Plan:
     rounds: int = 2
     warmup_seconds: float = 3.0
     timeout: str = "10s"
+    burst_requests: int = 300
     soak: bool = False
     soak_seconds: float = 600.0
     soak_rate: int = 100  # non-stream requests/s
@@ -115,13 +116,15 @@ class Plan:
                 rows.append(name)
         if args.no_concurrent and "concurrent" in rows:
             rows.remove("concurrent")
-        plan = cls(rows=rows, soak=args.soak)
+        # The soak is part of every full run (issue 5 asks for it); --only runs it with --soak.
+        plan = cls(rows=rows, soak=args.soak or (not args.only and not args.no_soak))
         if args.quick:
             plan.rate_seconds = plan.max_seconds = plan.stream_seconds = 4.0
             plan.rounds = 1
             plan.warmup_seconds = 1.0
             plan.conc_count = min(plan.conc_count, 300)
             plan.soak_seconds = 20.0
+            plan.burst_requests = 30
         if args.rounds:
             plan.rounds = args.rounds
         if args.concurrent_streams:
@@ -261,12 +264,29 @@ class Bench:
             self.litellm_missing = reason
             log(f"LiteLLM unavailable: {reason}")
             return
+        started = self.launch_litellm("litellm", {
+            "model_list": [{"model_name": MOCK_MODEL, "litellm_params": {
+                "model": f"openai/{MOCK_MODEL}", "api_base": f"{self.mock_url}/v1", "api_key": "x"}}]})
+        if isinstance(started, str):
+            self.litellm_missing = started
+            log(f"LiteLLM unavailable: {started}")
+            return
+        server, url, master_key = started
+        group = Group("litellm", [server])
+        self.groups["litellm"] = group
+        self.targets.append(Target("litellm", f"{url}/v1", MOCK_MODEL, master_key, [group], [group]))
+        log(f"LiteLLM {LITELLM_VERSION} at {url} (--num_workers 2)")
+
+    def launch_litellm(self, name: str, config: dict[str, Any]) -> tuple[Server, str, str] | str:
+        """Starts a LiteLLM proxy (two workers, no database) with `config` plus our common
+        settings; returns (server, base URL, master key) once it is live, or why it is not."""
+        if not (LITELLM_VENV / "bin" / "litellm").exists():
+            return self.litellm_missing or "not installed"
         port = free_port()
         master_key = "sk-" + secrets.token_hex(32)  # the proxy refuses to start without one
-        config = self.results / "litellm.yaml"
-        config.write_text(yaml.safe_dump({
-            "model_list": [{"model_name": MOCK_MODEL, "litellm_params": {
-                "model": f"openai/{MOCK_MODEL}", "api_base": f"{self.mock_url}/v1", "api_key": "x"}}],
+        path = self.results / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({
+            **config,
             "litellm_settings": {"telemetry": False, "drop_params": True},
             "general_settings": {"master_key": master_key},
         }, sort_keys=False))
@@ -274,21 +294,17 @@ class Bench:
         env.update({"LITELLM_TELEMETRY": "False", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
                     "LITELLM_MODE": "PRODUCTION", "PYTHONUNBUFFERED": "1",
                     "PATH": f"{LITELLM_VENV / 'bin'}:{env.get('PATH', '')}"})
-        server = Server("litellm", [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--host",
-                                    "127.0.0.1", "--port", str(port), "--num_workers", "2"],
+        server = Server(name, [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(path), "--host",
+                               "127.0.0.1", "--port", str(port), "--num_workers", "2"],
                         self.results, env=env, cwd=self.results)
         self.servers.append(server)
-        log("starting LiteLLM (its startup takes up to a minute)")
+        log(f"starting {name} (LiteLLM's startup takes up to a minute)")
         url = f"http://127.0.0.1:{port}"
         if not wait_http(f"{url}/health/liveliness", server, 240):
-            self.litellm_missing = f"the proxy did not become ready; log tail:\n{server.tail(8)}"
-            log(f"LiteLLM unavailable: {self.litellm_missing}")
+            why = f"the proxy did not become ready; log tail:\n{server.tail(8)}"
             server.stop()
-            return
-        group = Group("litellm", [server])
-        self.groups["litellm"] = group
-        self.targets.append(Target("litellm", f"{url}/v1", MOCK_MODEL, master_key, [group], [group]))
-        log(f"LiteLLM {LITELLM_VERSION} at {url} (--num_workers 2)")
+            return why
+        return server, url, master_key
 
     def stop(self) -> None:
         for server in reversed(self.servers):
@@ -612,6 +628,16 @@ def row_concurrent(bench: Bench) -> dict[str, Any]:
     return out
 
 
+def row_burst_of(bench: Bench) -> dict[str, Any]:
+    """Row 5: 300 requests at once, two keys at 60 rpm each (bench/burst.py)."""
+    assert bench.redis is not None
+    litellm = None if bench.litellm_missing or not bench.want_litellm else bench.launch_litellm
+    return row_burst(BurstContext(
+        results=bench.results, redis_url=bench.redis.url, redis_port=bench.redis.port,
+        spawn_sluice=lambda name, args: bench._sluice(name, *args), start_litellm=litellm, log=log,
+        requests=bench.plan.burst_requests))
+
+
 def row_soak(bench: Bench) -> dict[str, Any]:
     """Soak: Sluice alone for SOAK seconds under mixed load (non-stream at a constant rate through
     k6, streams at a constant rate through our stream client, both at once); RSS of every Sluice
@@ -622,17 +648,22 @@ def row_soak(bench: Bench) -> dict[str, Any]:
     text, chunks = expected_answer(bench)
     assert bench.redis is not None
     redis_client = redis.Redis.from_url(bench.redis.url)
+
+    def used_memory() -> int:
+        info: dict[str, Any] = redis_client.info("memory")  # type: ignore[assignment]  # sync client
+        return int(info["used_memory"])
+
     log(f"soak: sluice at {plan.soak_rate} rps + {plan.soak_stream_rate:g} streams/s for {plan.soak_seconds:g} s")
     stream_out = bench.results / "soak-streams.json"
     argv = stream_client_argv(bench, target, stream_out, text, chunks, 30,
                               ["rate", "--rate", f"{plan.soak_stream_rate:g}", "--duration", f"{plan.soak_seconds:g}"])
-    probes = {"redis used_memory": lambda: int(redis_client.info("memory")["used_memory"])}
+    probes = {"redis used_memory": used_memory}
     with RssSampler(target.rss_groups, interval=5.0, keep_timeline=True, probes=probes) as rss, \
             open(bench.results / "soak-streams-client.log", "wb") as client_log:
         streams = subprocess.Popen(argv, stdout=client_log, stderr=subprocess.STDOUT, cwd=BENCH)
         res = bench.run_k6(target, "soak", plan.soak_seconds, rate=plan.soak_rate)
         streams.wait(timeout=600)
-    redis_client.close()
+    redis_client.connection_pool.disconnect()
     stream_summary = json.loads(stream_out.read_text()) if stream_out.exists() else {
         "sent": 0, "ok": 0, "errors": {"stream client crashed": 1}}
     timeline = rss.timeline or []
@@ -706,268 +737,13 @@ def machine_info(k6: Path) -> dict[str, str]:
     }
 
 
-def ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-def added(value: float | None, base: float | None) -> str:
-    if value is None or base is None:
-        return "-"
-    return f"{value - base:+.2f}" if abs(value - base) < 10 else f"{value - base:+.1f}"
-
-
-def errors_text(errors: dict[str, int], sent: int) -> str:
-    if not errors:
-        return "0"
-    parts = ", ".join(f"{kind}: {count}" for kind, count in sorted(errors.items(), key=lambda kv: -kv[1]))
-    total = sum(errors.values())
-    return f"{total} ({100 * total / sent:.1f}%): {parts}" if sent else parts
-
-
-def cpu_per_request(cpu: dict[str, float], ok: int) -> str:
-    if not cpu or not ok:
-        return "-"
-    total = sum(cpu.values()) * 1000 / ok
-    detail = " + ".join(f"{name.removeprefix('sluice-')} {seconds * 1000 / ok:.2f}" for name, seconds in cpu.items())
-    return f"{total:.2f}" + (f" ({detail})" if len(cpu) > 1 else "")
-
-
-def drain_text(seconds: float | None) -> str:
-    return "0" if not seconds or seconds < 0.5 else f"{seconds:.0f}"
-
-
-def reported_text(stats: dict[str, float | None] | None) -> str:
-    if not stats or not stats.get("n"):
-        return ""
-    return f"{ms(stats['p50'])} / {ms(stats['p99'])}"
-
-
-def mib(value: int | None) -> str:
-    return "-" if not value else f"{value / 1024 / 1024:.0f} MiB"
-
-
-def render(results: dict[str, Any], command: str) -> str:
-    machine = results["machine"]
-    plan = results["plan"]
-    names = results["targets"]
-    lines = [
-        "# Benchmarks",
-        "",
-        "Every figure on this page comes from one command, run from the repository root:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        "It starts the built-in mock provider, a private redis-server, Sluice (1 API process, 1 worker "
-        "process, production settings), LiteLLM's proxy (its own venv, `--num_workers 2`, no database) "
-        "and drives three targets with the same load: **direct** (the mock itself, the baseline), "
-        "**sluice** and **litellm**. Everything runs on one machine over 127.0.0.1, load generator "
-        "included, so the absolute numbers are those of a small shared box: read the *added* columns "
-        "(target minus direct), which is what a gateway costs. Targets take turns within each row "
-        f"({plan['rounds']} round(s), the order rotating each round) so that background noise hits them alike.",
-        "",
-        "## Machine",
-        "",
-        f"- Date: {machine['date']}; commit {machine['commit']}",
-        f"- CPU: {machine['cpu']}, nproc = {machine['nproc']}; memory {machine['memory']}; "
-        f"kernel {machine['kernel']}; load average before the run {machine['loadavg']}, "
-        f"after {machine.get('loadavg_after', '?')}"
-        + (f"; other processes used {machine['others_before']} cores in the 10 s before the start"
-           if "others_before" in machine else ""),
-        f"- Python {machine['python']}; {machine['k6']}; {machine['redis']}; LiteLLM {machine['litellm']}",
-    ]
-    noise = results.get("noise") or {}
-    if noise:
-        lines.append(
-            f"- Machine CPU while the rows ran ({noise['wall_s']:.0f} s): {noise['busy_cores']:.2f} of "
-            f"{machine['nproc']} cores busy on average, of which {noise['ours_cores']:.2f} by the bench "
-            f"(servers, k6, clients) and {noise['others_cores']:.2f} by other processes on the machine.")
-    lines += [
-        "",
-        "## Method",
-        "",
-        "- Mock provider: `sluice mock-upstream` (16 output tokens per answer). Zero delay for rows 1-3 "
-        "(row 3 paces stream chunks, see below); 1.5 s latency for row 4, set through its `/_config` endpoint.",
-        "- Sluice: one model routed to one mock account, no rpm/tpm limits, concurrency 2048; Redis is a "
-        "private `redis-server` (no persistence) started by the bench.",
-        f"- Open-loop rows use k6's `constant-arrival-rate` executor (`bench/k6/chat.js`, timeout "
-        f"{plan['timeout']}). k6's own `http_req_duration` leaves out time a request waited inside k6, so "
-        "the script also records latency from each request's *scheduled* send time "
-        "(test start + iteration index / rate): columns marked *sched*.",
-        "- *Self-reported overhead* is what the gateway says it added, from its own response header "
-        "(Sluice `x-sluice-overhead-ms`, LiteLLM `x-litellm-overhead-duration-ms`), next to what we measure.",
-        "- *Busy after*: seconds the gateway went on calling the mock once the load had stopped, working "
-        "off requests whose clients had already given up. Each run waits for the mock to be idle before "
-        "the next one starts, so one target's backlog never lands on another.",
-        "- Latency percentiles are over successful requests; errors are listed by kind, including "
-        "requests k6 dropped for want of a free VU.",
-        "- CPU per request: utime + stime from `/proc/<pid>/stat` before and after each run, summed over "
-        "the gateway's processes (Sluice: API + worker + Redis; LiteLLM: its master and workers), divided "
-        "by successful requests. The mock's and the load generator's CPU are not included.",
-        "",
-    ]
-    if results.get("litellm_missing"):
-        lines += [f"**LiteLLM is missing from this run:** {results['litellm_missing']}", ""]
-
-    rate = results.get("rows", {}).get("rate")
-    if rate:
-        lines += ["## 1. Non-streaming, constant rate (open loop)", "",
-                  f"{plan['rate_seconds']:g} s per target and rate, zero-delay mock. Milliseconds.", "",
-                  "| rate | target | ok / sent | p50 | p90 | p99 | added p50 | added p99 | sched p50 | sched p99 "
-                  "| added sched p99 | self-reported overhead p50 / p99 | CPU ms/req | errors | busy after (s) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for rate_name, per_target in rate.items():
-            base = per_target.get("direct", {})
-            for name in names:
-                r = per_target.get(name)
-                if not r:
-                    continue
-                svc, sched = r["svc_ms"], r["sched_ms"]
-                first = name == "direct"
-                lines.append(
-                    f"| {rate_name} rps | {name} | {r['ok']} / {r['sent']} | {ms(svc['p50'])} | {ms(svc['p90'])} | "
-                    f"{ms(svc['p99'])} | {'' if first else added(svc['p50'], base['svc_ms']['p50'])} | "
-                    f"{'' if first else added(svc['p99'], base['svc_ms']['p99'])} | {ms(sched['p50'])} | "
-                    f"{ms(sched['p99'])} | {'' if first else added(sched['p99'], base['sched_ms']['p99'])} | "
-                    f"{reported_text(r.get('reported_overhead_ms'))} | "
-                    f"{cpu_per_request(r['cpu_s'], r['ok'])} | {errors_text(r['errors'], r['sent'])} | "
-                    f"{drain_text(r.get('drain_s'))} |")
-        lines.append("")
-
-    mx = results.get("rows", {}).get("max")
-    if mx:
-        lines += ["## 2. Maximum throughput (closed loop)", "",
-                  f"{plan['max_vus']} connections sending back to back for {plan['max_seconds']:g} s per target, "
-                  "zero-delay mock. The mock runs on the same two cores, so direct shows the mock's own ceiling; "
-                  "the CPU column is what each request cost the gateway.", "",
-                  "| target | requests/s | p50 ms | p99 ms | CPU ms/req | errors | busy after (s) |",
-                  "|---|---|---|---|---|---|---|"]
-        for name in names:
-            r = mx.get(name)
-            if not r:
-                continue
-            cpu = r["cpu_s"] if name != "direct" else {"mock": r.get("mock_cpu_s", 0.0)}
-            cpu_text = cpu_per_request(cpu, r["ok"]) + (" (the mock itself)" if name == "direct" else "")
-            lines.append(f"| {name} | {r['rps']:.0f} | {ms(r['svc_ms']['p50'])} | {ms(r['svc_ms']['p99'])} | "
-                         f"{cpu_text} | {errors_text(r['errors'], r['sent'])} | {drain_text(r.get('drain_s'))} |")
-        lines.append("")
-
-    st = results.get("rows", {}).get("stream")
-    if st:
-        base = st.get("direct", {})
-        lines += ["## 3. Streams, constant rate (open loop)", "",
-                  f"{plan['stream_rate']:g} streams/s for {plan['stream_seconds']:g} s per target; the mock sends "
-                  f"{st['expected_chunks']} content chunks at {st['tokens_per_second']:g} tokens/s. TTFT = first "
-                  "non-empty content delta, read by `bench/stream_client.py` (plain asyncio streams, keep-alive) "
-                  "as bytes arrive, timed from the scheduled send. A stream counts as ok only when it delivers "
-                  "exactly the upstream's text and ends with a finish reason and `[DONE]`. Milliseconds.", "",
-                  "| target | ok / sent | TTFT p50 | TTFT p99 | TTFT overhead p50 | TTFT overhead p99 | total p50 "
-                  "| total p99 | content chunks received / sent by mock | CPU ms/stream | errors | busy after (s) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for name in names:
-            r = st.get(name)
-            if not r:
-                continue
-            first = name == "direct"
-            tt, tot = r["ttft_sched_ms"], r["total_sched_ms"]
-            btt = base.get("ttft_sched_ms", {})
-            lines.append(
-                f"| {name} | {r['ok']} / {r['sent']} | {ms(tt['p50'])} | {ms(tt['p99'])} | "
-                f"{'' if first else added(tt['p50'], btt.get('p50'))} | "
-                f"{'' if first else added(tt['p99'], btt.get('p99'))} | {ms(tot['p50'])} | {ms(tot['p99'])} | "
-                f"{r['chunks_received']} / {r['chunks_expected']} | {cpu_per_request(r['cpu_s'], r['ok'])} | "
-                f"{errors_text(r['errors'], r['sent'])} | {drain_text(r.get('drain_s'))} |")
-        lines += ["", "Sluice coalesces deltas that arrive within `queue.stream_coalesce_ms` (15 ms) of each "
-                  "other after the first token; at one token per 20 ms each token stays its own chunk.", ""]
-
-    cc = results.get("rows", {}).get("concurrent")
-    if cc:
-        lines += ["## 4. Concurrent open streams", "",
-                  f"{cc['count']} streams opened within {plan['conc_ramp']:g} s on one API process and held: the "
-                  f"mock waits {cc['latency_ms'] / 1000:g} s before the first byte, then sends "
-                  + ("the whole answer at once" if not cc["tokens_per_second"]
-                     else f"{cc['tokens_per_second']:g} tokens/s")
-                  + ". *In flight at mock* is the mock's own peak count of requests held at once (how many "
-                  "streams the gateway really had open upstream); *total* is from each stream's send to its "
-                  "`[DONE]`. RSS is sampled every 100 ms.", "",
-                  "| target | ok / sent | in flight at mock (peak) | total p50 ms | total p99 ms | RSS before "
-                  "| RSS peak | errors | busy after (s) |", "|---|---|---|---|---|---|---|---|---|"]
-        for name in names:
-            r = cc.get(name)
-            if not r:
-                continue
-            before = ", ".join(f"{g.removeprefix('sluice-')} {mib(v)}" for g, v in r.get("rss_before", {}).items())
-            peak = ", ".join(f"{g.removeprefix('sluice-')} {mib(v)}" for g, v in r.get("rss_peak", {}).items())
-            lines.append(f"| {name} | {r['ok']} / {r['sent']} | {r.get('mock_max_in_flight')} | "
-                         f"{ms(r['total_ms']['p50'])} | {ms(r['total_ms']['p99'])} | {before} | {peak} | "
-                         f"{errors_text(r['errors'], r['sent'])} | {drain_text(r.get('drain_s'))} |")
-        lines += ["", "For direct the RSS is the mock's; LiteLLM's is its master plus two workers.", ""]
-
-    lines += ["## 5. Burst", "", "The burst row (300 requests at once against per-account rpm limits) is produced "
-              "by `bench/limits.py`: see [Burst](#burst) under "
-              "[Rate-limit scenarios](#rate-limit-scenarios-benchlimitspy) below.", ""]
-    soak = results.get("rows", {}).get("soak")
-    if soak:
-        st = soak["streams"]
-        lines += ["## Soak", "",
-                  f"Sluice alone for {soak['seconds']:g} s under mixed load: {soak['rate']} non-stream "
-                  f"requests/s (k6, constant arrival rate) and, at the same time, {soak['stream_rate']:g} "
-                  "streams/s (`bench/stream_client.py`), zero-delay mock. Memory is sampled every 5 s: RSS of "
-                  "the API and worker processes and of redis-server, and Redis's own `used_memory`. Finished "
-                  "records stay in Redis for `queue.result_ttl_seconds`, set to 60 s in the bench config so "
-                  "that the steady state (rate x TTL x record size) is reached within the run; the default is "
-                  "900 s. The trend is read after "
-                  f"{soak['warmup_s']:g} s of warm-up: *first* and *last* are the medians of the first and the "
-                  "last minute after it; *steady* means the last minute is within 3 % (or 2 MiB) of the first.",
-                  "",
-                  "| load | ok / sent | p50 ms | p99 ms | sched p99 ms | errors | CPU ms/req |",
-                  "|---|---|---|---|---|---|---|",
-                  f"| non-stream {soak['rate']}/s | {soak['ok']} / {soak['sent']} | {ms(soak['svc_ms']['p50'])} | "
-                  f"{ms(soak['svc_ms']['p99'])} | {ms(soak['sched_ms']['p99'])} | "
-                  f"{errors_text(soak['errors'], soak['sent'])} | "
-                  f"{cpu_per_request(soak['cpu_s'], soak['ok'] + (st.get('ok') or 0))} (both loads) |",
-                  f"| streams {soak['stream_rate']:g}/s | {st.get('ok')} / {st.get('sent')} (chunks "
-                  f"{st.get('chunks_received')} / {st.get('chunks_expected')}) | TTFT "
-                  f"{ms((st.get('ttft_sched_ms') or {}).get('p50'))} | TTFT "
-                  f"{ms((st.get('ttft_sched_ms') or {}).get('p99'))} | | "
-                  f"{errors_text(st.get('errors') or {}, st.get('sent') or 0)} | |",
-                  "",
-                  "| memory | first minute | last minute | growth | slope after warm-up | peak | steady |",
-                  "|---|---|---|---|---|---|---|"]
-        for name, m in soak["memory"].items():
-            if "start" not in m:
-                lines.append(f"| {name} | too few samples ({m.get('samples', 0)}) | | | | | |")
-                continue
-            lines.append(f"| {name} | {mib(m['start'])} | {mib(m['end'])} | {m['growth'] / 2**20:+.1f} MiB | "
-                         f"{m['slope_mib_per_min']:+.2f} MiB/min | {mib(m['peak'])} | "
-                         f"{'yes' if m['steady'] else 'no'} |")
-        lines.append("")
-    else:
-        lines += ["## Soak", "", "Not part of this run: `bench/run.py --soak` adds a 10-minute mixed-load run "
-                  "against Sluice with a memory trend per process.", ""]
-
-    return "\n".join(lines)
-
-
-def limits_section() -> str:
-    """The colleague's section at the end of docs/benchmarks.md, kept as it is."""
-    if DOCS.exists():
-        text = DOCS.read_text()
-        at = text.find(LIMITS_HEADER)
-        if at >= 0:
-            return text[at:].rstrip() + "\n"
-    return f"{LIMITS_HEADER}\n\nTo be filled by `bench/limits.py`.\n"
-
-
 # --- main -------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds per row, one round (smoke test)")
-    parser.add_argument("--soak", action="store_true", help="add the 10-minute soak against Sluice")
+    parser.add_argument("--soak", action="store_true", help="with --only: add the 10-minute soak")
+    parser.add_argument("--no-soak", action="store_true", help="leave the soak out of a full run")
     parser.add_argument("--only", default=None, help="comma-separated rows: rate, max, stream, concurrent (or 1-4)")
     parser.add_argument("--no-concurrent", action="store_true", help="skip the concurrent-streams row")
     parser.add_argument("--concurrent-streams", type=int, default=None, help="streams in row 4 (default 2000)")
@@ -1004,7 +780,8 @@ def main(argv: list[str] | None = None) -> None:
         servers.start()
         busy0, ours0, t0 = machine_busy_seconds(), own_and_children_seconds(), time.monotonic()
         warm_up(bench)
-        runners = {"rate": row_rate, "max": row_max, "stream": row_stream, "concurrent": row_concurrent}
+        runners = {"rate": row_rate, "max": row_max, "stream": row_stream, "concurrent": row_concurrent,
+                   "burst": row_burst_of}
         for row in plan.rows:
             rows[row] = runners[row](bench)
         if plan.soak:

@@ -1,0 +1,167 @@
+"""Row 5 of bench/run.py: the burst. 300 requests at once for a model served by two provider
+keys, each allowed 60 requests a minute, sent to each target in turn.
+
+- direct: the client spreads the burst over both keys itself (half to each mock) and takes
+  whatever the provider says;
+- litellm: the proxy with both keys as deployments of one model, each with `rpm: 60`, and its
+  own rate-limit-aware routing (`usage-based-routing-v2`, counters in the bench's Redis so both
+  of its workers share them), in a proxy of its own so the other rows' proxy keeps its defaults;
+- sluice: both keys as accounts with `limits: {rpm: 60}`, one worker process each.
+
+The two mocks play the keys (`sluice mock-upstream --rpm 60`: a bucket of 10 requests refilled at
+one a second) and are reset between targets. Every request may wait up to 10 minutes, so what a
+target does with a burst (queue it, spread it, refuse it) is what the row shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from procs import Server, wait_http
+
+from shared.redis.embedded import free_port
+
+REQUESTS = 300
+RPM = 60
+MODEL = "burst-model"
+UPSTREAM_MODEL = "mock-small"
+PATIENCE_S = 600.0  # how long each request may wait: the whole burst fits in 150 s at the limit
+SLUICE_KEY = "sk-bench-burst"
+
+
+@dataclass
+class BurstContext:
+    results: Path
+    redis_url: str
+    redis_port: int
+    spawn_sluice: Callable[[str, list[str]], Server]  # (log name, `sluice` CLI args) -> running server
+    # (name, LiteLLM config) -> (server, base URL, master key), or why it could not start
+    start_litellm: Callable[[str, dict[str, Any]], tuple[Server, str, str] | str] | None
+    log: Callable[[str], None]
+    requests: int = REQUESTS
+
+
+@dataclass
+class Shot:
+    status: int  # 0: no HTTP answer
+    sent: float
+    done: float
+    error: str = ""
+
+
+async def _fire(urls: list[str], key: str, model: str, n: int, extra_headers: dict[str, str]) -> list[Shot]:
+    """Sends n chat requests at once, request i to urls[i % len(urls)]; waits for every answer."""
+    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+    headers = {"authorization": f"Bearer {key}", **extra_headers}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(PATIENCE_S, connect=30), limits=limits,
+                                 headers=headers) as http:
+        t0 = time.monotonic()
+
+        async def one(i: int) -> Shot:
+            body = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": f"burst {i}"}]}
+            sent = time.monotonic() - t0
+            try:
+                reply = await http.post(f"{urls[i % len(urls)]}/chat/completions", json=body)
+            except httpx.HTTPError as exc:
+                return Shot(0, sent, time.monotonic() - t0, type(exc).__name__)
+            ok = reply.status_code == 200 and bool(reply.json().get("choices"))
+            return Shot(reply.status_code if ok or reply.status_code != 200 else -1, sent, time.monotonic() - t0)
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def _mock_totals(mock_urls: list[str]) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for url in mock_urls:
+        stats = httpx.get(f"{url}/_stats", timeout=5).json()
+        totals["requests"] += int(stats.get("requests", 0))
+        totals["429"] += int(stats.get("responses_429", 0))
+    totals["200"] = totals["requests"] - totals["429"]
+    return dict(totals)
+
+
+def _summary(shots: list[Shot], mock: dict[str, int]) -> dict[str, Any]:
+    ok = [s for s in shots if s.status == 200]
+    statuses = Counter("ok" if s.status == 200 else (f"HTTP {s.status}" if s.status > 0 else
+                                                      "200 without a completion" if s.status < 0 else s.error)
+                       for s in shots)
+    statuses.pop("ok", None)
+    return {"sent": len(shots), "ok": len(ok), "errors": dict(statuses),
+            "wall_s": max((s.done for s in ok), default=None),
+            "latency_p50_s": statistics.median([s.done - s.sent for s in ok]) if ok else None,
+            "mock_200": mock.get("200", 0), "mock_429": mock.get("429", 0)}
+
+
+def row_burst(ctx: BurstContext) -> dict[str, Any]:
+    n = ctx.requests
+    servers: list[Server] = []
+    mock_urls: list[str] = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            servers.append(ctx.spawn_sluice(f"burst-mock-{name}", ["mock-upstream", "--port", str(port),
+                                                                  "--rpm", str(RPM)]))
+            mock_urls.append(f"http://127.0.0.1:{port}")
+        for url, server in zip(mock_urls, servers, strict=True):
+            if not wait_http(f"{url}/_stats", server, 30):
+                raise SystemExit(f"bench: a burst mock did not start:\n{server.tail()}")
+        out: dict[str, Any] = {"requests": n, "rpm": RPM, "keys": 2}
+
+        def run(target: str, urls: list[str], key: str, model: str, headers: dict[str, str]) -> None:
+            for url in mock_urls:
+                httpx.post(f"{url}/_reset", timeout=5).raise_for_status()  # full buckets, zero counters
+            ctx.log(f"burst: {n} requests at once to {target}")
+            shots = asyncio.run(_fire(urls, key, model, n, headers))
+            out[target] = _summary(shots, _mock_totals(mock_urls))
+
+        run("direct", [f"{url}/v1" for url in mock_urls], "x", UPSTREAM_MODEL, {})
+
+        if ctx.start_litellm is not None:
+            deployments = [{"model_name": MODEL, "litellm_params": {
+                "model": f"openai/{UPSTREAM_MODEL}", "api_base": f"{url}/v1", "api_key": "x", "rpm": RPM}}
+                for url in mock_urls]
+            started = ctx.start_litellm("litellm-burst", {
+                "model_list": deployments,
+                "router_settings": {"routing_strategy": "usage-based-routing-v2",
+                                    "redis_host": "127.0.0.1", "redis_port": ctx.redis_port},
+            })
+            if isinstance(started, str):
+                out["litellm_missing"] = started
+            else:
+                server, url, key = started
+                servers.append(server)
+                run("litellm", [f"{url}/v1"], key, MODEL, {})
+
+        config = ctx.results / "sluice-burst.yaml"
+        config.write_text(yaml.safe_dump({
+            "redis_url": ctx.redis_url,
+            "key_prefix": "burst",
+            "client_keys": [{"name": "bench", "key": SLUICE_KEY}],
+            "accounts": [{"name": f"key-{name}", "provider": "mock", "base_url": f"{url}/v1",
+                          "limits": {"rpm": RPM}} for name, url in zip("ab", mock_urls, strict=True)],
+            "models": [{"name": MODEL, "route": [{"account": f"key-{name}", "model": UPSTREAM_MODEL}
+                                                 for name in "ab"]}],
+        }, sort_keys=False))
+        for name in "ab":
+            servers.append(ctx.spawn_sluice(f"burst-sluice-worker-{name}",
+                                            ["worker", "--account", f"key-{name}", "--config", str(config)]))
+        api_port = free_port()
+        api = ctx.spawn_sluice("burst-sluice-api", ["api", "--config", str(config), "--port", str(api_port)])
+        servers.append(api)
+        api_url = f"http://127.0.0.1:{api_port}"
+        if not wait_http(f"{api_url}/readyz", api, 60):
+            raise SystemExit(f"bench: the burst Sluice did not become ready:\n{api.tail()}")
+        run("sluice", [f"{api_url}/v1"], SLUICE_KEY, MODEL, {"x-sluice-max-wait": f"{PATIENCE_S:g}"})
+        return out
+    finally:
+        for server in reversed(servers):
+            server.stop()
