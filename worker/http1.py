@@ -112,7 +112,10 @@ class _Connection(asyncio.Protocol):
         self._head_done = asyncio.get_running_loop().create_future()
         self._transport.write(request)
         try:
-            await asyncio.wait_for(asyncio.shield(self._head_done), seconds)
+            # asyncio.timeout, not wait_for: wait_for wraps the await in a task of its own, a cost
+            # paid here per request and below per body chunk.
+            async with asyncio.timeout(seconds):
+                await asyncio.shield(self._head_done)  # a timeout must not cancel the shared future
         except TimeoutError:
             self._fail(HttpError("the provider did not answer in time"))
             raise HttpError("the provider did not answer in time") from None
@@ -129,7 +132,8 @@ class _Connection(asyncio.Protocol):
                     return
                 self._more.clear()
                 try:
-                    await asyncio.wait_for(self._more.wait(), self._timeout)
+                    async with asyncio.timeout(self._timeout):
+                        await self._more.wait()
                 except TimeoutError:
                     self._fail(HttpError("the provider stopped sending"))
                     raise HttpError("the provider stopped sending") from None

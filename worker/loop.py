@@ -205,7 +205,7 @@ class Worker:
                     continue
                 log.warning("upstream failed", extra={"request_id": job.id, "kind": err.kind})
                 await self._note_failure(err)
-                writer.add([StreamError(err.info())])
+                writer.hold([StreamError(err.info())])
                 await writer.close()
                 await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed", seen.status,
                                        job.upstream_model)
@@ -237,7 +237,7 @@ class Worker:
                     usage = event.usage.input_tokens, event.usage.output_tokens
             events = resume.filter(events)
             if events:
-                writer.add(events)
+                await writer.send(events)
         return usage
 
     async def _learn_limits(self, headers: dict[str, str]) -> None:
@@ -279,7 +279,7 @@ class Worker:
         writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id, 0,
                              self.config.queue.result_ttl_seconds,
                              (await read_record(self.redis, self.keys.out(job.id))).next_seq)
-        writer.add(list(events))
+        writer.hold(list(events))
         await writer.close()
         await self.scripts.ack(self.akeys, self.limits, job.id, usage, outcome)
 
@@ -292,7 +292,7 @@ class Worker:
         record = await read_record(self.redis, self.keys.out(job_id))
         writer = EventWriter(self.redis, self.keys.out(job_id), job.reply_to, job_id, 0,
                              self.config.queue.result_ttl_seconds, record.next_seq)
-        writer.add([StreamError(GatewayError(
+        writer.hold([StreamError(GatewayError(
             "upstream_unavailable", "the request was abandoned after its workers stopped repeatedly",
             status=503).info())])
         await writer.close()

@@ -45,16 +45,25 @@ class EventWriter:
         """Buffers events for the closing write only (a whole answer needs no flush timer)."""
         self._buffer.extend(events)
 
-    def add(self, events: list[StreamEvent]) -> None:
+    async def send(self, events: list[StreamEvent]) -> None:
+        """Writes the events now, or, inside the coalescing window, with whatever joins them
+        before it closes. Writing inline (not from a task) when the window is over is the common
+        case for paced streams: it spares a task per chunk, and makes the stream loop wait for
+        Redis before reading more, which is the backpressure we want."""
         self._buffer.extend(events)
-        if self._pending is None:
-            delay = self._last_write + self._coalesce - time.monotonic()
+        if self._pending is not None:
+            return  # the scheduled flush takes these along
+        delay = self._last_write + self._coalesce - time.monotonic()
+        if delay <= 0:
+            if self._failed is not None:
+                raise self._failed
+            await self._write()
+        else:
             self._pending = asyncio.create_task(self._flush_after(delay))
 
     async def _flush_after(self, delay: float) -> None:
         try:
-            if delay > 0:
-                await asyncio.sleep(delay)  # coalescing window, not synchronization
+            await asyncio.sleep(delay)  # coalescing window, not synchronization
             self._pending = None
             await self._write()
         except Exception as exc:  # surfaced by close(); a lost write must fail the job

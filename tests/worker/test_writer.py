@@ -44,14 +44,13 @@ async def test_first_token_is_not_held_behind_a_start_event(client: aioredis.Red
     key = f"test-writer:{uuid.uuid4().hex}"
     writer = EventWriter(client, key, "", "job", WINDOW_MS, 60)
     try:
-        writer.add([MessageStart(id="m1", model="x")])
-        await flushed(writer)
-        writer.add([TextDelta(index=0, text="Hel")])
+        await writer.send([MessageStart(id="m1", model="x")])
+        await writer.send([TextDelta(index=0, text="Hel")])
         await flushed(writer)
         assert [len(events) for events in await record(client, key)] == [1, 1]
         # Once a token is out, the next deltas share one write after the window ...
-        writer.add([TextDelta(index=0, text="lo")])
-        writer.add([TextDelta(index=0, text="!")])
+        await writer.send([TextDelta(index=0, text="lo")])
+        await writer.send([TextDelta(index=0, text="!")])
         assert writer._pending is not None and not writer._pending.done()
         assert len(await record(client, key)) == 2
         # ... or at close, whichever is first.
