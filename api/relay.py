@@ -25,7 +25,16 @@ from api.metrics import Metrics
 from shared.config import Config
 from shared.errors import GatewayError, invalid
 from shared.jobs import Priority, decode_events, encode_events
-from shared.model import TERMINAL_EVENTS, ChatRequest, Complete, StreamError, Usage, UsageEvent
+from shared.model import (
+    TERMINAL_EVENTS,
+    ChatRequest,
+    Complete,
+    MessageStart,
+    StreamError,
+    Timing,
+    Usage,
+    UsageEvent,
+)
 from shared.protocols.sse import frame
 
 log = logging.getLogger("sluice.api")
@@ -88,7 +97,7 @@ async def handle(state: AppState, dialect: Dialect, client: str, req: ChatReques
         finally:
             dispatcher.release(ticket)
     renderer = dialect.renderer(req.model, job.id, req.include_usage, req)
-    return await _respond_stream(state, ticket, renderer, dialect)
+    return await _respond_stream(state, ticket, renderer, dialect, started)
 
 
 async def _respond_unless_abandoned(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest,
@@ -111,10 +120,11 @@ async def _respond_unless_abandoned(state: AppState, dialect: Dialect, ticket: T
     return Response(b"", 499)
 
 
-def _timing_headers(complete: Complete, started: float) -> tuple[dict[str, str], float]:
-    """`x-sluice-overhead-ms` is everything but the provider's own time, queue wait included."""
+def _timing_headers(t: Timing | None, started: float) -> tuple[dict[str, str], float]:
+    """`x-sluice-overhead-ms` is everything but the provider's own time, queue wait included.
+    For a stream the headers go out with its first event, so "the provider's own time" is its
+    time to that first event."""
     total = (time.monotonic() - started) * 1000
-    t = complete.timing
     if t is None:
         return {"x-sluice-overhead-ms": f"{total:.2f}"}, total
     relay = max(0.0, (time.time() - t.done_at) * 1000)
@@ -132,7 +142,7 @@ async def _respond_once(state: AppState, dialect: Dialect, ticket: Ticket, req: 
         for event in decode_events(item[1]):
             if isinstance(event, Complete):
                 body = dialect.render_response(event.response, req.model, ticket.job.id, req)
-                headers, overhead = _timing_headers(event, started)
+                headers, overhead = _timing_headers(event.timing, started)
                 headers["x-sluice-request-id"] = ticket.job.id
                 metrics = state.metrics
                 metrics.request(ticket.job.client, req.model, dialect.name, 200)
@@ -147,7 +157,8 @@ async def _respond_once(state: AppState, dialect: Dialect, ticket: Ticket, req: 
     raise GatewayError("internal", "the answer ended without a result")
 
 
-async def _respond_stream(state: AppState, ticket: Ticket, renderer: Renderer, dialect: Dialect) -> Response:
+async def _respond_stream(state: AppState, ticket: Ticket, renderer: Renderer, dialect: Dialect,
+                          started: float) -> Response:
     """Holds the status line back briefly, so an early failure can still be a real HTTP error."""
     entries = ticket.entries(state.config.queue.keepalive_seconds)
     first = None
@@ -158,11 +169,13 @@ async def _respond_stream(state: AppState, ticket: Ticket, renderer: Renderer, d
         state.metrics.request(ticket.job.client, ticket.job.request.model, dialect.name, err.status)
         return error_response(dialect, err)
     state.metrics.request(ticket.job.client, ticket.job.request.model, dialect.name, 200)
+    timing: Timing | None = None
     if first is not None:
         events = decode_events(first[1])
         if len(events) == 1 and isinstance(events[0], StreamError):
             state.dispatcher.release(ticket)
             return error_response(dialect, GatewayError.from_info(events[0].error))
+        timing = next((e.timing for e in events if isinstance(e, MessageStart)), None)
 
     async def replay_first() -> AsyncIterator[tuple[int, bytes] | None]:
         yield first
@@ -180,6 +193,11 @@ async def _respond_stream(state: AppState, ticket: Ticket, renderer: Renderer, d
 
     headers = {**SSE_HEADERS, "x-sluice-stream-url": f"/v1/streams/{ticket.job.id}",
                "x-sluice-request-id": ticket.job.id}
+    if first is not None:  # None: a keep-alive came first (a long queue wait); no timing to tell yet
+        timing_headers, overhead = _timing_headers(timing, started)
+        headers.update(timing_headers)
+        if timing is not None:
+            state.metrics.timing(ticket.job.request.model, timing, overhead)
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 

@@ -129,10 +129,22 @@ class ChatResponse(msgspec.Struct, omit_defaults=True):
 # Blocks are indexed in output order; a block is opened, receives deltas, then is closed.
 
 
+class Timing(msgspec.Struct, omit_defaults=True):
+    """Where a job's time went, as its worker saw it (milliseconds; `done_at` is unix seconds)."""
+
+    queue_ms: float = 0.0  # enqueued -> claimed
+    dispatch_ms: float = 0.0  # claimed -> request sent upstream
+    upstream_ms: float = 0.0  # request sent -> answer read (a stream's first event, for a stream)
+    done_at: float = 0.0
+
+
 class MessageStart(msgspec.Struct, tag="start", omit_defaults=True):
     id: str
     model: str
     input_tokens: int = 0
+    # Set by the worker on the stream's first write, so the API can report its overhead in the
+    # response headers, which it holds back until that write arrives. Renderers ignore it.
+    timing: Timing | None = None
 
 
 class BlockStart(msgspec.Struct, tag="block", omit_defaults=True):
@@ -181,15 +193,6 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
 
 class StreamError(msgspec.Struct, tag="error", omit_defaults=True):
     error: ErrorInfo
-
-
-class Timing(msgspec.Struct, omit_defaults=True):
-    """Where a job's time went, as its worker saw it (milliseconds; `done_at` is unix seconds)."""
-
-    queue_ms: float = 0.0  # enqueued -> claimed
-    dispatch_ms: float = 0.0  # claimed -> request sent upstream
-    upstream_ms: float = 0.0  # request sent -> answer read
-    done_at: float = 0.0
 
 
 class Complete(msgspec.Struct, tag="complete", omit_defaults=True):

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from shared.config import Account, Config
 from shared.errors import GatewayError
 from shared.jobs import Claimed, Job, decode_job
-from shared.model import Complete, StreamError, Timing, UsageEvent
+from shared.model import Complete, MessageStart, StreamError, Timing, UsageEvent
 from shared.redis.keys import Keys
 from shared.redis.scripts import LimitArgs, Scripts, is_noscript
 from worker.providers.base import Provider, UpstreamRequest
@@ -231,10 +231,17 @@ class Worker:
             writer.hold([Complete(response, timing)])
             return response.usage.input_tokens, response.usage.output_tokens
         usage: tuple[int, int] | None = None
+        timed = False
         async for events in stream(self.http, self.provider, upstream, seen):
             for event in events:
                 if isinstance(event, UsageEvent):
                     usage = event.usage.input_tokens, event.usage.output_tokens
+                elif isinstance(event, MessageStart) and not timed:
+                    timed = True
+                    timing.dispatch_ms = (seen.sent_at - claimed_at) * 1000
+                    timing.upstream_ms = (time.monotonic() - seen.sent_at) * 1000
+                    timing.done_at = time.time()
+                    event.timing = timing
             events = resume.filter(events)
             if events:
                 await writer.send(events)

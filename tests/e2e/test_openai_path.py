@@ -199,6 +199,26 @@ def test_overhead_and_server_timing_headers(system: SluiceSystem) -> None:
     assert reply.headers["x-sluice-request-id"]
 
 
+def test_stream_headers_tell_the_overhead_up_to_the_first_event(system: SluiceSystem) -> None:
+    # A stream's headers go out with its first event: the provider's time to that event (made
+    # 300 ms long here) is upstream time, not Sluice's overhead.
+    system.mock_config(latency_ms=300)
+    try:
+        raw = client(system).chat.completions.with_raw_response.create(
+            model="test-model", messages=MESSAGES, stream=True)
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    finally:
+        system.mock_config(latency_ms=0)
+    assert text == direct_text(system, MESSAGES)
+    timing = {name: float(value) for name, value in
+              (part.strip().split(";dur=") for part in raw.headers["server-timing"].split(","))}
+    assert set(timing) == {"queue", "dispatch", "upstream", "relay", "total"}
+    assert timing["upstream"] >= 300
+    overhead = float(raw.headers["x-sluice-overhead-ms"])
+    assert 0 <= overhead <= timing["total"] - timing["upstream"] + 0.01
+    assert raw.headers["x-sluice-stream-url"].endswith(raw.headers["x-sluice-request-id"])
+
+
 def test_metrics_report_requests_queue_and_upstream(system: SluiceSystem) -> None:
     client(system).chat.completions.create(model="test-model", messages=MESSAGES)
     text = httpx.get(f"{system.base_url}/metrics").text
