@@ -225,10 +225,7 @@ class Worker:
                        claimed_at: float) -> tuple[int, int] | None:
         if not job.request.stream:
             response = await call(self.http, self.provider, upstream, seen)
-            timing.dispatch_ms = (seen.sent_at - claimed_at) * 1000
-            timing.upstream_ms = (seen.done_at - seen.sent_at) * 1000
-            timing.done_at = time.time()
-            writer.hold([Complete(response, timing)])
+            writer.hold([Complete(response, _stamped(timing, claimed_at, seen.sent_at, seen.done_at))])
             return response.usage.input_tokens, response.usage.output_tokens
         usage: tuple[int, int] | None = None
         timed = False
@@ -238,10 +235,7 @@ class Worker:
                     usage = event.usage.input_tokens, event.usage.output_tokens
                 elif isinstance(event, MessageStart) and not timed:
                     timed = True
-                    timing.dispatch_ms = (seen.sent_at - claimed_at) * 1000
-                    timing.upstream_ms = (time.monotonic() - seen.sent_at) * 1000
-                    timing.done_at = time.time()
-                    event.timing = timing
+                    event.timing = _stamped(timing, claimed_at, seen.sent_at, time.monotonic())
             events = resume.filter(events)
             if events:
                 await writer.send(events)
@@ -303,3 +297,12 @@ class Worker:
             "upstream_unavailable", "the request was abandoned after its workers stopped repeatedly",
             status=503).info())])
         await writer.close()
+
+
+def _stamped(timing: Timing, claimed_at: float, sent_at: float, answered_at: float) -> Timing:
+    """Fills in the worker's side of `timing` (monotonic instants in, milliseconds out): claim to
+    send is dispatch, send to `answered_at` (the whole answer, or a stream's first event) upstream."""
+    timing.dispatch_ms = (sent_at - claimed_at) * 1000
+    timing.upstream_ms = (answered_at - sent_at) * 1000
+    timing.done_at = time.time()
+    return timing
