@@ -27,8 +27,6 @@ from shared.redis.keys import AccountKeys, Keys
 from shared.redis.scripts import Scripts
 from shared.tokens import estimate_input_tokens
 
-PRIORITY_DELAY = {"interactive": 0}
-
 
 @dataclass(slots=True)
 class Ticket:
@@ -101,14 +99,15 @@ class Dispatcher:
             client=client,
         )
 
-    async def choose_route(self, model: Model, cost_tokens: int) -> tuple[str, str]:
-        """The (account, upstream model) that can start this job soonest."""
+    async def choose_route(self, model: Model, cost_tokens: int, batch: bool = False) -> tuple[str, str]:
+        """The (account, upstream model) that can start this job soonest (a batch job: the
+        account whose batch lane is shortest, since interactive work does not wait behind it)."""
         if len(model.route) == 1:
             return model.route[0].account, model.route[0].model
         pipe = self.redis.pipeline(transaction=False)
         for target in model.route:
             keys = self.keys.account(target.account)
-            pipe.zcard(keys.ready)
+            pipe.zcard(keys.bready if batch else keys.ready)
             pipe.hmget(keys.rl, ["tat_r", "tat_t", "blocked"])
         replies = await pipe.execute()
         states = []
@@ -139,8 +138,7 @@ class Dispatcher:
         ticket = Ticket(job, queue, self)
         try:
             args = (keys, job.id, encode_job(job), (job.input_estimate, job.output_reserve),
-                    PRIORITY_DELAY.get(job.priority, int(self.config.queue.batch_delay_seconds * 1000)),
-                    self.config.queue.max_depth)
+                    job.priority == "batch", self.config.queue.max_depth)
             if meta:  # what a resuming client needs to re-render this stream, in the same round trip
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.hset(self.keys.out_meta(job.id), mapping=meta)

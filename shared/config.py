@@ -79,7 +79,9 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_attempts: int = 3  # lease expiries before a job goes to the dead-letter queue
     default_max_tokens: int = 1024  # token reservation when the client sends no max_tokens
     keepalive_seconds: float = 15.0  # SSE comment interval while a stream waits in the queue
-    batch_delay_seconds: float = 60.0  # batch work ranks as if enqueued this much later
+    # While interactive work waits too, the batch lane still gets this share of an account's
+    # claims (claim.lua), so batch work never starves; otherwise interactive work always goes first.
+    batch_min_share: float = 0.1
     stream_coalesce_ms: float = 15.0  # after the first token, deltas are written at most this often
     result_ttl_seconds: int = 900  # how long a finished stream stays resumable
 
@@ -231,6 +233,8 @@ def _check(config: Config, fail: Any) -> None:
         for j, target in enumerate(model.route):
             if target.account not in names:
                 raise fail(f"$.models[{i}].route[{j}].account", f"no account named {target.account!r}")
+    if not 0 <= config.queue.batch_min_share <= 1:
+        raise fail("$.queue.batch_min_share", "must be between 0 and 1")
     keys: set[str] = set()
     for i, client in enumerate(config.client_keys):
         if not client.key:

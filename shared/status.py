@@ -23,13 +23,14 @@ async def collect(config: Config, shared_client: aioredis.Redis | None = None) -
             k = keys.account(account.name)
             pipe = client.pipeline(transaction=False)
             pipe.zcard(k.ready)
-            pipe.zcount(k.ready, "-inf", now_ms + 1)  # interactive: ranked at enqueue time
+            pipe.zcard(k.bready)
             pipe.zcard(k.inflight)
             pipe.hgetall(k.rl)
             pipe.zcount(k.workers, now_ms - 60000, "+inf")
             pipe.zcard(k.dlq)
             pipe.hgetall(k.stats)
-            depth, interactive, inflight, rl, workers, dead, stats = await pipe.execute()
+            interactive, batch, inflight, rl, workers, dead, stats = await pipe.execute()
+            depth = interactive + batch
             rl = {key.decode(): float(value) for key, value in rl.items()}
             lim = account.limits
             blocked = rl.get("blocked", 0.0)
@@ -42,7 +43,7 @@ async def collect(config: Config, shared_client: aioredis.Redis | None = None) -
                     "tokens": _left(lim.tpm, rl.get("tat_t", 0.0), now_ms),
                     "concurrency": lim.concurrency - inflight,
                 },
-                "queue": {"interactive": interactive, "batch": depth - interactive},
+                "queue": {"interactive": interactive, "batch": batch},
                 "in_flight": inflight,
                 "blocked_for_s": round(max(0.0, blocked - now_ms) / 1000, 2),
                 "provider_caps": {k[4:]: int(v) for k, v in rl.items() if k.startswith("cap_")},

@@ -76,14 +76,14 @@ class Scripts:
         self._learn = client.register_script(_source("learn"))
 
     async def enqueue(
-        self, keys: AccountKeys, job_id: str, payload: bytes, cost: tuple[int, int], delay_ms: int, max_depth: int,
+        self, keys: AccountKeys, job_id: str, payload: bytes, cost: tuple[int, int], batch: bool, max_depth: int,
         pipe: Pipeline | None = None,
     ) -> int:
-        """The queue depth including this job, or -1 when the queue is full (with `pipe`: queued only)."""
+        """The lane's depth including this job, or -1 when the lane is full (with `pipe`: queued only)."""
         result = await self._call(
             self._enqueue,
-            [keys.ready, keys.jobs, keys.meta, keys.bell],
-            [job_id, payload, f"{cost[0]}:{cost[1]}", delay_ms, max_depth],
+            [keys.ready, keys.jobs, keys.meta, keys.bell, keys.bready],
+            [job_id, payload, f"{cost[0]}:{cost[1]}", 1 if batch else 0, max_depth],
             pipe,
         )
         return int(result) if pipe is None else 0
@@ -93,7 +93,7 @@ class Scripts:
     ) -> ClaimResult:
         code, wait, flat, dead_flat = await self._call(
             self._claim,
-            [keys.ready, keys.inflight, keys.jobs, keys.meta, keys.rl, keys.dlq, keys.stats, keys.bell],
+            [keys.ready, keys.inflight, keys.jobs, keys.meta, keys.rl, keys.dlq, keys.stats, keys.bell, keys.bready],
             [
                 int(queue.lease_seconds * 1000),
                 max_jobs,
@@ -102,6 +102,7 @@ class Scripts:
                 queue.max_attempts,
                 limits.request_tolerance_ms,
                 limits.token_tolerance_ms,
+                round(queue.batch_min_share * 1000),
             ],
         )
         claimed = [(_s(flat[i]), flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
@@ -115,7 +116,7 @@ class Scripts:
         used_in, used_out = used if used is not None else (-1, -1)
         result = await self._call(
             self._ack,
-            [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats, keys.ready, keys.dlq],
+            [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats, keys.ready, keys.dlq, keys.bready],
             [job_id, used_in, used_out, *limits.rates(), outcome, status, model],
             pipe,
         )
@@ -126,7 +127,7 @@ class Scripts:
     ) -> bool:
         result = await self._call(
             self._release,
-            [keys.ready, keys.inflight, keys.meta, keys.rl, keys.stats],
+            [keys.ready, keys.inflight, keys.meta, keys.rl, keys.stats, keys.bready],
             [job_id, block_ms, *limits.rates(), counter],
         )
         return bool(result)
@@ -148,7 +149,7 @@ class Scripts:
         return int(await self._call(self._learn, [keys.rl], args))
 
     async def cancel(self, keys: AccountKeys, job_id: str) -> bool:
-        result = await self._call(self._cancel, [keys.ready, keys.jobs, keys.meta, keys.stats], [job_id])
+        result = await self._call(self._cancel, [keys.ready, keys.jobs, keys.meta, keys.stats, keys.bready], [job_id])
         return bool(result)
 
     def ack_in_pipeline(self, pipe: Pipeline, keys: AccountKeys, limits: LimitArgs, job_id: str,
@@ -156,7 +157,7 @@ class Scripts:
         """Queues the ack as a bare EVALSHA: a Script object in a pipeline costs a SCRIPT EXISTS
         round trip on every execute. The caller must check for NoScriptError (see is_noscript)."""
         used_in, used_out = used if used is not None else (-1, -1)
-        keys_list = [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats, keys.ready, keys.dlq]
+        keys_list = [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats, keys.ready, keys.dlq, keys.bready]
         args = [job_id, used_in, used_out, *limits.rates(), outcome, status, model]
         pipe.evalsha(self._ack.sha, len(keys_list), *keys_list, *(str(a) for a in args))
 
