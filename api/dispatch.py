@@ -137,8 +137,7 @@ class Dispatcher:
                       meta: dict[str, str] | None) -> Ticket:
         ticket = Ticket(job, queue, self)
         try:
-            args = (keys, job.id, encode_job(job), (job.input_estimate, job.output_reserve),
-                    job.priority == "batch", self.config.queue.max_depth)
+            args = self._enqueue_args(job)
             if meta:  # what a resuming client needs to re-render this stream, in the same round trip
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.hset(self.keys.out_meta(job.id), mapping=meta)
@@ -154,6 +153,18 @@ class Dispatcher:
             self.hub.unregister(job.id)
             raise await self._rate_limited(job.account, self.config.queue.max_depth, "the queue is full")
         return ticket
+
+    def _enqueue_args(self, job: Job) -> tuple[AccountKeys, str, bytes, tuple[int, int], bool, int]:
+        return (self.keys.account(job.account), job.id, encode_job(job), (job.input_estimate, job.output_reserve),
+                job.priority == "batch", self.config.queue.max_depth)
+
+    async def enqueue(self, job: Job) -> int:
+        """Queues a job nobody waits on here (a batch line: its answer goes to `job.reply_to`).
+        Returns the lane's depth, or -1 when the lane is full."""
+        try:
+            return await self.scripts.enqueue(*self._enqueue_args(job))
+        finally:
+            self.routed(job.account)
 
     def release(self, ticket: Ticket) -> None:
         self.hub.unregister(ticket.job.id)

@@ -68,6 +68,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
     run(config, args.account)
 
 
+def cmd_batcher(args: argparse.Namespace) -> None:
+    from worker.batcher.main import run
+
+    run(_load(args))
+
+
 def cmd_mock(args: argparse.Namespace) -> None:
     from shared.mock import run
     from shared.mock.settings import MockSettings
@@ -114,7 +120,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
     embedded = None
     redis_url = args.redis_url or config.redis_url
     if not reachable(redis_url):
-        embedded = EmbeddedRedis()
+        embedded = EmbeddedRedis(appendonly=True)  # batch state survives a Redis restart
         redis_url = embedded.url
         print(f"sluice: no Redis at {config.redis_url}; started a private one at {redis_url}")
     base = [sys.executable, "-m", "shared.cli"]
@@ -127,6 +133,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
             for _ in range(args.replicas):
                 children.append(subprocess.Popen(
                     [*base, "worker", "--account", account.name, "--redis-url", redis_url, *config_args]))
+        children.append(subprocess.Popen([*base, "batcher", "--redis-url", redis_url, *config_args]))
         api = subprocess.Popen([*base, "api", "--host", args.host, "--port", str(args.port),
                                 "--redis-url", redis_url, *config_args])
         children.append(api)
@@ -207,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = server("worker", "run one worker process bound to one account", 0)
     worker.add_argument("--account", required=True)
     worker.set_defaults(func=cmd_worker)
+    batcher = server("batcher", "run the batch coordinator (validate, feed, collect, finalize batches)", 0)
+    batcher.set_defaults(func=cmd_batcher)
     mock = server("mock-upstream", "run the built-in mock provider", 9100)
     mock.add_argument("--latency-ms", type=float, default=0.0)
     mock.add_argument("--tokens-per-second", type=float, default=0.0)

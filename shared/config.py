@@ -86,6 +86,20 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     result_ttl_seconds: int = 900  # how long a finished stream stays resumable
 
 
+class BatchSettings(msgspec.Struct, forbid_unknown_fields=True):
+    data_dir: str = "./sluice-data"  # the file store's root (deploy/ mounts a volume here)
+    max_lines: int = 50_000  # OpenAI's per-file request limit
+    max_bytes: int = 200 * 1024 * 1024  # OpenAI's per-file size limit
+    max_line_bytes: int = 10 * 1024 * 1024
+    anthropic_max_requests: int = 100_000
+    anthropic_max_bytes: int = 256 * 1024 * 1024
+    gemini_max_inline_bytes: int = 20 * 1024 * 1024
+    completion_window_seconds: float = 86_400.0  # what "24h" means here (tests shorten it)
+    window: int = 512  # lines of one batch in flight (queued or running) at once
+    lease_seconds: float = 10.0  # a coordinator's hold on a batch, renewed while it lives
+    results_retention_seconds: float = 29 * 86_400.0  # Anthropic results; OpenAI per output_expires_after
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "sluice"
@@ -93,6 +107,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     accounts: list[Account] = msgspec.field(default_factory=list)
     models: list[Model] = msgspec.field(default_factory=list)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
+    batches: BatchSettings = msgspec.field(default_factory=BatchSettings)
 
     def account(self, name: str) -> Account:
         for account in self.accounts:

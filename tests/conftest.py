@@ -25,6 +25,7 @@ from shared.redis.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_KEY = "sk-test-client"
+OTHER_CLIENT_KEY = "sk-test-other"  # a second client, for what must stay private to its owner
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +50,8 @@ class SluiceSystem:
 
     def __init__(self, tmp: Path, redis_url: str, accounts: list[dict[str, Any]], models: list[dict[str, Any]],
                  queue: dict[str, Any] | None = None, mock_args: list[str] | None = None,
-                 replicas: int = 1, base_url_placeholder: str | None = None) -> None:
+                 replicas: int = 1, base_url_placeholder: str | None = None, batchers: int = 0,
+                 batches: dict[str, Any] | None = None) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         self.redis_url = redis_url
         self.mock_port = free_port()
@@ -64,10 +66,11 @@ class SluiceSystem:
         config = {
             "redis_url": redis_url,
             "key_prefix": self.prefix,
-            "client_keys": [{"name": "tester", "key": CLIENT_KEY}],
+            "client_keys": [{"name": "tester", "key": CLIENT_KEY}, {"name": "other", "key": OTHER_CLIENT_KEY}],
             "accounts": accounts,
             "models": models,
             "queue": queue or {},
+            "batches": {"data_dir": str(tmp / f"{self.prefix}-data"), **(batches or {})},
         }
         self.config_path = tmp / f"{self.prefix}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -79,6 +82,9 @@ class SluiceSystem:
         for name in self.accounts:
             for _ in range(replicas):
                 self.start_worker(name)
+        self.batchers: list[subprocess.Popen[bytes]] = []
+        for _ in range(batchers):
+            self.start_batcher()
         self.api = self._spawn(["api", "--config", str(self.config_path), "--port", str(self.api_port)])
         wait_until(self._ready, 30, "the system to be ready")
         self.redis = redis.Redis.from_url(redis_url)
@@ -90,6 +96,11 @@ class SluiceSystem:
     def start_worker(self, account: str) -> subprocess.Popen[bytes]:
         proc = self._spawn(["worker", "--account", account, "--config", str(self.config_path)])
         self.workers.setdefault(account, []).append(proc)
+        return proc
+
+    def start_batcher(self) -> subprocess.Popen[bytes]:
+        proc = self._spawn(["batcher", "--config", str(self.config_path)])
+        self.batchers.append(proc)
         return proc
 
     def _ready(self) -> bool:
@@ -112,7 +123,7 @@ class SluiceSystem:
         return int(value or 0)
 
     def close(self) -> None:
-        procs = [self.api, self.mock] + [p for ps in self.workers.values() for p in ps]
+        procs = [self.api, self.mock, *self.batchers] + [p for ps in self.workers.values() for p in ps]
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
