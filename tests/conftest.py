@@ -98,6 +98,11 @@ class SluiceSystem:
         self.workers.setdefault(account, []).append(proc)
         return proc
 
+    def start_api(self) -> None:
+        """(Re)starts the API process on the same port and waits until it is ready."""
+        self.api = self._spawn(["api", "--config", str(self.config_path), "--port", str(self.api_port)])
+        wait_until(self._ready, 30, "the API to be ready")
+
     def start_batcher(self) -> subprocess.Popen[bytes]:
         proc = self._spawn(["batcher", "--config", str(self.config_path)])
         self.batchers.append(proc)
