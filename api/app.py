@@ -17,6 +17,7 @@ from api.hub import ReplyHub
 from api.metrics import Metrics
 from api.relay import AppState
 from api.routes import (
+    anthropic_batches,
     anthropic_messages,
     files,
     gemini,
@@ -56,8 +57,8 @@ def create_app(config: Config) -> FastPath:
             await client.aclose()
 
     app = FastAPI(title="Sluice", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    for module in (openai_chat, openai_responses, anthropic_messages, gemini, streams, health, files,
-                   openai_batches):
+    for module in (openai_chat, openai_responses, anthropic_batches, anthropic_messages, gemini, streams, health,
+                   files, openai_batches):
         app.include_router(module.router)
 
     @app.exception_handler(404)

@@ -102,7 +102,7 @@ def sigkill_round(make: Callable[..., SluiceSystem], n: int, kills: int, rpm: in
     batch_id = submit(system, n)
     for k in range(kills):
         target = n * (k + 1) // (kills + 2)
-        wait_until(lambda: completed(system, batch_id) >= target, 60, f"{target} lines done")
+        wait_until(lambda t=target: completed(system, batch_id) >= t, 60, f"{target} lines done")  # type: ignore[misc]
         kill_everything_but_redis(system)
         restart_everything(system)
     exactly_once(system, batch_id, n)

@@ -85,14 +85,12 @@ class BatchRunner:
         if view is None or view.status in TERMINAL:
             await self.ctx.records.retire(self.id)
             return
-        if view.status == "validating":
+        if view.status == "validating" or (view.status == "cancelling" and not view.in_progress_at):
+            # a batch cancelled before it ran is validated too: its lines still end as cancelled
             view = await self._validate(view)
             if view.status in TERMINAL:
                 await self.ctx.records.retire(self.id)
                 return
-        if view.status == "cancelling" and not view.in_progress_at:
-            await self._finalize(view, "cancelled")  # cancelled before it was validated
-            return
         await self._load()
         await self._sweep(view, ending=None)
         last_sweep = time.monotonic()
@@ -127,18 +125,21 @@ class BatchRunner:
             result = await asyncio.to_thread(validate, lines, view.dialect, view.endpoint, view.model, config, limits)
         except FileNotFoundError:
             gone = [{"code": "file_not_found", "message": "The input file no longer exists.", "line": None}]
-            await self.ctx.records.transition(self.id, ("validating",), "failed", "failed_at",
+            await self.ctx.records.transition(self.id, ("validating", "cancelling"), "failed", "failed_at",
                                               errors=msgspec.json.encode(gone).decode())
             return await self._refresh() or view
         if result.errors:
             errors = msgspec.json.encode(result.errors).decode()
-            await self.ctx.records.transition(self.id, ("validating",), "failed", "failed_at", errors=errors,
-                                              total=result.total)
+            await self.ctx.records.transition(self.id, ("validating", "cancelling"), "failed", "failed_at",
+                                              errors=errors, total=result.total)
         else:
             await store.put(f"batches/{self.id}/index", [result.offsets.tobytes()])
             model = next(iter(result.models)) if len(result.models) == 1 else view.model
-            await self.ctx.records.transition(self.id, ("validating",), "in_progress", "in_progress_at",
-                                              total=result.total, model=model)
+            moved, status = await self.ctx.records.transition(
+                self.id, ("validating",), "in_progress", "in_progress_at", total=result.total, model=model)
+            if not moved and status == "cancelling":  # keep it cancelling, but know its lines
+                await self.ctx.records.transition(self.id, ("cancelling",), "cancelling", "in_progress_at",
+                                                  total=result.total, model=model)
         return await self._refresh() or view
 
     async def _load(self) -> None:
