@@ -21,6 +21,7 @@ from api.routes import (
     anthropic_messages,
     files,
     gemini,
+    gemini_batches,
     health,
     openai_batches,
     openai_chat,
@@ -58,7 +59,7 @@ def create_app(config: Config) -> FastPath:
 
     app = FastAPI(title="Sluice", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     for module in (openai_chat, openai_responses, anthropic_batches, anthropic_messages, gemini, streams, health,
-                   files, openai_batches):
+                   files, openai_batches, gemini_batches):
         app.include_router(module.router)
 
     @app.exception_handler(404)

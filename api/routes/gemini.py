@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from api.dialects import GEMINI
 from api.relay import error_response
+from api.routes import gemini_batches
 from api.routes.common import serve
 from shared.errors import GatewayError
 from shared.protocols import gemini
@@ -18,6 +19,8 @@ router = APIRouter()
 
 async def _generate(request: Request, target: str) -> Response:
     model, _, method = target.rpartition(":")
+    if method == "batchGenerateContent" and model:
+        return await gemini_batches.create(request, model)
     if method not in ("generateContent", "streamGenerateContent") or not model:
         return error_response(GEMINI, GatewayError("not_found", f"Unknown method '{target}'."))
     stream = method == "streamGenerateContent"

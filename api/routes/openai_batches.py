@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.dialects import OPENAI_CHAT
+from api.routes import gemini_batches
 from api.routes.batch_common import BatchContext, guarded, internal_id, page_limit
 from api.routes.files import owned_file
 from shared.batches.lines import OPENAI_ENDPOINTS
@@ -121,6 +122,9 @@ async def _owned(ctx: BatchContext, public_id: str) -> BatchView:
 
 @router.get("/v1/batches/{batch_id}")
 async def get_batch(request: Request, batch_id: str) -> Response:
+    if gemini_batches.is_gemini(request, batch_id):
+        return await gemini_batches.get_job(request, batch_id)
+
     async def body(ctx: BatchContext) -> Response:
         return _json(batch_object(await _owned(ctx, batch_id)))
 
@@ -142,6 +146,9 @@ async def cancel_batch(request: Request, batch_id: str) -> Response:
 
 @router.get("/v1/batches")
 async def list_batches(request: Request) -> Response:
+    if gemini_batches.is_gemini(request):
+        return await gemini_batches.list_jobs(request)
+
     async def body(ctx: BatchContext) -> Response:
         limit = page_limit(request.query_params.get("limit"))
         after = request.query_params.get("after")
