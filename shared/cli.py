@@ -233,7 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--redis-url", default=None)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    from shared import batch_cli  # httpx and rich load only for the batch commands' parser
+
+    batch_cli.add_parser(sub, _client_key)
     return parser
+
+
+def _client_key(args: argparse.Namespace) -> str:
+    key = args.key or os.environ.get("SLUICE_API_KEY")
+    if key:
+        return str(key)
+    config = _load(args)
+    if not config.client_keys:
+        print("sluice: no client key: pass --key or set SLUICE_API_KEY", file=sys.stderr)
+        raise SystemExit(2)
+    return config.client_keys[0].key
 
 
 def main(argv: list[str] | None = None) -> None:

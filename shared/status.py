@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from shared.batches.report import collect_batches, render_batches
 from shared.config import Config
 from shared.redis.keys import Keys
 
@@ -52,7 +53,7 @@ async def collect(config: Config, shared_client: aioredis.Redis | None = None) -
                 "dead_letters": dead,
                 "counters": {key.decode(): int(value) for key, value in stats.items()},
             })
-        return {"at": time.time(), "accounts": accounts}
+        return {"at": time.time(), "accounts": accounts, **await collect_batches(config, client)}
     finally:
         if shared_client is None:
             await client.aclose()
@@ -81,4 +82,5 @@ def render(report: dict[str, Any], as_json: bool = False) -> str:
             f"tokens={left['tokens']}  blocked_for={a['blocked_for_s']}s  drain≈{a['drain_s']}s  "
             f"dead_letters={a['dead_letters']}"
         )
+    lines += render_batches(report)
     return "\n".join(lines) if lines else "no accounts configured"
