@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import openai
+
 from tests.batches.helpers import chat_line, jsonl, openai_client, results, wait_for_status
 from tests.conftest import SluiceSystem, two_account_model, wait_until
 
@@ -61,3 +63,31 @@ def test_what_is_not_done_within_the_window_expires(make_system: Callable[..., S
     assert all(r["error"]["code"] == "batch_expired" for r in err)
     # retention: the output file carries no expiry unless asked; the input file is still there
     assert api.files.retrieve(done.output_file_id).expires_at is None
+
+
+def test_output_files_expire_and_leave_the_store(make_system: Callable[..., SluiceSystem]) -> None:
+    accounts, models = two_account_model()
+    system = make_system(accounts=accounts, models=models, batchers=1, batches={"lease_seconds": 1.0})
+    api = openai_client(system)
+    uploaded = api.files.create(file=("in.jsonl", jsonl([chat_line("r0"), chat_line("r1")])), purpose="batch")
+    batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+                               output_expires_after={"anchor": "created_at", "seconds": 3600})
+    done = wait_for_status(api, batch.id, ("completed",))
+    output = api.files.retrieve(done.output_file_id)
+    assert output.purpose == "batch_output" and output.expires_at is not None
+    assert 3600 <= output.expires_at - done.created_at <= 3700
+    stored = system.config_path.parent / f"{system.prefix}-data" / "files" / output.id
+    assert stored.exists()
+    # an hour passes: the file's expiry, as the coordinator reads it, is now in the past
+    system.redis.zadd(f"{system.prefix}:{{files}}:expiring", {output.id: 1})
+
+    def gone() -> bool:
+        try:
+            api.files.retrieve(output.id)
+        except openai.NotFoundError:
+            return True
+        return False
+
+    wait_until(gone, 20, "the expired output file to be deleted")
+    assert not stored.exists()
+    assert api.files.retrieve(uploaded.id).id == uploaded.id  # input files are kept
