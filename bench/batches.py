@@ -214,6 +214,9 @@ def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                      "seconds": round(elapsed, 1), "limits_allow_s": round(ideal, 1),
                      "percent_of_ideal": round(100 * elapsed / ideal, 1),
                      "upstream_requests": sum(s["requests"] for s in stats),
+                     # first to last upstream call: the pace the workers held, without start-up and finalize
+                     "upstream_span_s": round(max(s["last_request_at"] for s in stats)
+                                              - min(s["first_request_at"] for s in stats), 1),
                      "upstream_429": sum(s["responses_429"] for s in stats)}
     rows["interactive_with_batch"] = {"n": len(waits), "queue_wait_p50_ms": round(pct(waits, 50), 2),
                                       "queue_wait_p99_ms": round(pct(waits, 99), 2)}
