@@ -71,8 +71,8 @@ class Coordinator:
                 for batch_id in taken:
                     self._start(batch_id)
                 await self._expire_files()
-            except RedisError:
-                log.exception("coordinator lease round failed")
+            except RedisError as exc:  # Redis restarting: the next round retries
+                log.warning("coordinator lease round failed", extra={"error": str(exc)})
             with contextlib.suppress(asyncio.TimeoutError, RedisError):
                 await asyncio.wait_for(bell.blpop([self.records.bell], timeout=max(1, int(period))),  # type: ignore[arg-type]
                                        period + 1)
