@@ -189,6 +189,7 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
     status: int = 500
     retry_after: float | None = None
     param: str | None = None
+    retryable: bool = False  # a fault worth another try (a cut stream, a 5xx), not the request's
 
 
 class StreamError(msgspec.Struct, tag="error", omit_defaults=True):

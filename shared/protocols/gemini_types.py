@@ -21,6 +21,7 @@ import orjson
 
 from shared.errors import GatewayError, invalid
 from shared.model import FinishReason, Image, ResponseFormat, Text, Tool, ToolChoice, ToolResult, Usage
+from shared.protocols.common import OCTET_STREAM, split_data_uri
 from shared.protocols.errors_http import parse_duration, upstream_error
 
 # Keys whose values are user data or schemas: never rewritten. `response` is both a
@@ -328,13 +329,6 @@ class WireResponse(msgspec.Struct, rename="camel"):
     error: Status | None = None
 
 
-def field_of(error: msgspec.ValidationError) -> str | None:
-    text = str(error)
-    if " - at `$." in text:
-        return text.split(" - at `$.", 1)[1].rstrip("`")
-    return None
-
-
 _response_decoder = msgspec.json.Decoder(WireResponse)
 
 
@@ -364,23 +358,13 @@ def reject_unsupported(raw: dict[str, Any]) -> None:
         raise GatewayError("unsupported", "'cachedContent' is not supported.", param="cachedContent")
 
 
-def args_object(arguments: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(arguments) if arguments else {}
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def image_part(image: Image) -> dict[str, Any]:
     if image.data is not None:
-        return {"inlineData": {"mimeType": image.media_type or "application/octet-stream",
-                               "data": image.data}}
+        return {"inlineData": {"mimeType": image.media_type or OCTET_STREAM, "data": image.data}}
     url = image.url or ""
     if url.startswith("data:"):
-        header, _, data = url.partition(",")
-        return {"inlineData": {"mimeType": header[5:].split(";", 1)[0] or "application/octet-stream",
-                               "data": data}}
+        media_type, data = split_data_uri(url)
+        return {"inlineData": {"mimeType": media_type, "data": data}}
     file_data = {"fileUri": url}
     mime = image.media_type or mimetypes.guess_type(url.split("?", 1)[0])[0]
     if mime:
