@@ -86,8 +86,30 @@ def _parse_stream(raw: bytes, rng: random.Random | None) -> list[StreamEvent]:
     return events + parser.finish()
 
 
-def test_golden_cases_exist() -> None:
-    assert {"text", "tool_use", "thinking", "overloaded", "no_args_tool"} <= set(CASES)
+END_OF = {  # how each recorded stream ends, as the upstream said it
+    "text": MessageStop("end_turn"), "tool_use": MessageStop("tool_use"),
+    "no_args_tool": MessageStop("tool_use"), "skipped_blocks": MessageStop("end_turn"),
+    "thinking": MessageStop("stop_sequence", "END"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_stream_ends_as_the_upstream_said(case: str) -> None:
+    last = _parse_stream((FIXTURES / f"{case}.sse").read_bytes(), None)[-1]
+    if case in END_OF:
+        assert last == END_OF[case]
+    else:  # an error event, or a stream cut before message_stop: both worth another try
+        assert isinstance(last, StreamError) and last.error.status == 503 and last.error.retryable
+
+
+def test_cut_stream_stays_retryable_across_redis() -> None:
+    """The flag rides the StreamError through its encoding (worker -> Redis -> API) and back."""
+    parser = au.StreamParser()
+    parser.feed(SseFrame(b'{"type":"message_start","message":{"id":"m","model":"c"}}', "message_start"))
+    (cut,) = parser.finish()
+    wire = msgspec.json.decode(msgspec.json.encode([cut]), type=list[StreamEvent])
+    assert isinstance(wire[0], StreamError)
+    assert GatewayError.from_info(wire[0].error).retryable and wire[0].error.kind == "upstream_unavailable"
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -594,11 +616,6 @@ def test_build_messages_cleanup() -> None:
                                      {"type": "text", "text": "note"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "partial answer"}]},
     ]
-
-
-def test_headers() -> None:
-    assert au.headers("k") == {"x-api-key": "k", "anthropic-version": "2023-06-01",
-                               "content-type": "application/json"}
 
 
 # --- upstream side: parse_response / parse_error ---------------------------------------------

@@ -367,11 +367,10 @@ def test_list_models() -> None:
 # --- upstream side: build_request ------------------------------------------------------------
 
 
-def test_path_and_headers() -> None:
+def test_path_names_the_model_once() -> None:
     assert gemini_upstream.path("gemini-2.5-flash", False) == "/v1beta/models/gemini-2.5-flash:generateContent"
     assert gemini_upstream.path("models/gemini-2.5-flash", True) == (
         "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
-    assert gemini_upstream.headers("k") == {"x-goog-api-key": "k", "content-type": "application/json"}
 
 
 def test_build_request_parallel_results_in_one_user_turn() -> None:
@@ -597,8 +596,17 @@ def test_golden_streams(case: str) -> None:
         assert isinstance(events[-2], UsageEvent)
 
 
-def test_golden_cases_cover_the_brief() -> None:
-    assert {"text", "function_call", "blocked_prompt", "error_chunk"} <= set(CASES)
+def test_golden_streams_end_as_the_upstream_said() -> None:
+    ends = {case: msgspec.json.decode((FIXTURES / f"{case}.events.json").read_bytes(),
+                                      type=list[StreamEvent])[-1] for case in CASES}
+    assert ends["text"] == MessageStop("end_turn")
+    assert ends["function_call"] == MessageStop("tool_use")  # Gemini says STOP for a call
+    assert ends["blocked_prompt"] == MessageStop("content_filter")
+    assert ends["max_tokens"] == MessageStop("max_tokens")
+    overloaded = ends["error_chunk"]
+    assert isinstance(overloaded, StreamError) and overloaded.error.retryable  # a 503 in the stream
+    cut = ends["ended_early"]
+    assert isinstance(cut, StreamError) and cut.error.kind == "upstream_unavailable"
 
 
 def test_stream_parser_details() -> None:
