@@ -165,9 +165,15 @@ class ToolArgsDelta(msgspec.Struct, tag="args", omit_defaults=True):
 
 
 class ReasoningDelta(msgspec.Struct, tag="think", omit_defaults=True):
+    """Reasoning text, or the opaque parts of a reasoning block. A redacted block (Anthropic
+    redacted_thinking) arrives whole as one delta carrying `redacted`, with no BlockStart before
+    it (its kind is only known whole), then its BlockStop."""
+
     index: int
     text: str = ""
     signature: str | None = None
+    redacted: str | None = None
+    provider: str | None = None  # who made `signature`/`redacted`: they only go back there
 
 
 class BlockStop(msgspec.Struct, tag="block_stop", omit_defaults=True):

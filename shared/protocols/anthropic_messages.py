@@ -261,10 +261,12 @@ class StreamRenderer:
             self._has_args.add(index)
             return [*out, self._delta(index, {"type": "input_json_delta", "partial_json": event.json})]
         if isinstance(event, ReasoningDelta):
+            if event.redacted is not None:
+                return self._redacted(event.index, event.redacted)
             index, out = self._block(event.index, "reasoning")
             if event.text:
                 out.append(self._delta(index, {"type": "thinking_delta", "thinking": event.text}))
-            if event.signature:
+            if event.signature and event.provider in (None, PROVIDER):  # as render_response shows them
                 out.append(self._delta(index, {"type": "signature_delta", "signature": event.signature}))
             return out
         if isinstance(event, BlockStart):
@@ -299,24 +301,21 @@ class StreamRenderer:
         return out + replay(self.render, response, self._replay_part)
 
     def _replay_part(self, i: int, part: Part) -> Rendered:
-        if isinstance(part, Reasoning) and part.redacted is not None:
-            # No stream event carries a redacted block: it is written whole, start and stop.
-            out = self._close()
-            index = self._blocks[i] = len(self._kinds)
-            self._kinds[index] = "redacted"
-            block = {"type": "redacted_thinking", "data": part.redacted}
-            return [*out, _event("content_block_start", {"index": index, "content_block": block}),
-                    _event("content_block_stop", {"index": index})]
-        if isinstance(part, ToolCall):  # the arguments as render_response shows them: an object
-            args = dumps(arguments_object(part.arguments))
-            events: list[StreamEvent] = [BlockStart(i, "tool_call", part.id, part.name),
-                                         ToolArgsDelta(i, args), BlockStop(i)]
-        elif isinstance(part, Reasoning):  # only Anthropic's own signature is shown
-            events = [BlockStart(i, "reasoning"), ReasoningDelta(i, part.text, _signature_out(part) or None),
-                      BlockStop(i)]
-        else:
-            events = part_events(i, part)
-        return [pair for event in events for pair in self.render(event)]
+        if not isinstance(part, ToolCall):
+            return [pair for event in part_events(i, part) for pair in self.render(event)]
+        # The arguments as render_response shows them: an object, so cut JSON becomes {}.
+        args = dumps(arguments_object(part.arguments))
+        return (self.render(BlockStart(i, "tool_call", part.id, part.name)) + self.render(ToolArgsDelta(i, args))
+                + self.render(BlockStop(i)))
+
+    def _redacted(self, internal: int, data: str) -> Rendered:
+        """A redacted block is whole at its start; its BlockStop closes it like any other."""
+        out = self._start() + self._close()
+        index = self._blocks[internal] = len(self._kinds)
+        self._kinds[index] = "redacted"
+        self._open = index
+        block = {"type": "redacted_thinking", "data": data}
+        return [*out, _event("content_block_start", {"index": index, "content_block": block})]
 
 
 _STATUS_OUT = {503: 529}  # Anthropic says "overloaded" with 529; its SDK has OverloadedError for it

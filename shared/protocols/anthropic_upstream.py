@@ -364,12 +364,13 @@ class StreamParser:
         return []  # ping and unknown events
 
     def _block_start(self, upstream: int, block: _Block) -> list[StreamEvent]:
+        if block.type == "redacted_thinking":  # whole at its start: one delta, no BlockStart
+            index = self._new_block(upstream, "redacted")
+            return [ReasoningDelta(index, redacted=block.data or "", provider=PROVIDER)]
         kind = _BLOCK_KINDS.get(block.type)
         if kind is None:
-            return []  # redacted_thinking and server-tool blocks have no stream event to map to
-        index = self._blocks[upstream] = len(self._kinds)
-        self._kinds[index] = kind
-        self._open.add(index)
+            return []  # server-tool blocks: only made for server tools, which are refused on the way in
+        index = self._new_block(upstream, kind)
         out: list[StreamEvent] = [BlockStart(index, kind, block.id, block.name)]
         if kind == "tool_call":
             self._saw_tool = True
@@ -379,8 +380,15 @@ class StreamParser:
         elif kind == "text" and block.text:
             out.append(TextDelta(index, block.text))
         elif kind == "reasoning" and (block.thinking or block.signature):
-            out.append(ReasoningDelta(index, block.thinking or "", block.signature or None))
+            out.append(ReasoningDelta(index, block.thinking or "", block.signature or None,
+                                      provider=PROVIDER if block.signature else None))
         return out
+
+    def _new_block(self, upstream: int, kind: str) -> int:
+        index = self._blocks[upstream] = len(self._kinds)
+        self._kinds[index] = kind
+        self._open.add(index)
+        return index
 
     def _delta(self, upstream: int, delta: _Delta) -> list[StreamEvent]:
         index = self._blocks.get(upstream)
@@ -395,7 +403,7 @@ class StreamParser:
         if dtype == "thinking_delta" and delta.thinking:
             return [ReasoningDelta(index, delta.thinking)]
         if dtype == "signature_delta" and delta.signature:
-            return [ReasoningDelta(index, signature=delta.signature)]
+            return [ReasoningDelta(index, signature=delta.signature, provider=PROVIDER)]
         return []  # citations_delta and empty fragments
 
     def _stop(self, index: int) -> list[StreamEvent]:

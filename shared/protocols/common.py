@@ -82,8 +82,11 @@ def part_events(index: int, part: Part) -> list[StreamEvent]:
     if isinstance(part, ToolCall):
         return [BlockStart(index, "tool_call", part.id, part.name), ToolArgsDelta(index, part.arguments),
                 BlockStop(index)]
+    if isinstance(part, Reasoning) and part.redacted is not None:
+        return [ReasoningDelta(index, redacted=part.redacted, provider=part.provider), BlockStop(index)]
     if isinstance(part, Reasoning):
-        return [BlockStart(index, "reasoning"), ReasoningDelta(index, part.text, part.signature),
+        provider = part.provider if part.signature else None
+        return [BlockStart(index, "reasoning"), ReasoningDelta(index, part.text, part.signature, provider=provider),
                 BlockStop(index)]
     return []
 

@@ -251,7 +251,8 @@ class StreamParser:
             fc = p.function_call
             if p.thought_signature:  # a signature-only reasoning block of its own, just before the call
                 self._block.close(out)
-                out.append(ReasoningDelta(self._block.of("reasoning", out), signature=p.thought_signature))
+                signed = self._block.of("reasoning", out)
+                out.append(ReasoningDelta(signed, signature=p.thought_signature, provider=PROVIDER))
             call_id = fc.id or _call_id(self._response_id, self._calls)
             self._calls += 1
             index = self._block.start("tool_call", out, call_id, fc.name)
@@ -262,13 +263,14 @@ class StreamParser:
             if p.text:
                 out.append(ReasoningDelta(index, p.text))
             if p.thought_signature:
-                out.append(ReasoningDelta(index, signature=p.thought_signature))
+                out.append(ReasoningDelta(index, signature=p.thought_signature, provider=PROVIDER))
         else:
             if p.text:
                 out.append(TextDelta(self._block.of("text", out), p.text))
             if p.thought_signature:  # after the text it came with: a reasoning block of its own
                 self._block.close(out)
-                out.append(ReasoningDelta(self._block.of("reasoning", out), signature=p.thought_signature))
+                signed = self._block.of("reasoning", out)
+                out.append(ReasoningDelta(signed, signature=p.thought_signature, provider=PROVIDER))
 
     def finish(self) -> list[StreamEvent]:
         if self.done:

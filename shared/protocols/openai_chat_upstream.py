@@ -135,6 +135,7 @@ class _Message(msgspec.Struct):
     """A whole answer's `message`, or a stream chunk's `delta`."""
 
     content: str | None = None
+    refusal: str | None = None  # structured outputs: the model's words instead of the schema's
     reasoning_content: str | None = None  # DeepSeek, vLLM
     reasoning: str | None = None  # Ollama, some vLLM builds
     tool_calls: list[_Call] | None = None
@@ -223,6 +224,8 @@ def parse_response(body: bytes) -> ChatResponse:
         parts.append(Reasoning(text=reasoning))
     if message.content:
         parts.append(Text(message.content))
+    if message.refusal:  # carried as what the model said; no other protocol has a refusal part
+        parts.append(Text(message.refusal))
     for call in message.tool_calls or []:
         fn = call.function or _Function()
         parts.append(ToolCall(id=call.id or "", name=fn.name or "", arguments=fn.arguments or "{}"))
@@ -272,6 +275,8 @@ class StreamParser:
                     out.append(ReasoningDelta(self._block.of("reasoning", out), reasoning))
                 if delta.content:
                     out.append(TextDelta(self._block.of("text", out), delta.content))
+                if delta.refusal:
+                    out.append(TextDelta(self._block.of("text", out), delta.refusal))
                 for call in delta.tool_calls or []:
                     self._tool_fragment(call, out)
             if choice.finish_reason:

@@ -37,7 +37,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols import openai_responses_types as wt
-from shared.protocols.common import part_events, replay
+from shared.protocols.common import replay
 from shared.protocols.contracts import Rendered
 
 _now = time.time  # tests pin the clock for golden files
@@ -298,6 +298,10 @@ class StreamRenderer:
         item = self._open(event.index, "reasoning", out)
         if event.signature:
             item.signature = (item.signature or "") + event.signature
+        if event.redacted is not None:
+            item.redacted = event.redacted
+        if event.provider is not None:  # the envelope sends the blob back to its maker
+            item.provider = event.provider
         if not event.text:
             return
         if not item.summary_open:
@@ -326,13 +330,4 @@ class StreamRenderer:
         self._output[item.index] = done
 
     def _replay(self, response: ChatResponse) -> Rendered:
-        return replay(self.render, response, self._replay_part)
-
-    def _replay_part(self, i: int, part: Part) -> Rendered:
-        if not isinstance(part, Reasoning):
-            return [pair for event in part_events(i, part) for pair in self.render(event)]
-        out = self.render(BlockStart(i, "reasoning"))
-        item = self._items[i]  # the envelope needs what no stream event carries
-        item.redacted, item.provider = part.redacted, part.provider
-        out += self.render(ReasoningDelta(i, part.text, part.signature))
-        return out + self.render(BlockStop(i))
+        return replay(self.render, response)

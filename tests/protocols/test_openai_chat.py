@@ -183,6 +183,19 @@ def test_parse_response_tolerates_nulls_and_missing_fields() -> None:
     assert up.parse_response(b"{}").content == []
 
 
+def test_refusal_is_carried_as_text_whole_and_streamed() -> None:
+    whole = up.parse_response(b'{"choices":[{"message":{"content":null,"refusal":"I cannot help."},'
+                              b'"finish_reason":"stop"}]}')
+    assert whole.content == [Text("I cannot help.")]
+    parser = up.StreamParser()
+    raw = (b'data: {"id":"c","choices":[{"delta":{"role":"assistant","refusal":""}}]}\n\n'
+           b'data: {"id":"c","choices":[{"delta":{"refusal":"I cannot"}}]}\n\n'
+           b'data: {"id":"c","choices":[{"delta":{"refusal":" help."},"finish_reason":"stop"}]}\n\n'
+           b"data: [DONE]\n\n")
+    events = [e for f in SseParser().feed(raw) for e in parser.feed(f)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "I cannot help."
+
+
 def test_parse_response_refuses_a_wrong_shape() -> None:
     with pytest.raises(ValueError):  # the worker turns this into a 502 (worker/upstream.py)
         up.parse_response(b'{"choices": [{"message": {"content": 42}}]}')
