@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import msgspec
 import orjson
 
-from shared.errors import GatewayError, field_of, invalid
+from shared.errors import GatewayError, invalid
 from shared.model import (
     BlockStart,
     BlockStop,
@@ -39,7 +38,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols import anthropic_types as w
-from shared.protocols.common import append_turn, arguments_object, dumps, part_events, replay
+from shared.protocols.common import append_turn, arguments_object, decode_body, dumps, part_events, replay
 from shared.protocols.contracts import Rendered
 from shared.protocols.sse import KEEPALIVE
 from shared.tokens import estimate_input_tokens
@@ -64,12 +63,7 @@ def parse_count_tokens_request(body: bytes) -> ChatRequest:
 
 
 def _parse(body: bytes, *, require_max_tokens: bool) -> ChatRequest:
-    try:
-        wire = w.request_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
-    except msgspec.DecodeError:
-        raise invalid("The request body is not valid JSON.") from None
+    wire = decode_body(w.request_decoder, body)
     if not wire.messages:
         raise invalid("'messages' must contain at least one message.", "messages")
     if wire.max_tokens is None:

@@ -1,16 +1,19 @@
 """Helpers more than one dialect needs: one copy each.
 
-Turn merging, data-URI images, tool-argument objects, a whole answer replayed as a stream, and
-the block bookkeeping of upstream streams that keep one block open at a time.
+Body decoding with field-naming errors, turn merging, data-URI images, tool-argument objects,
+a whole answer replayed as a stream, and the block bookkeeping of upstream streams that keep one
+block open at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import msgspec
 import orjson
 
+from shared.errors import field_of, invalid
 from shared.model import (
     BlockStart,
     BlockStop,
@@ -31,8 +34,19 @@ from shared.model import (
 )
 from shared.protocols.contracts import Rendered
 
+T = TypeVar("T")
 BlockKind = Literal["text", "tool_call", "reasoning"]
 OCTET_STREAM = "application/octet-stream"
+
+
+def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """A client's body decoded into its wire struct; a bad one is a 400 naming the field."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
+    except msgspec.DecodeError:
+        raise invalid("The request body is not valid JSON.") from None
 
 
 def append_turn(messages: list[Message], role: Literal["user", "assistant"], parts: list[Part]) -> None:

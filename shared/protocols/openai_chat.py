@@ -13,7 +13,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from shared.errors import GatewayError, field_of, invalid
+from shared.errors import GatewayError, invalid
 from shared.model import (
     BlockStart,
     ChatRequest,
@@ -38,7 +38,7 @@ from shared.model import (
     Usage,
     UsageEvent,
 )
-from shared.protocols.common import append_turn, image_from_url, replay
+from shared.protocols.common import append_turn, decode_body, image_from_url, replay
 from shared.protocols.contracts import Rendered
 from shared.protocols.sse import KEEPALIVE
 
@@ -174,12 +174,7 @@ keepalive = KEEPALIVE
 
 def parse_request(body: bytes, model: str | None = None, stream: bool = False) -> ChatRequest:
     """`model` and `stream` come from the body; the arguments are the contract's, unused here."""
-    try:
-        wire = _request_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
-    except msgspec.DecodeError:
-        raise invalid("The request body is not valid JSON.") from None
+    wire = decode_body(_request_decoder, body)
     if not wire.messages:
         raise invalid("'messages' must contain at least one message.", "messages")
     if wire.temperature is not None and not 0 <= wire.temperature <= 2:
