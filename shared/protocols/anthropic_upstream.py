@@ -40,7 +40,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols.anthropic_types import ERROR_TYPES, PROVIDER
-from shared.protocols.common import arguments_object, dumps, split_data_uri
+from shared.protocols.common import arguments_object, decode_answer, dumps, split_data_uri
 from shared.protocols.errors_http import retry_after_from_headers, upstream_error
 from shared.protocols.sse import SseFrame
 
@@ -291,7 +291,7 @@ def _content_in(block: _Block) -> Part | None:
 
 
 def parse_response(body: bytes) -> ChatResponse:
-    data = _message_decoder.decode(body)
+    data = decode_answer(_message_decoder, body)
     parts = [p for p in map(_content_in, data.content) if p is not None]
     finish = _finish_in(data.stop_reason, any(isinstance(p, ToolCall) for p in parts))
     return ChatResponse(id=data.id or "", model=data.model or "", content=parts, finish_reason=finish,
@@ -324,7 +324,11 @@ class StreamParser:
     def feed(self, frame: SseFrame) -> list[StreamEvent]:
         if self.done:
             return []
-        data = _event_decoder.decode(frame.data)
+        try:
+            data = decode_answer(_event_decoder, frame.data)
+        except GatewayError as unreadable:
+            self.done = True
+            return [StreamError(unreadable.info())]
         kind = frame.event or data.type
         if kind == "content_block_delta":
             return self._delta(data.index, data.delta or _Delta())

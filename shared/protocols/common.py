@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import orjson
 
-from shared.errors import field_of, invalid
+from shared.errors import GatewayError, field_of, invalid
 from shared.model import (
     BlockStart,
     BlockStop,
@@ -47,6 +47,15 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
     except msgspec.DecodeError:
         raise invalid("The request body is not valid JSON.") from None
+
+
+def decode_answer(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """An upstream answer or stream chunk decoded into its wire struct; an unreadable one is a
+    502 (a stream parser ends its stream with it as a StreamError)."""
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise GatewayError("upstream_unavailable", f"unreadable upstream response: {exc}", status=502) from None
 
 
 def append_turn(messages: list[Message], role: Literal["user", "assistant"], parts: list[Part]) -> None:

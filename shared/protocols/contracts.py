@@ -34,8 +34,8 @@ class StreamRenderer(Protocol):
 class StreamParser(Protocol):
     """One upstream's SSE frames -> internal stream events. One instance per upstream stream.
 
-    `finish` is called when the upstream connection ends: a stream that ended before its own
-    terminator yields a StreamError there (retryable when nothing says the answer was whole)."""
+    An unreadable chunk ends the stream with a StreamError. `finish` is called when the upstream
+    connection ends: a stream that ended before its own terminator yields a StreamError there."""
 
     done: bool
 
@@ -94,7 +94,7 @@ class UpstreamDialect(Protocol):
         ...
 
     def parse_response(self, body: bytes) -> ChatResponse:
-        """A whole (non-streamed) answer; an unreadable one is a retryable GatewayError."""
+        """A whole (non-streamed) answer; an unreadable one is a GatewayError (502)."""
         ...
 
     def stream_parser(self) -> StreamParser: ...

@@ -329,15 +329,7 @@ class WireResponse(msgspec.Struct, rename="camel"):
     error: Status | None = None
 
 
-_response_decoder = msgspec.json.Decoder(WireResponse)
-
-
-def decode_response(body: bytes) -> WireResponse:
-    try:
-        return _response_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise GatewayError("upstream_unavailable", f"unreadable upstream response: {exc}",
-                           status=502) from None
+response_decoder = msgspec.json.Decoder(WireResponse)
 
 
 def status_error(status: Status) -> GatewayError:

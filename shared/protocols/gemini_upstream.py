@@ -38,7 +38,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols import gemini_types as w
-from shared.protocols.common import OpenBlock, dumps
+from shared.protocols.common import OpenBlock, decode_answer, dumps
 from shared.protocols.errors_http import retry_after_from_headers, upstream_error
 from shared.protocols.gemini import PROVIDER, model_parts_out
 from shared.protocols.sse import SseFrame
@@ -174,7 +174,7 @@ def _call_id(response_id: str | None, n: int) -> str:
 
 
 def parse_response(body: bytes) -> ChatResponse:
-    data = w.decode_response(body)
+    data = decode_answer(w.response_decoder, body)
     if data.error is not None:
         raise w.status_error(data.error)
     candidate = data.candidates[0] if data.candidates else None
@@ -222,7 +222,7 @@ class StreamParser:
         if self.done or not frame.data.strip():
             return []
         try:
-            data = w.decode_response(frame.data)
+            data = decode_answer(w.response_decoder, frame.data)
         except GatewayError as err:
             self.done = True
             return [StreamError(err.info())]

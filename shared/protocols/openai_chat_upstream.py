@@ -35,7 +35,7 @@ from shared.model import (
     Usage,
     UsageEvent,
 )
-from shared.protocols.common import OpenBlock
+from shared.protocols.common import OpenBlock, decode_answer
 from shared.protocols.errors_http import retry_after_from_headers, upstream_error
 from shared.protocols.openai_chat import tool_call_out
 from shared.protocols.sse import SseFrame
@@ -215,7 +215,7 @@ _FINISH_IN: dict[str, FinishReason] = {
 
 
 def parse_response(body: bytes) -> ChatResponse:
-    data = _answer_decoder.decode(body)
+    data = decode_answer(_answer_decoder, body)
     choice = data.choices[0] if data.choices else _Choice()
     message = choice.message or _Message()
     parts: list[Part] = []
@@ -257,7 +257,11 @@ class StreamParser:
     def feed(self, frame: SseFrame) -> list[StreamEvent]:
         if frame.data == b"[DONE]":
             return self.finish()
-        data = _answer_decoder.decode(frame.data)
+        try:
+            data = decode_answer(_answer_decoder, frame.data)
+        except GatewayError as err:
+            self.done = True
+            return [StreamError(err.info())]
         out: list[StreamEvent] = []
         if data.error is not None and not data.choices:
             self.done = True

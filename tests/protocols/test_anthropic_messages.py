@@ -102,6 +102,15 @@ def test_golden_stream_ends_as_the_upstream_said(case: str) -> None:
         assert isinstance(last, StreamError) and last.error.status == 503 and last.error.retryable
 
 
+def test_unreadable_answers_are_502s() -> None:
+    with pytest.raises(GatewayError) as info:
+        au.parse_response(b'{"content": "not a list"}')
+    assert info.value.status == 502
+    parser = au.StreamParser()
+    (event,) = parser.feed(SseFrame(b"{not json", "content_block_delta"))
+    assert isinstance(event, StreamError) and event.error.status == 502 and parser.done
+
+
 def test_cut_stream_stays_retryable_across_redis() -> None:
     """The flag rides the StreamError through its encoding (worker -> Redis -> API) and back."""
     parser = au.StreamParser()

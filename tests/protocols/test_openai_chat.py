@@ -49,7 +49,7 @@ from shared.model import (
 )
 from shared.protocols import openai_chat as oc
 from shared.protocols import openai_chat_upstream as up
-from shared.protocols.sse import SseParser
+from shared.protocols.sse import SseFrame, SseParser
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "openai_chat"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.sse"))
@@ -196,9 +196,13 @@ def test_refusal_is_carried_as_text_whole_and_streamed() -> None:
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "I cannot help."
 
 
-def test_parse_response_refuses_a_wrong_shape() -> None:
-    with pytest.raises(ValueError):  # the worker turns this into a 502 (worker/upstream.py)
+def test_unreadable_answers_are_502s() -> None:
+    with pytest.raises(GatewayError) as info:
         up.parse_response(b'{"choices": [{"message": {"content": 42}}]}')
+    assert info.value.status == 502 and "choices[0].message.content" in info.value.message
+    parser = up.StreamParser()
+    (event,) = parser.feed(SseFrame(b'{"choices": [{"delta": {"content": 42}}]}'))
+    assert isinstance(event, StreamError) and event.error.status == 502 and parser.done
 
 
 @pytest.mark.parametrize(("status", "body", "headers", "kind", "message", "retry_after"), [
