@@ -38,7 +38,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols import anthropic_types as w
-from shared.protocols.common import append_turn, arguments_object, decode_body, dumps, part_events, replay
+from shared.protocols.common import append_turn, arguments_object, check_range, decode_body, dumps, part_events, replay
 from shared.protocols.contracts import Rendered
 from shared.protocols.sse import KEEPALIVE
 from shared.tokens import estimate_input_tokens
@@ -71,9 +71,8 @@ def _parse(body: bytes, *, require_max_tokens: bool) -> ChatRequest:
             raise invalid("'max_tokens' is required.", "max_tokens")
     elif wire.max_tokens < 1:
         raise invalid("'max_tokens' must be at least 1.", "max_tokens")
-    for name, value in (("temperature", wire.temperature), ("top_p", wire.top_p)):
-        if value is not None and not 0 <= value <= 1:
-            raise invalid(f"'{name}' must be between 0 and 1.", name)
+    check_range(wire.temperature, 0, 1, "temperature")
+    check_range(wire.top_p, 0, 1, "top_p")
     if wire.top_k is not None and wire.top_k < 0:
         raise invalid("'top_k' must not be negative.", "top_k")
     tools: list[Tool] = []

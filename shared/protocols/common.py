@@ -58,6 +58,12 @@ def decode_answer(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise GatewayError("upstream_unavailable", f"unreadable upstream response: {exc}", status=502) from None
 
 
+def check_range(value: float | None, low: float, high: float, field: str, where: str = "") -> None:
+    """A sampling parameter inside its protocol's bounds, else a 400 naming it (`where` + field)."""
+    if value is not None and not low <= value <= high:
+        raise invalid(f"'{field}' must be between {low:g} and {high:g}.", where + field)
+
+
 def append_turn(messages: list[Message], role: Literal["user", "assistant"], parts: list[Part]) -> None:
     """Consecutive turns of one role merge into one (tool results then user text are one user
     turn; a reasoning item, a message and its calls are one assistant turn)."""

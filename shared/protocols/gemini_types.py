@@ -21,7 +21,7 @@ import orjson
 
 from shared.errors import GatewayError, invalid
 from shared.model import FinishReason, Image, ResponseFormat, Text, Tool, ToolChoice, ToolResult, Usage
-from shared.protocols.common import OCTET_STREAM, split_data_uri
+from shared.protocols.common import OCTET_STREAM, check_range, split_data_uri
 from shared.protocols.errors_http import parse_duration, upstream_error
 
 # Keys whose values are user data or schemas: never rewritten. `response` is both a
@@ -222,10 +222,8 @@ class GenerationConfig(msgspec.Struct, rename="camel"):
         def bad(message: str, field: str) -> GatewayError:
             return invalid(message, "generationConfig." + field)
 
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise bad("'temperature' must be between 0 and 2.", "temperature")
-        if self.top_p is not None and not 0 <= self.top_p <= 1:
-            raise bad("'topP' must be between 0 and 1.", "topP")
+        check_range(self.temperature, 0, 2, "temperature", "generationConfig.")
+        check_range(self.top_p, 0, 1, "topP", "generationConfig.")
         if self.top_k is not None and self.top_k < 1:
             raise bad("'topK' must be at least 1.", "topK")
         if self.max_output_tokens is not None and self.max_output_tokens < 1:

@@ -38,7 +38,7 @@ from shared.model import (
     Usage,
     UsageEvent,
 )
-from shared.protocols.common import append_turn, decode_body, image_from_url, replay
+from shared.protocols.common import append_turn, check_range, decode_body, image_from_url, replay
 from shared.protocols.contracts import Rendered
 from shared.protocols.sse import KEEPALIVE
 
@@ -177,10 +177,8 @@ def parse_request(body: bytes, model: str | None = None, stream: bool = False) -
     wire = decode_body(_request_decoder, body)
     if not wire.messages:
         raise invalid("'messages' must contain at least one message.", "messages")
-    if wire.temperature is not None and not 0 <= wire.temperature <= 2:
-        raise invalid("'temperature' must be between 0 and 2.", "temperature")
-    if wire.top_p is not None and not 0 <= wire.top_p <= 1:
-        raise invalid("'top_p' must be between 0 and 1.", "top_p")
+    check_range(wire.temperature, 0, 2, "temperature")
+    check_range(wire.top_p, 0, 1, "top_p")
     n = wire.n if wire.n is not None else 1
     if n < 1:
         raise invalid("'n' must be at least 1.", "n")

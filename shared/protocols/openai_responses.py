@@ -35,7 +35,7 @@ from shared.model import (
     ToolResult,
 )
 from shared.protocols import openai_responses_types as wt
-from shared.protocols.common import append_turn, image_from_url
+from shared.protocols.common import append_turn, check_range, image_from_url
 from shared.protocols.openai_chat import render_error
 from shared.protocols.openai_responses_render import render_response, renderer
 from shared.protocols.sse import KEEPALIVE
@@ -80,10 +80,8 @@ def parse_request(body: bytes, model: str | None = None, stream: bool = False) -
     _refuse_stateful(wire)
     if wire.input is None:
         raise invalid("'input' is required.", "input")
-    if wire.temperature is not None and not 0 <= wire.temperature <= 2:
-        raise invalid("'temperature' must be between 0 and 2.", "temperature")
-    if wire.top_p is not None and not 0 <= wire.top_p <= 1:
-        raise invalid("'top_p' must be between 0 and 1.", "top_p")
+    check_range(wire.temperature, 0, 2, "temperature")
+    check_range(wire.top_p, 0, 1, "top_p")
     if wire.max_output_tokens is not None and wire.max_output_tokens < 1:
         raise invalid("'max_output_tokens' must be at least 1.", "max_output_tokens")
     system = [Text(wire.instructions)] if wire.instructions else []
