@@ -1,14 +1,16 @@
 """OpenAI Chat Completions dialect: client side (openai_chat) and upstream side (openai_chat_upstream).
 
 Golden upstream streams live in tests/fixtures/openai_chat/<case>.sse with the expected internal
-events in <case>.events.json; regenerate them with SLUICE_UPDATE_GOLDEN=1 (then review the diff).
-Rendered bodies and streams are read back by the official openai SDK.
+events in <case>.events.json, and the Chat client SSE each one is relayed as in
+tests/fixtures/render/openai_chat/<case>.sse; regenerate them with SLUICE_UPDATE_GOLDEN=1 (then
+review the diff). Rendered bodies and streams are also read back by the official openai SDK.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,7 @@ from shared.model import (
 )
 from shared.protocols import openai_chat as oc
 from shared.protocols import openai_chat_upstream as up
-from shared.protocols.sse import SseFrame, SseParser
+from shared.protocols.sse import SseFrame, SseParser, frame
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "openai_chat"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.sse"))
@@ -361,6 +363,24 @@ def test_golden_streams_relay_to_the_sdk() -> None:
     text = _accumulate(_render(_golden("deepseek_reasoning")))
     assert text.choices[0].message.content == "Mild, around 18°C."
     assert text.usage.completion_tokens_details.reasoning_tokens == 22
+
+
+RENDERED = FIXTURES.parent / "render" / "openai_chat"
+_CREATED = re.compile(rb'"created":\d+')
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rendered_stream_golden(case: str) -> None:
+    """Each upstream golden, relayed to a Chat client: the exact SSE bytes it receives."""
+    pairs = _render(_golden(case))
+    rendered = _CREATED.sub(b'"created":0', b"".join(frame(data, name) for name, data in pairs))
+    path = RENDERED / f"{case}.sse"
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rendered)
+    assert rendered == path.read_bytes(), f"{path} is stale; rerun with SLUICE_UPDATE_GOLDEN=1"
+    frames = SseParser().feed(rendered)
+    assert frames[-1].data == b"[DONE]" and all(f.event is None for f in frames)
 
 
 def test_stream_usage_chunk_only_when_asked() -> None:
