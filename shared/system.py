@@ -201,10 +201,10 @@ class System:
         return Path(self._tmp.name)
 
     def start(self) -> System:
+        if self.mocks and not mock_available():
+            raise StartupError(MOCK_MISSING)
         try:
             self._start_redis()
-            if self.mocks and not mock_available():
-                raise StartupError(MOCK_MISSING)
             for mock in self.mocks.values():
                 self._start_mock(mock)
             for account in self.config.accounts:
