@@ -69,7 +69,7 @@ def machine_info(k6: Path) -> dict[str, str]:
 
 # --- main -------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=bench.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds per row, one round (smoke test)")
@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> None:
                              "0.5 cores (default 600 for a full run, 0 with --quick)")
     parser.add_argument("--write-docs", action="store_true",
                         help="write docs/benchmarks.md even with --quick or --only (a full run always does)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     plan = Plan.from_args(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_dir = BENCH / "results" / stamp
