@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis
 
+from shared.cli import build_parser, mock_settings
 from shared.mock.settings import MockSettings
 from shared.redis.embedded import EmbeddedRedis
 from shared.system import MockOptions, System, SystemOptions
@@ -48,8 +49,11 @@ class SluiceSystem:
 
     def __init__(self, tmp: Path, redis_url: str, accounts: list[dict[str, Any]], models: list[dict[str, Any]],
                  queue: dict[str, Any] | None = None, mock: MockSettings | None = None,
-                 replicas: int = 1, base_url_placeholder: str | None = None) -> None:
+                 replicas: int = 1, base_url_placeholder: str | None = None,
+                 mock_args: list[str] | None = None) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
+        if mock_args:  # `sluice mock-upstream` flags, read by the command's own parser
+            mock = mock_settings(build_parser().parse_args(["mock-upstream", *mock_args]))
         self.redis_url = redis_url
         upstream = MockOptions("mock", settings=mock)
         self.mock_url = upstream.url

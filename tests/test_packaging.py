@@ -51,8 +51,14 @@ def test_sluice_dev_from_the_wheel_says_how_to_get_the_mock(wheel: Path, tmp_pat
     # install's finder) are not run.
     (site_dir / "deps.pth").write_text(f"{installed}\n{deps}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("SLUICE_CONFIG", "PYTHONPATH")}
-    for argv in (["dev", "--port", "0"], ["mock-upstream", "--port", "0"]):
-        done = subprocess.run([str(venv / "bin" / "python"), "-m", "shared.cli", *argv], cwd=tmp_path, env=env,
+    python = str(venv / "bin" / "python")
+    # Checked first, so a regression fails here instead of starting a whole demo system.
+    probe = "import importlib.util as u, shared.cli; print(u.find_spec('shared.mock') is None)"
+    assert subprocess.run([python, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60, check=True).stdout.strip() == "True"
+    # An unreachable Redis URL: even if the check above were wrong, nothing reaches a real Redis.
+    for argv in (["dev", "--port", "0", "--redis-url", "redis://127.0.0.1:1/0"], ["mock-upstream", "--port", "0"]):
+        done = subprocess.run([python, "-m", "shared.cli", *argv], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode != 0
         assert "mock provider (shared/mock) is not installed" in done.stderr
