@@ -13,7 +13,7 @@ from shared.config import parse_config
 from shared.mock.settings import MockSettings
 from shared.redis.embedded import reachable
 from shared.system import MockOptions, StartupError, System, SystemOptions, mocks_for
-from tests.conftest import CLIENT_KEY
+from tests.conftest import CLIENT_KEY, wait_until
 
 
 def config_for(mock: MockOptions, prefix: str) -> dict[str, Any]:
@@ -83,3 +83,36 @@ def test_embedded_redis_only_when_the_url_does_not_answer(tmp_path: Path, redis_
                             log_dir=tmp_path)
     with System(options) as system:
         assert system.embedded is None and system.redis_url == redis_url
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for init to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_a_multi_process_api_stops_with_its_forks(tmp_path: Path, redis_url: str) -> None:
+    mock = MockOptions("mock")
+    options = SystemOptions(config=config_for(mock, "sys-forks"), redis_url=redis_url, embedded_redis="never",
+                            mocks=[mock], api_processes=2, log_dir=tmp_path)
+    with System(options) as system:
+        [api] = system.of_role("api")
+        forks = children_of(api.pid)
+        assert len(forks) >= 2  # uvicorn's two worker processes (and its multiprocessing helper)
+    wait_until(lambda: not [pid for pid in forks if alive(pid)], 10, "the forks to exit")
