@@ -7,14 +7,13 @@ from typing import Any
 
 import openai
 
-from shared.mock.settings import MockSettings
 from tests.conftest import CLIENT_KEY, SluiceSystem
 
 
 def test_refused_key_cools_the_account_down_and_traffic_moves(make_system: Any) -> None:
     accounts = [{"name": "bad", "api_key": "sk-wrong"}, {"name": "good", "api_key": "sk-right"}]
     models = [{"name": "m", "route": [{"account": "bad", "model": "x"}, {"account": "good", "model": "x"}]}]
-    system: SluiceSystem = make_system(accounts=accounts, models=models, mock=MockSettings(api_key="sk-right"))
+    system: SluiceSystem = make_system(accounts=accounts, models=models, mock_args=["--api-key", "sk-right"])
     client = openai.OpenAI(base_url=f"{system.base_url}/v1", api_key=CLIENT_KEY, max_retries=0)
     messages: Any = [{"role": "user", "content": "hi"}]
     failures = 0

@@ -11,7 +11,6 @@ import httpx
 import openai
 import pytest
 
-from shared.mock.settings import MockSettings
 from tests.conftest import CLIENT_KEY, SluiceSystem, two_account_model, wait_until
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello to the queue"}]
@@ -132,7 +131,7 @@ def _text_of(events: list[tuple[str, str]]) -> str:
 def test_dropped_stream_resumes_with_last_event_id(make_system: Any, how: str) -> None:
     accounts, models = two_account_model()
     system: SluiceSystem = make_system(accounts=accounts, models=models,
-                                       mock=MockSettings(tokens_per_second=40, output_tokens=40))
+                                       mock_args=["--tokens-per-second", "40", "--output-tokens", "40"])
     headers = {"authorization": f"Bearer {CLIENT_KEY}"}
     body = {"model": "test-model", "messages": MESSAGES, "stream": True}
     with httpx.stream("POST", f"{system.base_url}/v1/chat/completions", json=body, headers=headers) as first:
@@ -164,7 +163,8 @@ def test_worker_killed_mid_job_loses_nothing(make_system: Any, stream: bool) -> 
     accounts = [{"name": "solo", "limits": {"concurrency": 4}}]
     models = [{"name": "test-model", "route": [{"account": "solo", "model": "mock-small"}]}]
     system: SluiceSystem = make_system(accounts=accounts, models=models, queue={"lease_seconds": 1.5},
-                                       mock=MockSettings(latency_ms=1500, tokens_per_second=20, output_tokens=30))
+                                       mock_args=["--latency-ms", "1500", "--tokens-per-second", "20",
+                                                  "--output-tokens", "30"])
     expected = direct_text(system, MESSAGES)
     api = client(system)
     import concurrent.futures

@@ -20,7 +20,6 @@ from typing import Any
 import openai
 import pytest
 
-from shared.mock.settings import MockSettings
 from tests.conftest import CLIENT_KEY, ROOT, SluiceSystem
 
 ACCOUNT = "tight"
@@ -41,7 +40,7 @@ def test_provider_429s_are_absorbed_not_passed_on(make_system: Any) -> None:
     accounts = [{"name": ACCOUNT, "limits": {"rpm": 600, "concurrency": 16}}]
     models = [{"name": "test-model", "route": [{"account": ACCOUNT, "model": "mock-small"}]}]
     system: SluiceSystem = make_system(accounts=accounts, models=models,
-                                       mock=MockSettings(rpm=30, latency_ms=400))
+                                       mock_args=["--rpm", "30", "--latency-ms", "400"])
     system.mock_config(bucket_seconds=2)  # a burst of max(2, 30 x 2 / 60) = 2 requests
     api = openai.OpenAI(base_url=f"{system.base_url}/v1", api_key=CLIENT_KEY, max_retries=0,
                         default_headers={"x-sluice-max-wait": "120"})
