@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -76,7 +77,7 @@ def test_output_files_expire_and_leave_the_store(make_system: Callable[..., Slui
     output = api.files.retrieve(done.output_file_id)
     assert output.purpose == "batch_output" and output.expires_at is not None
     assert 3600 <= output.expires_at - done.created_at <= 3700
-    stored = system.config_path.parent / f"{system.prefix}-data" / "files" / output.id
+    stored = Path(system.system.config.batches.data_dir) / "files" / output.id
     assert stored.exists()
     # an hour passes: the file's expiry, as the coordinator reads it, is now in the past
     system.redis.zadd(f"{system.prefix}:{{files}}:expiring", {output.id: 1})

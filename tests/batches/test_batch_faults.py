@@ -48,14 +48,12 @@ def completed(system: SluiceSystem, batch_id: str) -> int:
 
 
 def supervise(system: SluiceSystem) -> None:
-    """What compose's restart policy does: start again whatever process has exited."""
+    """What compose's restart policy does: start again whatever kind of process has none left."""
     for account, procs in system.workers.items():
-        for i, proc in enumerate(procs):
-            if proc.poll() is not None:
-                procs[i] = system._spawn(["worker", "--account", account, "--config", str(system.config_path)])
-    for i, proc in enumerate(system.batchers):
-        if proc.poll() is not None:
-            system.batchers[i] = system._spawn(["batcher", "--config", str(system.config_path)])
+        if all(p.poll() is not None for p in procs):
+            system.start_worker(account)
+    if all(p.poll() is not None for p in system.batchers):
+        system.start_batcher()
     if system.api.poll() is not None:
         system.start_api()
 
@@ -83,14 +81,13 @@ def exactly_once(system: SluiceSystem, batch_id: str, n: int) -> None:
 
 def kill_everything_but_redis(system: SluiceSystem) -> None:
     for proc in [system.api, *system.batchers, *(p for ps in system.workers.values() for p in ps)]:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    system.batchers.clear()
-    system.workers.clear()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
 
 
 def restart_everything(system: SluiceSystem) -> None:
-    for account in system.accounts:
+    for account in system.workers:
         system.start_worker(account)
     system.start_batcher()
     system.start_batcher()
