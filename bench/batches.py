@@ -8,18 +8,14 @@
 4. Peak RSS (VmHWM) of every process.
 
 Self-contained: it starts its own redis-server (AOF on), two mocks, the API, a worker per account
-and one batch coordinator on free loopback ports, and stops them at the end.
+and one batch coordinator on free loopback ports (one `System`), and stops them at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-from shared.redis.embedded import EmbeddedRedis, free_port
+from shared.mock.settings import MockSettings
+from shared.system import MockOptions, System, SystemOptions
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-bench"
 MODEL = "bench-model"
 
@@ -45,71 +40,42 @@ def peak_rss_mib(pid: int) -> float:
 
 
 class Stack:
+    """Two mocks (one per account, each enforcing `rpm`), a private redis-server with AOF, a worker
+    per account, one batch coordinator and the API, as one `System`."""
+
     def __init__(self, work: Path, rpm: int, concurrency: int, latency_ms: float) -> None:
-        self.work = work
-        self.redis = EmbeddedRedis(appendonly=True, data_dir=str(work))
-        self.mock_ports = [free_port(), free_port()]
-        self.api_port = free_port()
-        self.base = f"http://127.0.0.1:{self.api_port}"
+        self.mocks = [MockOptions(f"mock-{i}", settings=MockSettings(rpm=rpm, latency_ms=latency_ms, output_tokens=8))
+                      for i in range(2)]
         config = {
-            "redis_url": self.redis.url, "key_prefix": "bench",
+            "key_prefix": "bench",
             "client_keys": [{"name": "bench", "key": KEY}],
-            "accounts": [{"name": f"acct-{i}", "provider": "mock", "base_url": f"http://127.0.0.1:{port}/v1",
-                          "limits": {"rpm": rpm, "concurrency": concurrency}}
-                         for i, port in enumerate(self.mock_ports)],
+            "accounts": [{"name": f"acct-{i}", "provider": "mock", "base_url": f"{m.url}/v1",
+                          "limits": {"rpm": rpm, "concurrency": concurrency}} for i, m in enumerate(self.mocks)],
             "models": [{"name": MODEL, "route": [{"account": f"acct-{i}", "model": "mock-small"} for i in range(2)]}],
             "batches": {"data_dir": str(work / "data"), "window": 1024},
         }
-        self.config = work / "bench.yaml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.log = open(work / "bench.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        for i, port in enumerate(self.mock_ports):
-            self._spawn(f"mock-{i}", ["mock-upstream", "--port", str(port), "--rpm", str(rpm),
-                                      "--latency-ms", str(latency_ms), "--output-tokens", "8"])
-        for i in range(2):
-            self._spawn(f"worker-{i}", ["worker", "--account", f"acct-{i}", "--config", str(self.config)])
-        self._spawn("batcher", ["batcher", "--config", str(self.config)])
-        self._spawn("api", ["api", "--config", str(self.config), "--port", str(self.api_port)])
+        self.system = System(SystemOptions(config=config, embedded_redis="always", redis_appendonly=True,
+                                           mocks=self.mocks, batchers=1, log_dir=work, log_level="WARNING"))
+        self.system.start()
+        self.base = self.system.base_url
         self.http = httpx.Client(base_url=self.base, headers={"authorization": f"Bearer {KEY}"}, timeout=300)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if self.http.get("/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)  # waiting for child processes to start
-        raise RuntimeError("the stack did not become ready")
-
-    def _spawn(self, name: str, args: list[str]) -> None:
-        env = {**os.environ, "SLUICE_LOG_LEVEL": "WARNING"}
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env,
-                                            stdout=self.log, stderr=self.log)
 
     def mock_stats(self) -> list[dict[str, Any]]:
-        return [httpx.get(f"http://127.0.0.1:{p}/_stats", timeout=10).json() for p in self.mock_ports]
+        return [httpx.get(f"{m.url}/_stats", timeout=10).json() for m in self.mocks]
 
     def reset_mocks(self) -> None:
-        for port in self.mock_ports:
-            httpx.post(f"http://127.0.0.1:{port}/_reset", timeout=10)
+        for m in self.mocks:
+            httpx.post(f"{m.url}/_reset", timeout=10)
 
     def peaks(self) -> dict[str, float]:
-        out = {name: peak_rss_mib(p.pid) for name, p in self.procs.items()}
-        out["redis-server"] = peak_rss_mib(self.redis.process.pid)
+        out = {child.label: peak_rss_mib(child.pid) for child in self.system.children}
+        if self.system.embedded is not None:
+            out["redis-server"] = peak_rss_mib(self.system.embedded.process.pid)
         return out
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         self.http.close()
-        self.log.close()
-        self.redis.stop()
+        self.system.stop()
 
 
 def batch_file(n: int) -> bytes:
