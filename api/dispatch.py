@@ -102,24 +102,32 @@ class Dispatcher:
     async def choose_route(self, model: Model, cost_tokens: int, batch: bool = False) -> tuple[str, str]:
         """The (account, upstream model) that can start this job soonest (a batch job: the
         account whose batch lane is shortest, since interactive work does not wait behind it)."""
+        return (await self.choose_routes(model, [cost_tokens], batch))[0]
+
+    async def choose_routes(self, model: Model, costs: list[int], batch: bool = False) -> list[tuple[str, str]]:
+        """`choose_route` for several jobs from one read of the accounts' state (a batch feed):
+        each choice counts as queued for the ones after it."""
         if len(model.route) == 1:
-            return model.route[0].account, model.route[0].model
+            return [(model.route[0].account, model.route[0].model)] * len(costs)
         pipe = self.redis.pipeline(transaction=False)
         for target in model.route:
             keys = self.keys.account(target.account)
             pipe.zcard(keys.bready if batch else keys.ready)
             pipe.hmget(keys.rl, ["tat_r", "tat_t", "blocked"])
         replies = await pipe.execute()
-        states = []
-        for i in range(len(model.route)):
-            tat_r, tat_t, blocked = (float(x) if x else 0.0 for x in replies[2 * i + 1])
-            depth = int(replies[2 * i]) + self._routing[model.route[i].account]
-            states.append(AccountState(depth, tat_r, tat_t, blocked))
+        queued = [int(replies[2 * i]) for i in range(len(model.route))]
         accounts = [self.config.account(t.account) for t in model.route]
         rotation = self._rotations.setdefault(model.name, WeightedRotation())
-        target = model.route[choose(accounts, states, cost_tokens, time.time() * 1000, rotation)]
-        self._routing[target.account] += 1  # until submit() has enqueued it
-        return target.account, target.model
+        chosen = []
+        for cost in costs:
+            states = []
+            for i in range(len(model.route)):
+                tat_r, tat_t, blocked = (float(x) if x else 0.0 for x in replies[2 * i + 1])
+                states.append(AccountState(queued[i] + self._routing[model.route[i].account], tat_r, tat_t, blocked))
+            target = model.route[choose(accounts, states, cost, time.time() * 1000, rotation)]
+            self._routing[target.account] += 1  # until the job is enqueued
+            chosen.append((target.account, target.model))
+        return chosen
 
     def routed(self, account: str) -> None:
         if self._routing[account] > 0:
@@ -158,13 +166,17 @@ class Dispatcher:
         return (self.keys.account(job.account), job.id, encode_job(job), (job.input_estimate, job.output_reserve),
                 job.priority == "batch", self.config.queue.max_depth)
 
-    async def enqueue(self, job: Job) -> int:
-        """Queues a job nobody waits on here (a batch line: its answer goes to `job.reply_to`).
-        Returns the lane's depth, or -1 when the lane is full."""
+    async def enqueue(self, jobs: list[Job]) -> list[int]:
+        """Queues jobs nobody waits on here (batch lines: their answers go to `job.reply_to`), in
+        one round trip. Returns each one's lane depth, or -1 where the lane was full."""
+        pipe = self.redis.pipeline(transaction=False)
         try:
-            return await self.scripts.enqueue(*self._enqueue_args(job))
+            for job in jobs:
+                await self.scripts.enqueue(*self._enqueue_args(job), pipe=pipe)
+            return [int(depth) for depth in await pipe.execute()]
         finally:
-            self.routed(job.account)
+            for job in jobs:
+                self.routed(job.account)
 
     def release(self, ticket: Ticket) -> None:
         self.hub.unregister(ticket.job.id)

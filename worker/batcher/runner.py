@@ -25,7 +25,7 @@ from shared.batches.lines import Line, LineProblem, parse_line, validate
 from shared.batches.records import ACTIVE, TERMINAL, BatchView, FileView, Outcome, Records, now_s
 from shared.batches.store import FileStore
 from shared.config import Config
-from shared.jobs import decode_events
+from shared.jobs import Job, decode_events
 from worker.batcher.results import Result, ended, parse_record, render, terminal
 
 log = logging.getLogger("sluice.batcher")
@@ -191,43 +191,49 @@ class BatchRunner:
         end = min(view.total, start + max(0, room))
         if end <= start:
             return
-        fed: list[tuple[int, str]] = []
+        lines: dict[int, Line] = {}
         failed: list[Result] = []
-        line = start
         for line in range(start, end):
             raw = self._read_next(view, line)
             try:
-                parsed = parse_line(view.dialect, view.endpoint, view.model, raw)
+                lines[line] = parse_line(view.dialect, view.endpoint, view.model, raw)
             except LineProblem as p:  # validated already; only a changed config gets here
                 failed.append(Result(line, "e", 0, 0, msgspec.json.encode({"line": line + 1, "error": p.message})))
-                continue
-            account = await self._enqueue(view, line, parsed)
-            if account is None:
-                break  # the account's batch lane is full: try again next round
-            self.window[line] = parsed
-            self.pending[line] = account
-            fed.append((line, account))
-        else:
-            line = end
-        await self.ctx.records.fed(self.id, line, fed)
+        fed = await self._enqueue(view, lines)
+        self.window.update(lines)
+        # A line whose lane was full is noted as in flight all the same: the sweep finds no job
+        # for it and feeds it again.
+        await self.ctx.records.fed(self.id, end, list(fed.items()))
+        self.pending.update(fed)
         if failed:
             self.buffer += failed
             await self._flush(view)
 
-    async def _enqueue(self, view: BatchView, line: int, parsed: Line) -> str | None:
+    async def _enqueue(self, view: BatchView, lines: dict[int, Line]) -> dict[int, str]:
+        """Routes and enqueues lines as batch-lane jobs (one read of the accounts' state and one
+        round trip for all); returns line -> account."""
         config, dispatcher = self.ctx.config, self.ctx.dispatcher
-        model = config.model(parsed.request.model)
-        if model is None:
-            raise LineProblem("model_not_found", f"The model {parsed.request.model!r} no longer exists.")
-        job = dispatcher.new_job(parsed.request, model, "", "", view.client,
-                                 max(1.0, view.expires_at - time.time()), "batch")
-        job.id = job_id(self.id, line)
-        job.reply_to = self.ctx.records.channel
-        job.account, job.upstream_model = await dispatcher.choose_route(
-            model, job.input_estimate + job.output_reserve, batch=True)
-        if await dispatcher.enqueue(job) < 0:
-            return None
-        return job.account
+        by_model: dict[str, list[Job]] = {}
+        wait = max(1.0, view.expires_at - time.time())
+        for line, parsed in lines.items():
+            model = config.model(parsed.request.model)
+            if model is None:
+                raise LineProblem("model_not_found", f"The model {parsed.request.model!r} no longer exists.")
+            job = dispatcher.new_job(parsed.request, model, "", "", view.client, wait, "batch")
+            job.id = job_id(self.id, line)
+            job.reply_to = self.ctx.records.channel
+            by_model.setdefault(model.name, []).append(job)
+        jobs: list[Job] = []
+        for name, group in by_model.items():
+            model = config.model(name)
+            assert model is not None
+            routes = await dispatcher.choose_routes(model, [j.input_estimate + j.output_reserve for j in group],
+                                                    batch=True)
+            for job, (account, upstream) in zip(group, routes, strict=True):
+                job.account, job.upstream_model = account, upstream
+            jobs += group
+        await dispatcher.enqueue(jobs)
+        return {int(job.id.rpartition(".")[2]): job.account for job in jobs}
 
     # --- collecting ---------------------------------------------------------------------------
 
@@ -305,10 +311,9 @@ class BatchRunner:
             return
         log.warning("batch line lost; feeding it again", extra={"batch": self.id, "line": line})
         await self.ctx.records.redis.delete(self.ctx.dispatcher.keys.out(job_id(self.id, line)))
-        account = await self._enqueue(view, line, parsed)
-        if account is not None:
-            self.pending[line] = account
-            await self.ctx.records.fed(self.id, 0, [(line, account)])
+        fed = await self._enqueue(view, {line: parsed})
+        self.pending.update(fed)
+        await self.ctx.records.fed(self.id, 0, list(fed.items()))
 
     # --- ending -------------------------------------------------------------------------------
 
