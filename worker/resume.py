@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from shared.jobs import decode_events
 from shared.model import (
     TERMINAL_EVENTS,
     BlockStart,
@@ -23,6 +22,8 @@ from shared.model import (
     TextDelta,
     ToolArgsDelta,
 )
+from shared.redis import record as stream_record
+from shared.redis.record import decode_events
 
 
 @dataclass(slots=True)
@@ -33,11 +34,10 @@ class Record:
 
 
 async def read_record(client: aioredis.Redis, key: str) -> Record:
-    entries = await client.xrange(key)
     record = Record()
-    for entry_id, fields in entries:
-        record.events.extend(decode_events(fields[b"d"]))
-        record.next_seq = int(entry_id.split(b"-")[1]) + 1
+    for entry in await stream_record.read(client, key):
+        record.events.extend(decode_events(entry.events))
+        record.next_seq = entry.seq + 1
     record.finished = any(isinstance(e, TERMINAL_EVENTS) for e in record.events)
     return record
 

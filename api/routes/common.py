@@ -10,9 +10,14 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.answer import answer
 from api.auth import authenticate
 from api.dialects import Dialect
-from api.relay import AppState, error_response, handle, parse_event_id, resume
+from api.errors import error_response
+from api.resume import parse_event_id, resume
+from api.state import state_of
+from api.streaming import stream
+from api.submission import submit
 from shared.errors import GatewayError
 from shared.model import ChatRequest
 
@@ -21,7 +26,7 @@ log = logging.getLogger("sluice.api")
 
 async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], ChatRequest]) -> Response:
     started = time.monotonic()
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     try:
         client = authenticate(request, state.clients)
         last_event_id = request.headers.get("last-event-id")
@@ -29,7 +34,11 @@ async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], Cha
             job_id, seq, n = parse_event_id(last_event_id)
             return await resume(state, client, job_id, (seq, n), dialect)
         req = parse(await request.body())
-        return await handle(state, dialect, client, req, request.headers, started, request.receive)
+        ticket = await submit(state, dialect, client, req, request.headers)
+        if not req.stream:
+            return await answer(state, dialect, ticket, req, started, request.receive)
+        renderer = dialect.renderer(req.model, ticket.job.id, req.include_usage, req)
+        return await stream(state, dialect, ticket, renderer, started)
     except GatewayError as err:
         return error_response(dialect, err)
     except RedisError:
