@@ -19,7 +19,7 @@ from shared.redis.client import Role, connect
 from shared.redis.keys import Keys
 from shared.redis.limiter import Dim, LimiterState
 
-WORKER_STALE_MS = 60_000  # a worker silent this long is not counted as live
+WORKER_STALE_MS = 60_000  # a worker silent this long is not live (heartbeat.lua forgets it then too)
 
 
 async def collect(config: Config, shared_client: aioredis.Redis | None = None) -> dict[str, Any]:

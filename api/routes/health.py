@@ -16,10 +16,9 @@ from api.errors import error_response
 from api.state import state_of
 from shared.errors import GatewayError
 from shared.protocols import gemini
+from shared.status import WORKER_STALE_MS
 
 router = APIRouter()
-
-WORKER_STALE_MS = 60_000
 
 
 @router.get("/healthz")
