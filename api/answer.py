@@ -47,7 +47,7 @@ async def _answer_unless_abandoned(state: AppState, dialect: Dialect, ticket: Ti
     if result.done():
         return result.result()
     result.cancel()
-    if await state.dispatcher.scripts.cancel(state.dispatcher.keys.account(ticket.job.account), ticket.job.id):
+    if await state.dispatcher.withdraw(ticket.job):
         log.info("client left; queued job dropped", extra={"request_id": ticket.job.id})
     state.metrics.request(ticket.job.client, req.model, dialect.name, CLIENT_CLOSED)
     return Response(b"", CLIENT_CLOSED)

@@ -125,10 +125,14 @@ class Dispatcher:
     def release(self, ticket: Ticket) -> None:
         self.hub.unregister(ticket.job.id)
 
+    async def withdraw(self, job: Job) -> bool:
+        """Takes the job out of its queue; False when a worker already has it."""
+        return await self.scripts.cancel(self.keys.account(job.account), job.id)
+
     async def give_up(self, ticket: Ticket) -> None:
         """The job waited past its deadline: drop it if no worker has it yet."""
         keys = self.keys.account(ticket.job.account)
-        if await self.scripts.cancel(keys, ticket.job.id):
+        if await self.withdraw(ticket.job):
             depth = await self.redis.zcard(keys.ready)  # type: ignore[misc]
             raise await self._rate_limited(ticket.job.account, depth, "no capacity within the wait deadline")
         ticket.running = True  # claimed: it is running, keep waiting

@@ -48,6 +48,7 @@ class ResumeFilter:
         self._opened: set[int] = set()
         self._closed: set[int] = set()
         self._chars: dict[int, int] = {}
+        self._signed: set[int] = set()  # reasoning blocks whose signature the record holds
         for event in sent or []:
             if isinstance(event, MessageStart):
                 self._started = True
@@ -57,6 +58,8 @@ class ResumeFilter:
                 self._closed.add(event.index)
             elif isinstance(event, TextDelta | ReasoningDelta):
                 self._chars[event.index] = self._chars.get(event.index, 0) + len(event.text)
+                if isinstance(event, ReasoningDelta) and event.signature:
+                    self._signed.add(event.index)
             elif isinstance(event, ToolArgsDelta):
                 self._chars[event.index] = self._chars.get(event.index, 0) + len(event.json)
         self.active = bool(sent)
@@ -85,8 +88,9 @@ class ResumeFilter:
                     out.append(ToolArgsDelta(event.index, rest))
             elif isinstance(event, ReasoningDelta):
                 rest = self._skip(event.index, event.text)
-                if rest or event.signature:
-                    out.append(ReasoningDelta(event.index, rest, event.signature))
+                signature = None if event.index in self._signed else event.signature
+                if rest or signature:
+                    out.append(ReasoningDelta(event.index, rest, signature))
             else:
                 out.append(event)
         return out

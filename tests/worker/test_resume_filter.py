@@ -59,6 +59,7 @@ def test_the_record_plus_the_filtered_rerun_is_one_whole_answer(text: str, args:
     starts = [e for e in together if isinstance(e, MessageStart | BlockStart | BlockStop)]
     assert len(starts) == len({(type(e), getattr(e, "index", None)) for e in starts})  # none repeated
     assert isinstance(together[-1], MessageStop)
+    assert [e.signature for e in together if isinstance(e, ReasoningDelta) and e.signature] == ["sig"]
 
 
 def test_a_first_attempt_passes_everything_through() -> None:
