@@ -19,7 +19,7 @@ from shared.redis.record import decode_events
 
 log = logging.getLogger("sluice.api")
 
-CLIENT_CLOSED = 499  # nginx's status for "the client hung up first"; recorded in metrics only
+CLIENT_CLOSED = 499  # nginx's status for "the client hung up first"; it only shows in metrics
 
 
 async def answer(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest, started: float,
@@ -49,7 +49,6 @@ async def _answer_unless_abandoned(state: AppState, dialect: Dialect, ticket: Ti
     result.cancel()
     if await state.dispatcher.withdraw(ticket.job):
         log.info("client left; queued job dropped", extra={"request_id": ticket.job.id})
-    state.metrics.request(ticket.job.client, req.model, dialect.name, CLIENT_CLOSED)
     return Response(b"", CLIENT_CLOSED)
 
 
@@ -62,14 +61,10 @@ async def _answer(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRe
                 body = dialect.render_response(event.response, req.model, ticket.job.id, req)
                 headers, overhead = timing_headers(event.timing, started)
                 headers["x-sluice-request-id"] = ticket.job.id
-                metrics = state.metrics
-                metrics.request(ticket.job.client, req.model, dialect.name, 200)
-                metrics.usage(ticket.job.client, event.response.usage)
+                state.metrics.usage(ticket.job.client, event.response.usage)
                 if event.timing is not None:
-                    metrics.timing(req.model, event.timing, overhead)
+                    state.metrics.timing(req.model, event.timing, overhead)
                 return Response(body, 200, headers=headers, media_type="application/json")
             if isinstance(event, StreamError):
-                err = GatewayError.from_info(event.error)
-                state.metrics.request(ticket.job.client, req.model, dialect.name, err.status)
-                return error_response(dialect, err)
+                return error_response(dialect, GatewayError.from_info(event.error))
     raise GatewayError("internal", "the answer ended without a result")

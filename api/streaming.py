@@ -37,9 +37,7 @@ async def stream(state: AppState, dialect: Dialect, ticket: Ticket, renderer: Re
         first = await anext(entries)
     except GatewayError as err:
         state.dispatcher.release(ticket)
-        state.metrics.request(job.client, job.request.model, dialect.name, err.status)
         return error_response(dialect, err)
-    state.metrics.request(job.client, job.request.model, dialect.name, 200)
     timing: Timing | None = None
     if first is not None:
         events = decode_events(first.events)

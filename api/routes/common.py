@@ -27,6 +27,8 @@ log = logging.getLogger("sluice.api")
 async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], ChatRequest]) -> Response:
     started = time.monotonic()
     state = state_of(request)
+    client = ""
+    req: ChatRequest | None = None
     try:
         client = authenticate(request, state.clients)
         last_event_id = request.headers.get("last-event-id")
@@ -36,13 +38,19 @@ async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], Cha
         req = parse(await request.body())
         ticket = await submit(state, dialect, client, req, request.headers)
         if not req.stream:
-            return await answer(state, dialect, ticket, req, started, request.receive)
-        renderer = dialect.renderer(req.model, ticket.job.id, req.include_usage, req)
-        return await stream(state, dialect, ticket, renderer, started)
+            response = await answer(state, dialect, ticket, req, started, request.receive)
+        else:
+            renderer = dialect.renderer(req.model, ticket.job.id, req.include_usage, req)
+            response = await stream(state, dialect, ticket, renderer, started)
     except GatewayError as err:
-        return error_response(dialect, err)
+        response = error_response(dialect, err)
     except RedisError:
         # Redis unreachable or saturated: a retryable 503 in the client's own protocol, never a bare 500
         log.exception("redis unavailable", extra={"path": request.url.path})
-        return error_response(dialect, GatewayError(
+        response = error_response(dialect, GatewayError(
             "upstream_unavailable", "The queue is unavailable; retry shortly.", status=503, retry_after=1.0))
+    # Every request for a configured model is counted once, with the status it got (names a
+    # client made up stay out: they would grow the metric's label set without bound).
+    if req is not None and state.config.model(req.model) is not None:
+        state.metrics.request(client, req.model, dialect.name, response.status_code)
+    return response
