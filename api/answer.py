@@ -56,7 +56,7 @@ async def _answer(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRe
     async for entry in ticket.entries(state.config.queue.keepalive_seconds):
         if entry is None:
             continue
-        for event in decode_events(entry.events):
+        for event in decode_events(entry[1]):
             if isinstance(event, Complete):
                 body = dialect.render_response(event.response, req.model, ticket.job.id, req)
                 headers, overhead = timing_headers(event.timing, started)

@@ -21,7 +21,7 @@ from shared.redis.record import Entry
 
 log = logging.getLogger("sluice.api")
 
-GAP = Entry(-1, b"")  # "you may have missed messages: re-read the record"
+GAP: Entry = (-1, b"")  # "you may have missed messages: re-read the record"
 
 
 class ReplyHub:

@@ -57,5 +57,5 @@ async def _record_entries(client: aioredis.Redis, key: str, keepalive: float) ->
             yield None
             continue
         for entry in entries:
-            last = entry.seq
+            last = entry[0]
             yield entry

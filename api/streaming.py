@@ -40,7 +40,7 @@ async def stream(state: AppState, dialect: Dialect, ticket: Ticket, renderer: Re
         return error_response(dialect, err)
     timing: Timing | None = None
     if first is not None:
-        events = decode_events(first.events)
+        events = decode_events(first[1])
         if len(events) == 1 and isinstance(events[0], StreamError):
             state.dispatcher.release(ticket)
             return error_response(dialect, GatewayError.from_info(events[0].error))
@@ -74,7 +74,7 @@ async def _with_late_errors(entries: AsyncIterator[Entry | None]) -> AsyncIterat
         async for entry in entries:
             yield entry
     except GatewayError as err:
-        yield Entry(0, encode_events([StreamError(err.info())]))
+        yield 0, encode_events([StreamError(err.info())])
 
 
 async def sse_frames(entries: AsyncIterator[Entry | None], renderer: Renderer, job_id: str,

@@ -44,7 +44,7 @@ class Ticket:
                     await self.dispatcher.give_up(self)  # raises rate_limited if still queued
                 yield None
                 continue
-            seq = entry.seq
+            seq = entry[0]
             if seq == self.next_seq:
                 self._mark()
                 self.next_seq += 1
@@ -52,7 +52,7 @@ class Ticket:
             elif seq > self.next_seq or seq < 0:  # a gap: the record has what we missed
                 for missed in await self.dispatcher.read_record(self.job.id, self.next_seq):
                     self._mark()
-                    self.next_seq = missed.seq + 1
+                    self.next_seq = missed[0] + 1
                     yield missed
             # seq < next_seq: already delivered from the record; drop the duplicate
 

@@ -35,9 +35,9 @@ class Record:
 
 async def read_record(client: aioredis.Redis, key: str) -> Record:
     record = Record()
-    for entry in await stream_record.read(client, key):
-        record.events.extend(decode_events(entry.events))
-        record.next_seq = entry.seq + 1
+    for seq, events in await stream_record.read(client, key):
+        record.events.extend(decode_events(events))
+        record.next_seq = seq + 1
     record.finished = any(isinstance(e, TERMINAL_EVENTS) for e in record.events)
     return record
 

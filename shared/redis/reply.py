@@ -24,4 +24,4 @@ def encode(job_id: bytes, seq: int, events: bytes) -> bytes:
 def decode(message: bytes) -> tuple[bytes, Entry]:
     """(job id, entry); raises ValueError for a message that is not a reply frame."""
     job_id, seq, events = message.split(b"|", 2)
-    return job_id, Entry(int(seq), events)
+    return job_id, (int(seq), events)

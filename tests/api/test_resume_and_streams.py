@@ -106,12 +106,12 @@ async def test_the_hub_hands_each_frame_to_its_job_and_survives_garbage(redis_ur
         await client.publish(channel, reply.encode(b"bbb", 1, b"[]"))  # nobody waits for bbb here
         await client.publish(channel, b"not a frame")
         await client.publish(channel, reply.encode(b"aaa", 1, b'[{"type":"stop"}]'))
-        assert await asyncio.wait_for(mine.get(), 5) == Entry(1, b'[{"type":"stop"}]')
+        assert await asyncio.wait_for(mine.get(), 5) == (1, b'[{"type":"stop"}]')
         hub.unregister("aaa")
         await client.publish(channel, reply.encode(b"aaa", 2, b"[]"))
         again = hub.register("ccc")
         await client.publish(channel, reply.encode(b"ccc", 1, b"[]"))
-        assert await asyncio.wait_for(again.get(), 5) == Entry(1, b"[]")
+        assert await asyncio.wait_for(again.get(), 5) == (1, b"[]")
         assert mine.empty()  # unregistered: the late frame went nowhere
     finally:
         await hub.stop()

@@ -29,7 +29,7 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 async def record(client: aioredis.Redis, key: str) -> list[list[StreamEvent]]:
-    return [decode_events(entry.events) for entry in await stream_record.read(client, key)]
+    return [decode_events(events) for _, events in await stream_record.read(client, key)]
 
 
 async def flushed(writer: EventWriter) -> None:

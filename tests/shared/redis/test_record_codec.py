@@ -33,7 +33,7 @@ from shared.model import (
 )
 from shared.redis import record
 from shared.redis.client import Role, connect
-from shared.redis.record import Entry, ReplayInfo
+from shared.redis.record import ReplayInfo
 
 finite = st.floats(min_value=0, max_value=1e12, allow_nan=False)
 small = st.integers(0, 1_000)
@@ -124,8 +124,8 @@ async def test_what_is_appended_is_what_every_reader_reads(redis_url: str, writt
     try:
         await append_all(client, key, written)
         everything = await record.read(client, key)
-        assert [e.seq for e in everything] == list(range(1, len(written) + 1))
-        assert [record.decode_events(e.events) for e in everything] == written
+        assert [seq for seq, _ in everything] == list(range(1, len(written) + 1))
+        assert [record.decode_events(events) for _, events in everything] == written
         assert await record.read(client, key, cut + 1) == everything[cut:]
         assert await record.read_after(client, key, cut, 100, 10) == everything[cut:]
     finally:
@@ -141,7 +141,7 @@ async def test_a_position_can_be_written_only_once(client: aioredis.Redis, key: 
     record.append(pipe, key, 1, record.encode_events([TextDelta(0, "second")]))
     with pytest.raises(aioredis.ResponseError):
         await pipe.execute()
-    assert [record.decode_events(e.events) for e in await record.read(client, key)] == [[TextDelta(0, "first")]]
+    assert [record.decode_events(events) for _, events in await record.read(client, key)] == [[TextDelta(0, "first")]]
     await client.delete(key)
 
 
@@ -150,7 +150,7 @@ async def test_read_after_waits_for_the_next_entry_and_reports_silence(client: a
     assert await record.read_after(client, key, 0, 10, 20) == []
     await append_all(client, key, [[TextDelta(0, "a")], [TextDelta(0, "b")]])
     got = await record.read_after(client, key, 1, 10, 20)
-    assert got == [Entry(2, record.encode_events([TextDelta(0, "b")]))]
+    assert got == [(2, record.encode_events([TextDelta(0, "b")]))]
     await client.delete(key)
 
 
