@@ -19,6 +19,7 @@ from api.hub import ReplyHub
 from shared.batches.records import Records, now_s
 from shared.batches.store import FileStore, store_for
 from shared.config import Config
+from shared.redis import reply
 from worker.batcher.runner import BatchRunner, Context
 
 log = logging.getLogger("sluice.batcher")
@@ -120,12 +121,11 @@ class Coordinator:
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
-                    data: bytes = message["data"]
-                    job, seq, payload = data.split(b"|", 2)
+                    job, (seq, payload) = reply.decode(message["data"])
                     batch_id, _, line = job.decode().rpartition(".")
                     holder = self.runners.get(batch_id)
                     if holder is not None:
-                        holder.offer(int(line), int(seq), payload)
+                        holder.offer(int(line), seq, payload)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, ValueError):

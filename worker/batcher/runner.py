@@ -25,7 +25,10 @@ from shared.batches.lines import Line, LineProblem, parse_line, validate
 from shared.batches.records import ACTIVE, TERMINAL, BatchView, FileView, Outcome, Records, now_s
 from shared.batches.store import FileStore
 from shared.config import Config
-from shared.jobs import Job, decode_events
+from shared.jobs import Job
+from shared.redis import record
+from shared.redis.record import decode_events
+from shared.tokens import estimate_input_tokens
 from worker.batcher.results import Result, ended, parse_record, render, terminal
 
 log = logging.getLogger("sluice.batcher")
@@ -213,25 +216,23 @@ class BatchRunner:
         """Routes and enqueues lines as batch-lane jobs (one read of the accounts' state and one
         round trip for all); returns line -> account."""
         config, dispatcher = self.ctx.config, self.ctx.dispatcher
-        by_model: dict[str, list[Job]] = {}
-        wait = max(1.0, view.expires_at - time.time())
+        by_model: dict[str, list[tuple[int, Line]]] = {}
         for line, parsed in lines.items():
-            model = config.model(parsed.request.model)
-            if model is None:
+            if config.model(parsed.request.model) is None:
                 raise LineProblem("model_not_found", f"The model {parsed.request.model!r} no longer exists.")
-            job = dispatcher.new_job(parsed.request, model, "", "", view.client, wait, "batch")
-            job.id = job_id(self.id, line)
-            job.reply_to = self.ctx.records.channel
-            by_model.setdefault(model.name, []).append(job)
+            by_model.setdefault(parsed.request.model, []).append((line, parsed))
+        wait = max(1.0, view.expires_at - time.time())
         jobs: list[Job] = []
         for name, group in by_model.items():
             model = config.model(name)
             assert model is not None
-            routes = await dispatcher.choose_routes(model, [j.input_estimate + j.output_reserve for j in group],
-                                                    batch=True)
-            for job, (account, upstream) in zip(group, routes, strict=True):
-                job.account, job.upstream_model = account, upstream
-            jobs += group
+            costs = [estimate_input_tokens(p.request) + dispatcher.output_reserve(p.request, model) for _, p in group]
+            routes = await dispatcher.choose_routes(model, costs, batch=True)
+            for (line, parsed), (account, upstream) in zip(group, routes, strict=True):
+                job = dispatcher.job_for(parsed.request, model, view.client, wait, "batch", account, upstream)
+                job.id = job_id(self.id, line)
+                job.reply_to = self.ctx.records.channel
+                jobs.append(job)
         await dispatcher.enqueue(jobs)
         return {int(job.id.rpartition(".")[2]): job.account for job in jobs}
 
@@ -262,10 +263,9 @@ class BatchRunner:
         self.buffer.append(render(view, line, parsed.custom_id, job_id(self.id, line), parsed.request, event))
 
     async def _first_answer(self, line: int) -> bytes | None:
-        entries = await self.ctx.records.redis.xrange(self.ctx.dispatcher.keys.out(job_id(self.id, line)))
-        for _, fields in entries:
-            if terminal(decode_events(fields[b"d"])) is not None:
-                return bytes(fields[b"d"])
+        for _, events in await record.read(self.ctx.records.redis, self.ctx.dispatcher.keys.out(job_id(self.id, line))):
+            if terminal(decode_events(events)) is not None:
+                return bytes(events)
         return None
 
     async def _flush(self, view: BatchView) -> None:
@@ -297,7 +297,8 @@ class BatchRunner:
             replies = await pipe.execute()
             for i, line in enumerate(chunk):
                 exists, entries = replies[2 * i], replies[2 * i + 1]
-                answer = next((bytes(f[b"d"]) for _, f in entries if terminal(decode_events(f[b"d"]))), None)
+                answer = next((bytes(fields[record.FIELD]) for _, fields in entries
+                               if terminal(decode_events(fields[record.FIELD]))), None)
                 if answer is not None:
                     self._take(view, line, answer)
                 elif not exists:
