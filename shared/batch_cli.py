@@ -85,16 +85,16 @@ def watch(api: Api, batch_id: str) -> Any:
                TimeRemainingColumn())
     with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:  # stdout: ids, results
         task = bar.add_task(batch_id, total=None, failed=0, rate="-")
-        start, first = time.monotonic(), None
+        start = time.monotonic()
         while True:
             batch = api.get(batch_id)
             counts = batch["request_counts"]
             done = counts["completed"] + counts["failed"]
-            if first is None and done:
-                first = (time.monotonic(), done)
-            rate = "-"
-            if first is not None and time.monotonic() > first[0]:
-                rate = f"{(done - first[1]) / (time.monotonic() - first[0]):.1f}"
+            began = batch.get("in_progress_at")
+            # lines/s since the batch started running (by the server's clock), so a resumed CLI
+            # shows the batch's rate, not its own
+            ended = batch.get("finalizing_at") or batch.get("cancelled_at") or batch.get("expired_at") or time.time()
+            rate = f"{done / max(1.0, ended - began):.1f}" if began and done else "-"
             bar.update(task, total=counts["total"] or None, completed=done, failed=counts["failed"], rate=rate,
                        description=f"{batch_id} {batch['status']}")
             if batch["status"] in DONE:
