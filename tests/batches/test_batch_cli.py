@@ -59,6 +59,7 @@ def test_status_and_metrics_show_a_running_batch(make_system: Callable[..., Slui
                "the batch in sluice status")
     metrics = httpx.get(f"{system.base_url}/metrics", timeout=10).text
     assert f'sluice_batch_lines{{batch="{internal}",state="total"}} 40' in metrics
-    assert 'sluice_batch_lines_in_flight{account="acct-' in metrics
+    assert 'sluice_batch_account_lines{account="acct-' in metrics
+    assert f'sluice_batch_lines{{batch="{internal}",state="running"}}' in metrics
     cancelled = json.loads(batch(system, "cancel", batch_id).stdout)
     assert cancelled["status"] in ("cancelling", "cancelled")
