@@ -138,3 +138,27 @@ def test_redis_restart_with_aof_mid_batch(tmp_path: Path, aof_redis: dict[str, A
         exactly_once(system, batch_id, n)
     finally:
         system.close()
+
+
+def test_redis_that_lost_its_last_seconds_still_gives_each_line_once(tmp_path: Path,
+                                                                      aof_redis: dict[str, Any]) -> None:
+    """Worse than a clean restart: Redis comes back from an older copy of its AOF, so marks, feeds,
+    queued jobs and answers of the last seconds are gone while their results sit in the store.
+    Those lines run again; finalize must keep one result for each."""
+    n = 120
+    accounts, models = two_account_model(rpm=1200)
+    system = SluiceSystem(tmp_path, aof_redis["server"].url, accounts=accounts, models=models, batchers=1,
+                          batches=FAST, queue=QUEUE)
+    aof = aof_redis["dir"] / "appendonly.aof"
+    try:
+        batch_id = submit(system, n)
+        wait_until(lambda: completed(system, batch_id) >= n // 4, 60, "a quarter of the lines done")
+        older = aof.read_bytes()  # Redis as it was here...
+        wait_until(lambda: completed(system, batch_id) >= n // 2, 60, "half of the lines done")
+        aof_redis["server"].process.send_signal(signal.SIGKILL)
+        aof_redis["server"].process.wait(10)
+        aof.write_bytes(older)  # ...is all it remembers
+        aof_redis["server"] = EmbeddedRedis(port=aof_redis["port"], appendonly=True, data_dir=str(aof_redis["dir"]))
+        exactly_once(system, batch_id, n)
+    finally:
+        system.close()
