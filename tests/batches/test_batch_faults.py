@@ -1,6 +1,8 @@
 """Every custom_id ends in the results exactly once, whatever dies mid-batch: SIGKILL of the API,
-every worker and the coordinator; or a redis-server (AOF on) killed and started again on its
-files. Sizes are small so CI stays quick; the `slow` variants run larger batches and more kills."""
+every worker and the coordinator; a redis-server (AOF on) killed and started again on its files;
+or one started again on an older copy of its AOF, having lost its last seconds (this one fails
+without finalize's dedupe). Sizes are small so CI stays quick; the `slow` variant runs a larger
+batch and more kills."""
 
 from __future__ import annotations
 
