@@ -15,7 +15,16 @@ from api.dispatch import Dispatcher
 from api.fastpath import FastPath
 from api.hub import ReplyHub
 from api.metrics import Metrics
-from api.routes import anthropic_messages, health, streams, table
+from api.routes import (
+    anthropic_batches,
+    anthropic_messages,
+    files,
+    gemini_batches,
+    health,
+    openai_batches,
+    streams,
+    table,
+)
 from api.state import AppState
 from shared.config import Config
 from shared.heap import freeze_startup_heap
@@ -46,7 +55,8 @@ def create_app(config: Config) -> FastPath:
 
     app = FastAPI(title="Sluice", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     table.register(app)
-    for module in (anthropic_messages, streams, health):
+    # anthropic_batches before anthropic_messages: /v1/messages/batches is not a messages route
+    for module in (anthropic_batches, anthropic_messages, streams, health, files, openai_batches, gemini_batches):
         app.include_router(module.router)
 
     @app.exception_handler(404)

@@ -28,8 +28,6 @@ from shared.redis.record import Entry, ReplayInfo
 from shared.redis.scripts import QUEUE_FULL, Scripts
 from shared.tokens import estimate_input_tokens
 
-PRIORITY_DELAY = {"interactive": 0}
-
 
 class Dispatcher:
     def __init__(self, config: Config, client: aioredis.Redis, hub: ReplyHub) -> None:
@@ -46,12 +44,19 @@ class Dispatcher:
     async def new_job(self, req: ChatRequest, model: Model, client: str, max_wait: float | None,
                       priority: Priority = "interactive") -> Job:
         """The job for `req`, bound to the account (of the model's route) that can start it soonest."""
+        estimate = estimate_input_tokens(req)
+        reserve = self.output_reserve(req, model)
+        account, upstream_model = await self.choose_route(model, estimate + reserve, priority == "batch")
+        return self.job_for(req, model, client, max_wait, priority, account, upstream_model)
+
+    def output_reserve(self, req: ChatRequest, model: Model) -> int:
+        return (req.max_tokens or model.default_max_tokens or self.config.queue.default_max_tokens) * req.n
+
+    def job_for(self, req: ChatRequest, model: Model, client: str, max_wait: float | None, priority: Priority,
+                account: str, upstream_model: str) -> Job:
+        """The job for `req` on a route already chosen (a batch feed routes many lines at once)."""
         now_ms = int(time.time() * 1000)
         wait = self.config.queue.max_wait_seconds if max_wait is None else max_wait
-        reserve = req.max_tokens or model.default_max_tokens or self.config.queue.default_max_tokens
-        input_estimate = estimate_input_tokens(req)
-        output_reserve = reserve * req.n
-        account, upstream_model = await self.choose_route(model, input_estimate + output_reserve)
         return Job(
             id=secrets.token_hex(12),
             account=account,
@@ -60,32 +65,41 @@ class Dispatcher:
             reply_to=self.hub.channel,
             enqueued_ms=now_ms,
             deadline_ms=now_ms + int(wait * 1000),
-            input_estimate=input_estimate,
-            output_reserve=output_reserve,
+            input_estimate=estimate_input_tokens(req),
+            output_reserve=self.output_reserve(req, model),
             priority=priority,
             client=client,
         )
 
-    async def choose_route(self, model: Model, cost_tokens: int) -> tuple[str, str]:
-        """The (account, upstream model) that can start this job soonest. Counted as routed
-        here until `submit` has enqueued it."""
+    async def choose_route(self, model: Model, cost_tokens: int, batch: bool = False) -> tuple[str, str]:
+        """The (account, upstream model) that can start this job soonest (a batch job: the
+        account whose batch lane is shortest, since interactive work does not wait behind it).
+        Counted as routed here until `submit` (or `enqueue`) has enqueued it."""
+        return (await self.choose_routes(model, [cost_tokens], batch))[0]
+
+    async def choose_routes(self, model: Model, costs: list[int], batch: bool = False) -> list[tuple[str, str]]:
+        """`choose_route` for several jobs from one read of the accounts' state (a batch feed):
+        each choice counts as queued for the ones after it."""
         if len(model.route) == 1:
-            return model.route[0].account, model.route[0].model
+            return [(model.route[0].account, model.route[0].model)] * len(costs)
         pipe = self.redis.pipeline(transaction=False)
         for target in model.route:
             keys = self.keys.account(target.account)
-            pipe.zcard(keys.ready)
+            pipe.zcard(keys.bready if batch else keys.ready)
             limiter.queue_read(pipe, keys.rl)
         replies = await pipe.execute()
-        states = []
-        for i in range(len(model.route)):
-            depth = int(replies[2 * i]) + self._routing[model.route[i].account]
-            states.append(AccountState(depth, limiter.LimiterState.decode(replies[2 * i + 1])))
+        queued = [int(replies[2 * i]) for i in range(len(model.route))]
+        limits = [limiter.LimiterState.decode(replies[2 * i + 1]) for i in range(len(model.route))]
         accounts = [self.config.account(t.account) for t in model.route]
         rotation = self._rotations.setdefault(model.name, WeightedRotation())
-        target = model.route[choose(accounts, states, cost_tokens, time.time() * 1000, rotation)]
-        self._routing[target.account] += 1  # until submit() has enqueued it
-        return target.account, target.model
+        chosen = []
+        for cost in costs:
+            states = [AccountState(queued[i] + self._routing[model.route[i].account], limits[i])
+                      for i in range(len(model.route))]
+            target = model.route[choose(accounts, states, cost, time.time() * 1000, rotation)]
+            self._routing[target.account] += 1  # until the job is enqueued
+            chosen.append((target.account, target.model))
+        return chosen
 
     def routed(self, account: str) -> None:
         if self._routing[account] > 0:
@@ -103,9 +117,7 @@ class Dispatcher:
                       replay: ReplayInfo | None) -> Ticket:
         ticket = Ticket(job, queue, self)
         try:
-            args = (keys, job.id, encode_job(job), (job.input_estimate, job.output_reserve),
-                    PRIORITY_DELAY.get(job.priority, int(self.config.queue.batch_delay_seconds * 1000)),
-                    self.config.queue.max_depth)
+            args = self._enqueue_args(job)
             if replay is not None:  # what a resuming client needs to re-render this stream, same round trip
                 pipe = self.redis.pipeline(transaction=False)
                 record.write_replay_info(pipe, self.keys.out_meta(job.id), replay,
@@ -121,6 +133,22 @@ class Dispatcher:
             self.hub.unregister(job.id)
             raise await self._rate_limited(job.account, self.config.queue.max_depth, "the queue is full")
         return ticket
+
+    def _enqueue_args(self, job: Job) -> tuple[AccountKeys, str, bytes, tuple[int, int], bool, int]:
+        return (self.keys.account(job.account), job.id, encode_job(job), (job.input_estimate, job.output_reserve),
+                job.priority == "batch", self.config.queue.max_depth)
+
+    async def enqueue(self, jobs: list[Job]) -> list[int]:
+        """Queues jobs nobody waits on here (batch lines: their answers go to `job.reply_to`), in
+        one round trip. Returns each one's lane depth, or -1 where the lane was full."""
+        pipe = self.redis.pipeline(transaction=False)
+        try:
+            for job in jobs:
+                await self.scripts.enqueue(*self._enqueue_args(job), pipe=pipe)
+            return [int(depth) for depth in await pipe.execute()]
+        finally:
+            for job in jobs:
+                self.routed(job.account)
 
     def release(self, ticket: Ticket) -> None:
         self.hub.unregister(ticket.job.id)

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from shared.batches.report import metric_lines
 from shared.config import Config
 from shared.model import Timing, Usage
 from shared.status import collect
@@ -79,6 +80,7 @@ class Metrics:
         lines += ["# TYPE sluice_overhead_seconds histogram", *self.overhead.lines("sluice_overhead_seconds", "")]
         report = await collect(config, client)
         lines += _account_lines(report["accounts"])
+        lines += metric_lines(report)
         return ("\n".join(lines) + "\n").encode()
 
 

@@ -71,6 +71,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
     run(config, args.account)
 
 
+def cmd_batcher(args: argparse.Namespace) -> None:
+    from worker.batcher.main import run
+
+    run(_load(args))
+
+
 def cmd_mock(args: argparse.Namespace) -> None:
     from shared.system import MOCK_MISSING, mock_available
 
@@ -128,6 +134,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
     config = _load(args)  # a bad config fails here, with its position, before anything starts
     system = System(SystemOptions(config=Path(args.config) if args.config else None, redis_url=args.redis_url,
                                   workers_per_account=args.replicas, api_host=args.host, api_port=args.port,
+                                  batchers=1, redis_appendonly=True,
                                   ready_timeout=60))
     stop = {"now": False}
 
@@ -197,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = server("worker", "run one worker process bound to one account", 0)
     worker.add_argument("--account", required=True)
     worker.set_defaults(func=cmd_worker)
+    batcher = server("batcher", "run the batch coordinator (validate, feed, collect, finalize batches)", 0)
+    batcher.set_defaults(func=cmd_batcher)
     mock = server("mock-upstream", "run the built-in mock provider (source checkout only)", 9100)
     mock.add_argument("--latency-ms", type=float, default=0.0)
     mock.add_argument("--tokens-per-second", type=float, default=0.0)
@@ -216,7 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--redis-url", default=None)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    from shared import batch_cli  # httpx and rich load only for the batch commands' parser
+
+    batch_cli.add_parser(sub, _client_key)
     return parser
+
+
+def _client_key(args: argparse.Namespace) -> str:
+    key = args.key or os.environ.get("SLUICE_API_KEY")
+    if key:
+        return str(key)
+    config = _load(args)
+    if not config.client_keys:
+        print("sluice: no client key: pass --key or set SLUICE_API_KEY", file=sys.stderr)
+        raise SystemExit(2)
+    return config.client_keys[0].key
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -79,9 +79,25 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_attempts: int = 3  # lease expiries before a job goes to the dead-letter queue
     default_max_tokens: int = 1024  # token reservation when the client sends no max_tokens
     keepalive_seconds: float = 15.0  # SSE comment interval while a stream waits in the queue
-    batch_delay_seconds: float = 60.0  # batch work ranks as if enqueued this much later
+    # While interactive work waits too, the batch lane still gets this share of an account's
+    # claims (claim.lua), so batch work never starves; otherwise interactive work always goes first.
+    batch_min_share: float = 0.1
     stream_coalesce_ms: float = 15.0  # after the first token, deltas are written at most this often
     result_ttl_seconds: int = 900  # how long a finished stream stays resumable
+
+
+class BatchSettings(msgspec.Struct, forbid_unknown_fields=True):
+    data_dir: str = "./sluice-data"  # the file store's root (deploy/ mounts a volume here)
+    max_lines: int = 50_000  # OpenAI's per-file request limit
+    max_bytes: int = 200 * 1024 * 1024  # OpenAI's per-file size limit
+    max_line_bytes: int = 10 * 1024 * 1024
+    anthropic_max_requests: int = 100_000
+    anthropic_max_bytes: int = 256 * 1024 * 1024
+    gemini_max_inline_bytes: int = 20 * 1024 * 1024
+    completion_window_seconds: float = 86_400.0  # what "24h" means here (tests shorten it)
+    window: int = 512  # lines of one batch in flight (queued or running) at once
+    lease_seconds: float = 10.0  # a coordinator's hold on a batch, renewed while it lives
+    results_retention_seconds: float = 29 * 86_400.0  # Anthropic results; OpenAI per output_expires_after
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
@@ -91,6 +107,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     accounts: list[Account] = msgspec.field(default_factory=list)
     models: list[Model] = msgspec.field(default_factory=list)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
+    batches: BatchSettings = msgspec.field(default_factory=BatchSettings)
 
     def account(self, name: str) -> Account:
         for account in self.accounts:
@@ -231,6 +248,8 @@ def _check(config: Config, fail: Any) -> None:
         for j, target in enumerate(model.route):
             if target.account not in names:
                 raise fail(f"$.models[{i}].route[{j}].account", f"no account named {target.account!r}")
+    if not 0 <= config.queue.batch_min_share <= 1:
+        raise fail("$.queue.batch_min_share", "must be between 0 and 1")
     keys: set[str] = set()
     for i, client in enumerate(config.client_keys):
         if not client.key:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from shared.batches.report import collect_batches, render_batches
 from shared.config import Account, Config
 from shared.redis import limiter
 from shared.redis.client import Role, connect
@@ -33,16 +34,16 @@ async def collect(config: Config, shared_client: aioredis.Redis | None = None) -
             k = keys.account(account.name)
             pipe = client.pipeline(transaction=False)
             pipe.zcard(k.ready)
-            pipe.zcount(k.ready, "-inf", now_ms + 1)  # interactive: ranked at enqueue time
+            pipe.zcard(k.bready)
             pipe.zcard(k.inflight)
             limiter.queue_read(pipe, k.rl)
             pipe.zcount(k.workers, now_ms - WORKER_STALE_MS, "+inf")
             pipe.zcard(k.dlq)
             pipe.hgetall(k.stats)
-            depth, interactive, inflight, rl, workers, dead, stats = await pipe.execute()
-            accounts.append(_account_report(account, LimiterState.decode(rl), now_ms, depth, interactive,
-                                            inflight, workers, dead, stats))
-        return {"at": time.time(), "accounts": accounts}
+            interactive, batch, inflight, rl, workers, dead, stats = await pipe.execute()
+            accounts.append(_account_report(account, LimiterState.decode(rl), now_ms, interactive + batch,
+                                            interactive, inflight, workers, dead, stats))
+        return {"at": time.time(), "accounts": accounts, **await collect_batches(config, client)}
     finally:
         if shared_client is None:
             await client.aclose()
@@ -92,4 +93,5 @@ def render(report: dict[str, Any], as_json: bool = False) -> str:
             f"tokens={left['tokens']}  blocked_for={a['blocked_for_s']}s  drain≈{a['drain_s']}s  "
             f"dead_letters={a['dead_letters']}"
         )
+    lines += render_batches(report)
     return "\n".join(lines) if lines else "no accounts configured"

@@ -41,7 +41,7 @@ from shared.redis.embedded import EmbeddedRedis, free_port, reachable
 if TYPE_CHECKING:
     from shared.mock.settings import MockSettings
 
-Role = Literal["mock", "worker", "api"]
+Role = Literal["mock", "worker", "api", "batcher"]
 EmbeddedPolicy = Literal["never", "if-unreachable", "always"]
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 MOCK_MISSING = (
@@ -85,6 +85,8 @@ class SystemOptions:
     mocks: list[MockOptions] | None = None
     """None: one default mock per port that the config's `provider: mock` accounts point at."""
     workers_per_account: int = 1
+    batchers: int = 0  # batch coordinators (`sluice batcher`; `sluice dev` runs one)
+    redis_appendonly: bool = False  # a private redis-server with AOF (`sluice dev`: batch state survives)
     api_host: str = "127.0.0.1"
     api_port: int = 0  # 0: a free port
     api_processes: int = 1
@@ -210,8 +212,9 @@ class System:
             for account in self.config.accounts:
                 for _ in range(self.options.workers_per_account):
                     self.start_worker(account.name)
-            self._spawn("api", "api", ["api", "--host", self.options.api_host, "--port", str(self.api_port),
-                                       "--workers", str(self.options.api_processes)])
+            for _ in range(self.options.batchers):
+                self.start_batcher()
+            self._start_api()
             self.wait_ready()
         except BaseException:
             self.stop()
@@ -221,7 +224,7 @@ class System:
     def _start_redis(self) -> None:
         policy = self.options.embedded_redis
         if policy == "always" or (policy == "if-unreachable" and not reachable(self.redis_url)):
-            self.embedded = EmbeddedRedis()
+            self.embedded = EmbeddedRedis(appendonly=self.options.redis_appendonly)
             self.redis_url = self.embedded.url
 
     def _start_mock(self, mock: MockOptions) -> None:
@@ -236,11 +239,25 @@ class System:
         self._worker_counts[account] = n + 1
         return self._spawn(f"worker-{account}-{n}", "worker", ["worker", "--account", account])
 
+    def start_batcher(self) -> Child:
+        """One more batch coordinator (replicas share batches by lease)."""
+        return self._spawn(f"batcher-{len(self.of_role('batcher'))}", "batcher", ["batcher"])
+
+    def _start_api(self) -> None:
+        self._spawn("api", "api", ["api", "--host", self.options.api_host, "--port", str(self.api_port),
+                                   "--workers", str(self.options.api_processes)])
+
+    def restart_api(self) -> None:
+        """Starts the API again on its port (tests that killed it) and waits until it is ready."""
+        self.children = [c for c in self.children if c.alive()]  # the killed ones were reaped by their killer
+        self._start_api()
+        self.wait_ready()
+
     def _spawn(self, label: str, role: Role, args: list[str]) -> Child:
         env = self.env
         if role == "worker" and self.options.worker_log_level:
             env["SLUICE_LOG_LEVEL"] = self.options.worker_log_level
-        if role in ("api", "worker"):
+        if role in ("api", "worker", "batcher"):
             args = [*args, "--redis-url", self.redis_url]
             if self.config_path is not None:
                 args += ["--config", str(self.config_path)]
@@ -286,7 +303,7 @@ class System:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM to every process group (the API first, so no new work arrives), SIGKILL after
         `grace` seconds; then the private Redis, the log files and the temp dir."""
-        order = self.of_role("api") + self.of_role("worker") + self.of_role("mock")
+        order = self.of_role("api") + self.of_role("batcher") + self.of_role("worker") + self.of_role("mock")
         for child in order:
             if child.alive():
                 _signal_group(child.pid, signal.SIGTERM)

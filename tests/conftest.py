@@ -24,6 +24,7 @@ from shared.system import MockOptions, System, SystemOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_KEY = "sk-test-client"
+OTHER_CLIENT_KEY = "sk-test-other"  # a second client, for what must stay private to its owner
 
 
 @pytest.fixture(scope="session")
@@ -45,12 +46,14 @@ def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -
 
 class SluiceSystem:
     """A `System` for one test: one mock provider, one worker process per account replica, one API
-    process, on the session's Redis under a key prefix of its own (deleted by `close()`)."""
+    process (and `batchers` batch coordinators), on the session's Redis under a key prefix of its
+    own (deleted by `close()`)."""
 
     def __init__(self, tmp: Path, redis_url: str, accounts: list[dict[str, Any]], models: list[dict[str, Any]],
                  queue: dict[str, Any] | None = None, mock: MockSettings | None = None,
                  replicas: int = 1, base_url_placeholder: str | None = None,
-                 mock_args: list[str] | None = None) -> None:
+                 mock_args: list[str] | None = None, batchers: int = 0,
+                 batches: dict[str, Any] | None = None) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         if mock_args:  # `sluice mock-upstream` flags, read by the command's own parser
             mock = mock_settings(build_parser().parse_args(["mock-upstream", *mock_args]))
@@ -65,13 +68,14 @@ class SluiceSystem:
         config = {
             "redis_url": redis_url,
             "key_prefix": self.prefix,
-            "client_keys": [{"name": "tester", "key": CLIENT_KEY}],
+            "client_keys": [{"name": "tester", "key": CLIENT_KEY}, {"name": "other", "key": OTHER_CLIENT_KEY}],
             "accounts": accounts,
             "models": models,
             "queue": queue or {},
+            "batches": {"data_dir": str(tmp / f"{self.prefix}-data"), **(batches or {})},
         }
         self.system = System(SystemOptions(config=config, embedded_redis="never", mocks=[upstream],
-                                           workers_per_account=replicas, log_dir=tmp / self.prefix,
+                                           workers_per_account=replicas, batchers=batchers, log_dir=tmp / self.prefix,
                                            log_level="WARNING", ready_timeout=30))
         self.system.start()
         self.base_url = self.system.base_url
@@ -92,6 +96,22 @@ class SluiceSystem:
 
     def start_worker(self, account: str) -> subprocess.Popen[bytes]:
         return self.system.start_worker(account).process
+
+    @property
+    def api(self) -> subprocess.Popen[bytes]:
+        """The API process started last."""
+        return self.system.of_role("api")[-1].process
+
+    @property
+    def batchers(self) -> list[subprocess.Popen[bytes]]:
+        return [c.process for c in self.system.of_role("batcher")]
+
+    def start_batcher(self) -> subprocess.Popen[bytes]:
+        return self.system.start_batcher().process
+
+    def start_api(self) -> None:
+        """Starts the API again (on its port) after it was killed, and waits until it is ready."""
+        self.system.restart_api()
 
     def mock_stats(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.mock_url}/_stats", timeout=5).json())

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from shared.config import Account, Config
 from shared.errors import GatewayError
@@ -72,7 +73,14 @@ class Worker:
         log.info("worker started", extra={"account": self.account.name, "worker": self.id})
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
-            await self._claim_loop()
+            while not self._stopping.is_set():
+                try:
+                    await self._claim_loop()
+                except RedisError:
+                    # Redis restarting (AOF brings the queue back): keep the process, and the jobs
+                    # it runs, alive and claim again once Redis answers
+                    log.warning("redis unavailable; claiming again shortly", extra={"account": self.account.name})
+                    await self._wait(self._stopping.wait(), 0.5)
         finally:
             heartbeat.cancel()
             # Finish what we hold: a job cut off here would wait out its lease elsewhere.

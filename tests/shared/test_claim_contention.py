@@ -143,7 +143,7 @@ def enqueue_jobs(redis_url: str, keys: AccountKeys, costs: list[tuple[int, int]]
         ids = []
         for n, cost in enumerate(costs):
             job_id = f"{n:04d}-{cost[0]}-{cost[1]}"
-            assert await scripts.enqueue(keys, job_id, f"payload-{job_id}".encode(), cost, 0, 10_000) == n + 1
+            assert await scripts.enqueue(keys, job_id, f"payload-{job_id}".encode(), cost, False, 10_000) == n + 1
             ids.append(job_id)
         await client.aclose()
         return ids

@@ -9,13 +9,15 @@ The scripts read Redis's own clock (TIME), so the test owns that clock:
   real server's Lua engine runs the rest of every script byte for byte.
 
 Hypothesis draws an account (rpm/tpm/input/output limits, concurrency, tolerances, lease, max
-attempts, queue cap) and a sequence of operations: enqueues with random token costs (interactive
-or batch), clock ticks (random, or exactly the wait the last claim named, or 1 ms less), claims,
-acks with random real usage, releases (upstream 429s) with blocks, blocks, and limits learned
-from provider headers. After every operation the script's answer and the whole of the account's
-Redis state must equal the reference model's, exactly. Independently of the model, every run
-also checks what must hold whatever the arithmetic: the GCRA bound on what was admitted, claims
-in arrival order, no job lost or handed out twice, and no refund leaving a TAT in the past.
+attempts, queue cap, the batch lane's share) and a sequence of operations: enqueues with random
+token costs (interactive or batch lane), clock ticks (random, or exactly the wait the last claim
+named, or 1 ms less), claims, acks with random real usage, releases (upstream 429s) with blocks,
+blocks, and limits learned from provider headers. After every operation the script's answer and the
+whole of the account's Redis state must equal the reference model's, exactly. Independently of the
+model, every run also checks what must hold whatever the arithmetic: the GCRA bound on what was
+admitted, claims in arrival order within each lane, a batch job taking a claim from waiting
+interactive work no more often than the batch share allows, no job lost or handed out twice, and no
+refund leaving a TAT in the past.
 
 `pytest --hypothesis-show-statistics` shows what the drawn programs exercised.
 """
@@ -48,7 +50,6 @@ from shared.redis.scripts import ClaimResult, LimitArgs, Scripts
 
 DIMS = ("r", "t", "i", "o")
 EPOCH_MS = 1_700_000_000_000  # a realistic Redis clock: 13-digit milliseconds
-BATCH_DELAY_MS = 60_000
 ROUNDING_MS = 0.0  # the scripts store times as "%.17g": full double precision
 
 _original_source = scripts_module._source
@@ -86,14 +87,15 @@ class Harness:
     async def dump(self) -> State:
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
-        for zset in (k.ready, k.inflight, k.dlq):
+        for zset in (k.ready, k.bready, k.inflight, k.dlq):
             pipe.zrange(zset, 0, -1, withscores=True)
         for h in (k.jobs, k.meta, k.rl, k.stats):
             pipe.hgetall(h)
         pipe.llen(k.bell)
-        ready, inflight, dlq, jobs, meta, rl, stats, bell = await pipe.execute()
+        ready, bready, inflight, dlq, jobs, meta, rl, stats, bell = await pipe.execute()
         return State(
             ready=[(_s(m), float(s)) for m, s in ready],
+            bready=[(_s(m), float(s)) for m, s in bready],
             inflight=[(_s(m), float(s)) for m, s in inflight],
             dlq=[(_s(m), float(s)) for m, s in dlq],
             jobs={_s(f): bytes(v) for f, v in jobs.items()},
@@ -171,6 +173,7 @@ class Setup:
     max_attempts: int
     max_depth: int
     start_ms: int
+    batch_share: int = 100  # thousandths of the claims the batch lane gets while both lanes wait
 
     def rate(self, dim: str) -> int:
         """The configured limit per minute (0 = unlimited)."""
@@ -180,7 +183,8 @@ class Setup:
         return self.limits.request_tolerance_ms if dim == "r" else self.limits.token_tolerance_ms
 
     def queue(self) -> QueueSettings:
-        return QueueSettings(lease_seconds=self.lease_ms / 1000, max_attempts=self.max_attempts)
+        return QueueSettings(lease_seconds=self.lease_ms / 1000, max_attempts=self.max_attempts,
+                             batch_min_share=self.batch_share / 1000)
 
 
 @dataclass(slots=True)
@@ -188,6 +192,7 @@ class State:
     """Everything an account holds in Redis, in a comparable form."""
 
     ready: list[tuple[str, float]]
+    bready: list[tuple[str, float]]
     inflight: list[tuple[str, float]]
     dlq: list[tuple[str, float]]
     jobs: dict[str, bytes]
@@ -215,6 +220,7 @@ class Reference:
     def __init__(self, setup: Setup) -> None:
         self.setup = setup
         self.ready: dict[str, float] = {}
+        self.bready: dict[str, float] = {}
         self.inflight: dict[str, float] = {}
         self.dlq: dict[str, float] = {}
         self.jobs: dict[str, bytes] = {}
@@ -248,8 +254,12 @@ class Reference:
     def rates(self) -> dict[str, int]:
         return {dim: self.effective(dim, self.setup.rate(dim)) for dim in DIMS}
 
-    def enqueue(self, now: int, job_id: str, payload: bytes, cost: tuple[int, int], delay_ms: int) -> int:
-        if len(self.ready) >= self.setup.max_depth:
+    def lane_of(self, job_id: str) -> dict[str, float]:
+        return self.bready if f"{job_id}:l" in self.meta else self.ready
+
+    def enqueue(self, now: int, job_id: str, payload: bytes, cost: tuple[int, int], batch: bool) -> int:
+        lane = self.bready if batch else self.ready
+        if len(lane) >= self.setup.max_depth:
             return -1
         # jobs enqueued within one millisecond keep their arrival order through a fraction
         if self.meta.get("#ms") == str(now):
@@ -258,13 +268,15 @@ class Reference:
             seq = min(seq, 999)
         else:
             self.meta["#ms"], self.meta["#seq"], seq = str(now), "0", 0
-        rank = now + delay_ms + seq / 1000
+        rank = now + seq / 1000
         self.jobs[job_id] = payload
         self.meta[job_id] = f"{cost[0]}:{cost[1]}"
         self.meta[f"{job_id}:s"] = f"{rank:.3f}"
-        self.ready[job_id] = rank
+        if batch:
+            self.meta[f"{job_id}:l"] = "1"
+        lane[job_id] = rank
         self.bell = min(self.bell + 1, 256)
-        return len(self.ready)
+        return len(lane)
 
     def claim(self, now: int, max_jobs: int) -> ClaimResult:
         dead: list[tuple[str, bytes]] = []
@@ -278,7 +290,7 @@ class Reference:
                 self.stats["dead"] += 1
                 dead.append((job_id, self.jobs.get(job_id, b"")))
             else:
-                self.ready[job_id] = float(self.meta.get(f"{job_id}:s", lua_tostring(now)))
+                self.lane_of(job_id)[job_id] = float(self.meta.get(f"{job_id}:s", lua_tostring(now)))
                 self.stats["reclaimed"] += 1
         blocked = float(self.rl.get("blocked", "0"))
         if blocked > now:
@@ -288,15 +300,30 @@ class Reference:
         for _ in range(max_jobs):
             if concurrency > 0 and len(self.inflight) >= concurrency:
                 return ClaimResult(2, 0, claimed, dead)
-            if not self.ready:
+            if not self.bready:
+                self.meta.pop("#bc", None)  # an empty batch lane banks no credit
+            if not self.ready and not self.bready:
                 self.bell = 0  # an empty queue drops stale doorbell rings
                 return ClaimResult(0, 0, claimed, dead)
-            job_id = min(self.ready, key=lambda j: (self.ready[j], j))
+            credit = int(self.meta.get("#bc", "0"))
+            lane, earned = self.ready, credit
+            if not self.ready:
+                lane = self.bready
+            elif self.bready:
+                earned = credit + self.setup.batch_share
+                if earned >= 1000:
+                    lane, earned = self.bready, earned - 1000
+            job_id = min(lane, key=lambda j: (lane[j], j))
             wait = self._wait(now)
             if wait > 0:
                 return ClaimResult(1, wait, claimed, dead)
             self._charge(now, self.rates(), costs_of(self.meta.get(job_id)), 1)
-            del self.ready[job_id]
+            if earned != credit:
+                if earned:
+                    self.meta["#bc"] = str(earned)
+                else:
+                    self.meta.pop("#bc", None)
+            del lane[job_id]
             self.inflight[job_id] = now + self.setup.lease_ms
             self.stats["claimed"] += 1
             claimed.append((job_id, self.jobs.get(job_id, b""), int(self.meta.get(f"{job_id}:a", "0"))))
@@ -305,7 +332,7 @@ class Reference:
     def ack(self, now: int, job_id: str, used: tuple[int, int] | None, outcome: str, status: int,
             model: str) -> bool:
         was_ours = self.inflight.pop(job_id, None) is not None
-        if not was_ours and (job_id in self.ready or job_id in self.dlq):
+        if not was_ours and (job_id in self.ready or job_id in self.bready or job_id in self.dlq):
             return False  # re-queued or dead-lettered after a lost lease: not ours to finish
         reserved = self.meta.get(job_id)
         if reserved is not None and used is not None:
@@ -316,7 +343,7 @@ class Reference:
                 if delta != 0:  # unused reservation comes back; overuse is charged
                     self._charge(now, {dim: self.rates()[dim]}, {dim: abs(delta)}, -1 if delta > 0 else 1)
         self.jobs.pop(job_id, None)
-        for name in (job_id, f"{job_id}:s", f"{job_id}:a"):
+        for name in (job_id, f"{job_id}:s", f"{job_id}:a", f"{job_id}:l"):
             self.meta.pop(name, None)
         self.stats[outcome] += 1
         if status > 0:
@@ -329,7 +356,7 @@ class Reference:
     def release(self, now: int, job_id: str, block_ms: int, counter: str) -> bool:
         if self.inflight.pop(job_id, None) is None:
             return False
-        self.ready[job_id] = float(self.meta.get(f"{job_id}:s", lua_tostring(now)))
+        self.lane_of(job_id)[job_id] = float(self.meta.get(f"{job_id}:s", lua_tostring(now)))
         self._charge(now, self.rates(), costs_of(self.meta.get(job_id)), -1)
         if block_ms > 0 and now + block_ms > float(self.rl.get("blocked", "0")):
             self.rl["blocked"] = lua_tostring(now + block_ms)
@@ -359,8 +386,9 @@ class Reference:
         def ordered(zset: dict[str, float]) -> list[tuple[str, float]]:
             return sorted(((m, float(s)) for m, s in zset.items()), key=lambda item: (item[1], item[0]))
 
-        return State(ordered(self.ready), ordered(self.inflight), ordered(self.dlq), dict(self.jobs),
-                     dict(self.meta), dict(self.rl), {k: v for k, v in self.stats.items() if v}, self.bell)
+        return State(ordered(self.ready), ordered(self.bready), ordered(self.inflight), ordered(self.dlq),
+                     dict(self.jobs), dict(self.meta), dict(self.rl), {k: v for k, v in self.stats.items() if v},
+                     self.bell)
 
 
 # --- operations ------------------------------------------------------------------------------
@@ -439,6 +467,7 @@ setups = st.builds(
     max_attempts=st.integers(1, 3),
     max_depth=st.integers(1, 40),
     start_ms=st.integers(EPOCH_MS, EPOCH_MS + 10**9),
+    batch_share=st.sampled_from([0, 100, 250, 999, 1000]),
 )
 tokens = st.integers(0, 5000)
 ticks = st.builds(Tick, st.one_of(st.integers(0, 50), st.integers(0, 5_000), st.integers(0, 120_000)))
@@ -470,7 +499,10 @@ class Observed:
         self.setup = setup
         self.t0 = t0
         self.accepted: dict[str, dict[str, int]] = {}  # id -> cost per dimension
-        self.arrival: dict[str, tuple[int, int]] = {}  # id -> (due ms, enqueue order): the FIFO order
+        self.arrival: dict[str, tuple[int, int]] = {}  # id -> (enqueue ms, enqueue order): the FIFO order
+        self.batch: set[str] = set()  # ids enqueued on the batch lane
+        self.contested = 0  # claims made while both lanes held work
+        self.overtaken = 0  # of those, claims the batch lane took
         self.done: set[str] = set()
         self.net = dict.fromkeys(DIMS, 0)  # cost charged minus cost refunded, per dimension
         self.max_cost = dict.fromkeys(DIMS, 0)
@@ -484,9 +516,11 @@ class Observed:
         configured, cap = self.setup.rate(dim), self.caps.get(dim, 0)
         return cap if cap > 0 and (configured == 0 or cap < configured) else configured
 
-    def enqueued(self, now: int, job_id: str, cost: tuple[int, int], delay_ms: int) -> None:
+    def enqueued(self, now: int, job_id: str, cost: tuple[int, int], batch: bool) -> None:
         costs = costs_of(f"{cost[0]}:{cost[1]}")
-        self.arrival[job_id] = (now + delay_ms, len(self.accepted))
+        self.arrival[job_id] = (now, len(self.accepted))
+        if batch:
+            self.batch.add(job_id)
         self.accepted[job_id] = costs
         for dim in DIMS:
             self.max_cost[dim] = max(self.max_cost[dim], costs[dim])
@@ -525,7 +559,8 @@ class Observed:
             self.net[dim] -= self.accepted[job_id][dim]
 
     def check_state(self, now: int, before: State, after: State) -> None:
-        places = [{m for m, _ in after.ready}, {m for m, _ in after.inflight}, {m for m, _ in after.dlq}, self.done]
+        places = [{m for m, _ in zset} for zset in (after.ready, after.bready, after.inflight, after.dlq)]
+        places.append(self.done)
         assert sum(len(p) for p in places) == len(self.accepted), "a job is in two places at once"
         assert set().union(*places) == set(self.accepted), "a job was lost"
         for field, value in after.rl.items():
@@ -536,14 +571,28 @@ class Observed:
         reaped = {m for m, d in before.inflight if d <= now}
         if reaped:
             note("claim reaped an expired lease")
-        claimable = {m for m, _ in before.ready} | reaped
+        claimable = {m for m, _ in before.ready} | {m for m, _ in before.bready} | reaped
         ids = [job_id for job_id, _, _ in got.claimed]
         assert len(set(ids)) == len(ids) and set(ids) <= claimable, "a job was handed out twice"
-        order = [self.arrival[j] for j in ids]
-        assert order == sorted(order), "one claim handed out jobs out of arrival order"
-        if order and after.ready:
-            first_left = min(self.arrival[m] for m, _ in after.ready)
-            assert order[-1] < first_left, "a job was claimed ahead of one that arrived before it"
+        for in_lane, left in ((False, after.ready), (True, after.bready)):
+            order = [self.arrival[j] for j in ids if (j in self.batch) == in_lane]
+            assert order == sorted(order), "one claim handed out jobs out of arrival order"
+            if order and left:
+                first_left = min(self.arrival[m] for m, _ in left)
+                assert order[-1] < first_left, "a job was claimed ahead of one that arrived before it"
+        # Interactive work goes first: a batch job takes a claim from waiting interactive work only
+        # on the credit the batch share earns, so never more often than share/1000 of such claims.
+        interactive_left = {m for m, _ in before.ready} | {m for m in reaped if m not in self.batch}
+        batch_left = {m for m, _ in before.bready} | {m for m in reaped if m in self.batch}
+        for job_id in ids:
+            if interactive_left and batch_left:
+                self.contested += 1
+                if job_id in self.batch:
+                    self.overtaken += 1
+                    note("a batch job took its share ahead of waiting interactive work")
+            (batch_left if job_id in self.batch else interactive_left).discard(job_id)
+        assert self.overtaken * 1000 <= self.contested * self.setup.batch_share, (
+            f"batch took {self.overtaken} of {self.contested} contested claims at share {self.setup.batch_share}")
         for job_id, payload, _ in got.claimed:
             assert payload == f"payload-{job_id}".encode()
 
@@ -578,11 +627,10 @@ async def check_against_model(h: Harness, setup: Setup, program: list[Op]) -> No
             job_id = f"j{step:05d}"
             payload = f"payload-{job_id}".encode()
             cost = (op.cost_in, op.cost_out)
-            delay = BATCH_DELAY_MS if op.batch else 0
-            depth = await h.scripts.enqueue(h.keys, job_id, payload, cost, delay, setup.max_depth)
-            assert depth == model.enqueue(now, job_id, payload, cost, delay), where
+            depth = await h.scripts.enqueue(h.keys, job_id, payload, cost, op.batch, setup.max_depth)
+            assert depth == model.enqueue(now, job_id, payload, cost, op.batch), where
             if depth > 0:
-                seen.enqueued(now, job_id, cost, delay)
+                seen.enqueued(now, job_id, cost, op.batch)
         elif isinstance(op, Claim):
             got = await h.scripts.claim(h.keys, limits, queue, op.max_jobs)
             assert got == model.claim(now, op.max_jobs), where
@@ -646,7 +694,7 @@ def test_paced_rpm_admits_exactly_the_gcra_schedule(backend: str, redis_url: str
     async def body(h: Harness) -> None:
         limits = LimitArgs(60, 0, 0, 0, 0, 0, 0)
         for n in range(5):
-            await h.scripts.enqueue(h.keys, f"j{n}", b"x", (1, 1), 0, 100)
+            await h.scripts.enqueue(h.keys, f"j{n}", b"x", (1, 1), False, 100)
         admitted: list[int] = []
         while len(admitted) < 5:
             await h.sync()
@@ -666,7 +714,7 @@ def test_refund_after_idle_time_never_banks_capacity(backend: str, redis_url: st
     async def body(h: Harness) -> None:
         limits = LimitArgs(0, 60_000, 0, 0, 0, 0, 0)  # 1 token per ms
         for n in range(3):
-            await h.scripts.enqueue(h.keys, f"j{n}", b"x", (500, 500), 0, 100)
+            await h.scripts.enqueue(h.keys, f"j{n}", b"x", (500, 500), False, 100)
         await h.sync()
         [(first, _, _)] = (await h.scripts.claim(h.keys, limits, QueueSettings(), 3)).claimed
         clock.ms += 10_000  # the reservation is long paid for
@@ -686,7 +734,7 @@ def test_a_shorter_retry_after_never_shortens_a_block(backend: str, redis_url: s
     async def body(h: Harness) -> None:
         limits = LimitArgs(0, 0, 0, 0, 0, 0, 0)
         for n in range(2):
-            await h.scripts.enqueue(h.keys, f"j{n}", b"x", (1, 1), 0, 100)
+            await h.scripts.enqueue(h.keys, f"j{n}", b"x", (1, 1), False, 100)
         await h.scripts.claim(h.keys, limits, QueueSettings(), 2)
         assert await h.scripts.block(h.keys, 10_000) == EPOCH_MS + 10_000
         assert await h.scripts.block(h.keys, 5_000) == EPOCH_MS + 10_000
@@ -715,7 +763,7 @@ def test_arrival_order_holds_across_the_sequence_wrap(backend: str, redis_url: s
             if n == 998:
                 clock.ms += 5  # the last two arrive together, in one millisecond
                 await h.sync()
-            await h.scripts.enqueue(h.keys, job_id, b"x", (1, 1), 0, 10_000)
+            await h.scripts.enqueue(h.keys, job_id, b"x", (1, 1), False, 10_000)
         claimed: list[str] = []
         while len(claimed) < len(arrived):
             claimed += [job_id for job_id, _, _ in (await h.scripts.claim(
@@ -732,7 +780,7 @@ def test_high_tpm_still_charges_small_jobs(backend: str, redis_url: str) -> None
     async def body(h: Harness) -> None:
         limits = LimitArgs(0, 150_000_000, 0, 0, 0, 0, 0)  # a top-tier tpm: 2,500 tokens per ms
         for n in range(10):
-            await h.scripts.enqueue(h.keys, f"j{n}", b"x", (60, 40), 0, 100)
+            await h.scripts.enqueue(h.keys, f"j{n}", b"x", (60, 40), False, 100)
         await h.sync()
         got = await h.scripts.claim(h.keys, limits, QueueSettings(), 10)
         # tolerance 0: the first job puts the bucket 0.04 ms ahead of now; the second must wait
@@ -749,7 +797,7 @@ def test_late_ack_after_lost_lease_leaves_no_payloadless_job(backend: str, redis
     async def body(h: Harness) -> None:
         limits = LimitArgs(30, 0, 0, 0, 0, 0, 0)  # one request per 2 s
         queue = QueueSettings(lease_seconds=1.0)
-        await h.scripts.enqueue(h.keys, "job", b"payload", (10, 10), 0, 100)
+        await h.scripts.enqueue(h.keys, "job", b"payload", (10, 10), False, 100)
         await h.sync()
         assert (await h.scripts.claim(h.keys, limits, queue, 1)).claimed  # worker A, then A stalls
         clock.ms += 1500

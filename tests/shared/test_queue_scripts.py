@@ -37,11 +37,11 @@ def limits(**kw: Any) -> LimitArgs:
 
 
 async def enqueue(scripts: Scripts, keys: AccountKeys, n: int, cost: tuple[int, int] = (10, 10),
-                  delay_ms: int = 0) -> list[str]:
+                  batch: bool = False) -> list[str]:
     ids = []
     for i in range(n):
         job_id = f"{uuid.uuid4().hex[:6]}-job{i}"  # random prefix: order must come from arrival, not id
-        await scripts.enqueue(keys, job_id, f"payload-{i}".encode(), cost, delay_ms, 1000)
+        await scripts.enqueue(keys, job_id, f"payload-{i}".encode(), cost, batch, 1000)
         ids.append(job_id)
     return ids
 
@@ -57,9 +57,9 @@ async def test_claim_is_fifo_and_moves_jobs_in_flight(r: aioredis.Redis, keys: A
 
 async def test_queue_cap_rejects_instead_of_growing(r: aioredis.Redis, keys: AccountKeys) -> None:
     s = Scripts(r)
-    assert await s.enqueue(keys, "a", b"x", (1, 1), 0, 2) == 1
-    assert await s.enqueue(keys, "b", b"x", (1, 1), 0, 2) == 2
-    assert await s.enqueue(keys, "c", b"x", (1, 1), 0, 2) == -1
+    assert await s.enqueue(keys, "a", b"x", (1, 1), False, 2) == 1
+    assert await s.enqueue(keys, "b", b"x", (1, 1), False, 2) == 2
+    assert await s.enqueue(keys, "c", b"x", (1, 1), False, 2) == -1
     assert await r.zcard(keys.ready) == 2
 
 
@@ -146,12 +146,54 @@ async def test_cancel_only_removes_unclaimed_jobs(r: aioredis.Redis, keys: Accou
     assert await r.zcard(keys.ready) == 0
 
 
-async def test_batch_priority_ranks_behind_interactive(r: aioredis.Redis, keys: AccountKeys) -> None:
+async def test_interactive_work_goes_first_however_old_the_batch_work(r: aioredis.Redis, keys: AccountKeys) -> None:
     s = Scripts(r)
-    batch = await enqueue(s, keys, 1, delay_ms=60_000)
-    interactive = await enqueue(s, keys, 1)
-    got = await s.claim(keys, limits(), QueueSettings(), 2)
+    batch = await enqueue(s, keys, 2, batch=True)
+    await r.zadd(keys.bready, {batch[0]: 0, batch[1]: 1})  # as old as a batch line can be
+    interactive = await enqueue(s, keys, 2)
+    got = await s.claim(keys, limits(), QueueSettings(batch_min_share=0.0), 4)
     assert [c[0] for c in got.claimed] == interactive + batch
+
+
+async def test_batch_lane_gets_its_share_under_permanent_interactive_load(r: aioredis.Redis,
+                                                                          keys: AccountKeys) -> None:
+    s = Scripts(r)
+    batch = set(await enqueue(s, keys, 30, batch=True))
+    taken: list[bool] = []
+    for _ in range(100):
+        await enqueue(s, keys, 1)  # interactive work never runs out
+        [(job_id, _, _)] = (await s.claim(keys, limits(), QueueSettings(batch_min_share=0.1), 1)).claimed
+        taken.append(job_id in batch)
+        await s.ack(keys, limits(), job_id, None, "completed")
+    assert sum(taken) == 10  # exactly the share, spread out: every tenth claim
+    assert [i for i, b in enumerate(taken) if b] == list(range(9, 100, 10))
+
+
+async def test_an_idle_batch_lane_banks_no_credit(r: aioredis.Redis, keys: AccountKeys) -> None:
+    s = Scripts(r)
+    queue = QueueSettings(batch_min_share=0.3)
+    await enqueue(s, keys, 3)
+    await s.claim(keys, limits(), queue, 3)  # no batch work waiting: nothing earned
+    assert await r.hget(keys.meta, "#bc") is None
+    [batch] = await enqueue(s, keys, 1, batch=True)
+    interactive = await enqueue(s, keys, 5)
+    got = [c[0] for c in (await s.claim(keys, limits(), queue, 5)).claimed]
+    assert got == [*interactive[:3], batch, interactive[3]]  # credit 300, 600, 900, 1200 -> batch
+    assert await r.hget(keys.meta, "#bc") is None  # 200 left over, dropped once the lane was empty
+
+
+async def test_a_released_or_reclaimed_batch_job_goes_back_to_its_own_lane(r: aioredis.Redis,
+                                                                            keys: AccountKeys) -> None:
+    s = Scripts(r)
+    [job] = await enqueue(s, keys, 1, batch=True)
+    await s.claim(keys, limits(), QueueSettings(), 1)
+    assert await s.release(keys, limits(), job, 0, "upstream_429")
+    assert await r.zscore(keys.bready, job) is not None and await r.zcard(keys.ready) == 0
+    await s.claim(keys, limits(), QueueSettings(lease_seconds=0), 1)
+    await s.claim(keys, limits(), QueueSettings(lease_seconds=0), 0)  # reaps the expired lease
+    assert await r.zscore(keys.bready, job) is not None and await r.zcard(keys.ready) == 0
+    assert await s.cancel(keys, job)
+    assert await r.zcard(keys.bready) == 0 and not await r.hexists(keys.meta, f"{job}:l")  # type: ignore[misc]
 
 
 async def test_learned_provider_limit_caps_the_configured_rate(r: aioredis.Redis, keys: AccountKeys) -> None:

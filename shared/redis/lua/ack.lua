@@ -1,12 +1,13 @@
 -- ack.lua: finish a claimed job and reconcile its token reservation with real usage.
--- KEYS: 1 inflight, 2 jobs, 3 meta, 4 rl, 5 stats, 6 ready, 7 dlq
+-- KEYS: 1 inflight, 2 jobs, 3 meta, 4 rl, 5 stats, 6 ready, 7 dlq, 8 bready
 -- ARGV: 1 job id, 2 input tokens used, 3 output tokens used (-1 = unknown: keep the reservation),
 --       4 rpm, 5 tpm, 6 input tpm, 7 output tpm, 8 outcome counter name,
 --       9 upstream HTTP status (0 = none), 10 model name (for per-model token counters)
 -- Returns 1 when the job was still ours, 0 when its lease had been lost.
 local id = ARGV[1]
 local was_ours = redis.call('ZREM', KEYS[1], id)
-if was_ours == 0 and (redis.call('ZSCORE', KEYS[6], id) or redis.call('ZSCORE', KEYS[7], id)) then
+if was_ours == 0 and (redis.call('ZSCORE', KEYS[6], id) or redis.call('ZSCORE', KEYS[8], id)
+                     or redis.call('ZSCORE', KEYS[7], id)) then
   -- our lease expired and the job was re-queued (or dead-lettered): it is not ours to finish;
   -- whoever runs it next finds our answer in its record and acknowledges it then
   return 0
@@ -26,7 +27,7 @@ if reserved and used_in >= 0 and used_out >= 0 then
   end
 end
 redis.call('HDEL', KEYS[2], id)
-redis.call('HDEL', KEYS[3], id, id .. ':s', id .. ':a')
+redis.call('HDEL', KEYS[3], id, id .. ':s', id .. ':a', id .. ':l')
 redis.call('HINCRBY', KEYS[5], ARGV[8], 1)
 if tonumber(ARGV[9]) > 0 then redis.call('HINCRBY', KEYS[5], 'http_' .. ARGV[9], 1) end
 if used_in > 0 then redis.call('HINCRBY', KEYS[5], 'tokens_in:' .. ARGV[10], used_in) end

@@ -1,8 +1,15 @@
--- claim.lua: re-queue expired leases, then claim up to N jobs from the head of the queue, each
--- only if the account's limits allow it. Limiter check and claim are one atomic step.
--- KEYS: 1 ready, 2 inflight, 3 jobs, 4 meta, 5 rl, 6 dlq, 7 stats, 8 bell
+-- claim.lua: re-queue expired leases, then claim up to N jobs from the heads of the two lanes,
+-- each only if the account's limits allow it. Limiter check and claim are one atomic step.
+-- KEYS: 1 ready (interactive lane), 2 inflight, 3 jobs, 4 meta, 5 rl, 6 dlq, 7 stats, 8 bell,
+--       9 bready (batch lane)
 -- ARGV: 1 lease ms, 2 max jobs, 3 rpm, 4 tpm, 5 input tpm, 6 output tpm (0 = unlimited),
---       7 concurrency (0 = unlimited), 8 max attempts, 9 request tolerance ms, 10 token tolerance ms
+--       7 concurrency (0 = unlimited), 8 max attempts, 9 request tolerance ms, 10 token tolerance ms,
+--       11 batch share in thousandths (0..1000)
+-- Lanes: interactive work goes first, whatever its age or the batch's; while both lanes hold
+-- work, the batch lane earns `share` credit per claim and takes the claim whenever its credit
+-- reaches 1000 (meta "#bc"), so it gets exactly share/1000 of the claims under permanent
+-- interactive load and everything interactive traffic leaves. The credit is dropped whenever the
+-- batch lane is empty, so an idle batch lane banks nothing.
 -- Returns {code, wait ms, {id, payload, attempt, ...}, {dead id, payload, ...}}
 --   code 0: claimed what there was; 1: the head job waits for the limiter (wait ms);
 --   code 2: concurrency is full (wait for a release); 3: the account is blocked (wait ms)
@@ -23,7 +30,7 @@ for _, id in ipairs(expired) do
     dead[#dead + 1] = redis.call('HGET', KEYS[3], id) or ''
   else
     local rank = redis.call('HGET', KEYS[4], id .. ':s') or tostring(now)
-    redis.call('ZADD', KEYS[1], rank, id)
+    redis.call('ZADD', redis.call('HGET', KEYS[4], id .. ':l') and KEYS[9] or KEYS[1], rank, id)
     redis.call('HINCRBY', KEYS[7], 'reclaimed', 1)
   end
 end
@@ -34,23 +41,42 @@ if blocked > now then return {3, math.ceil(blocked - now), {}, dead} end
 local limits = apply_caps(KEYS[5], parse_limits(ARGV[3], ARGV[4], ARGV[5], ARGV[6]))
 local tolerance = {r = tonumber(ARGV[9]), t = tonumber(ARGV[10]), i = tonumber(ARGV[10]), o = tonumber(ARGV[10])}
 local concurrency = tonumber(ARGV[7])
+local share = tonumber(ARGV[11])
+local credit = tonumber(redis.call('HGET', KEYS[4], '#bc') or '0')
 local claimed = {}
 for _ = 1, tonumber(ARGV[2]) do
   if concurrency > 0 and redis.call('ZCARD', KEYS[2]) >= concurrency then
     return {2, 0, claimed, dead}
   end
   local head = redis.call('ZRANGE', KEYS[1], 0, 0)
-  if #head == 0 then
+  local bhead = redis.call('ZRANGE', KEYS[9], 0, 0)
+  if #bhead == 0 and credit > 0 then
+    credit = 0
+    redis.call('HDEL', KEYS[4], '#bc')
+  end
+  if #head == 0 and #bhead == 0 then
     -- nothing left: stale doorbell rings would only wake workers for nothing
     redis.call('DEL', KEYS[8])
     return {0, 0, claimed, dead}
   end
-  local id = head[1]
+  local lane, id, earned = KEYS[1], head[1], credit
+  if #head == 0 then
+    lane, id = KEYS[9], bhead[1]
+  elseif #bhead > 0 then
+    earned = credit + share
+    if earned >= 1000 then
+      lane, id, earned = KEYS[9], bhead[1], earned - 1000
+    end
+  end
   local costs = parse_cost(redis.call('HGET', KEYS[4], id))
   local wait = limiter_wait(KEYS[5], now, limits, tolerance, costs)
   if wait > 0 then return {1, wait, claimed, dead} end
   limiter_charge(KEYS[5], now, limits, costs, 1)
-  redis.call('ZREM', KEYS[1], id)
+  if earned ~= credit then
+    credit = earned
+    if credit > 0 then redis.call('HSET', KEYS[4], '#bc', tostring(credit)) else redis.call('HDEL', KEYS[4], '#bc') end
+  end
+  redis.call('ZREM', lane, id)
   redis.call('ZADD', KEYS[2], now + lease, id)
   redis.call('HINCRBY', KEYS[7], 'claimed', 1)
   claimed[#claimed + 1] = id

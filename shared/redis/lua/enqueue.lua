@@ -1,8 +1,12 @@
--- enqueue.lua: put one job on an account's queue, unless the queue is at its cap.
--- KEYS: 1 ready, 2 jobs, 3 meta, 4 bell
--- ARGV: 1 job id, 2 payload, 3 reserved cost "input:output", 4 rank delay ms (priority), 5 max depth
--- Returns the queue depth including this job, or -1 when the queue is full.
-local depth = redis.call('ZCARD', KEYS[1])
+-- enqueue.lua: put one job on one of an account's two lanes, unless that lane is at its cap.
+-- KEYS: 1 ready (interactive lane), 2 jobs, 3 meta, 4 bell, 5 bready (batch lane)
+-- ARGV: 1 job id, 2 payload, 3 reserved cost "input:output", 4 lane (0 interactive, 1 batch), 5 max depth
+-- Returns the lane's depth including this job, or -1 when the lane is full.
+-- Both lanes rank by arrival; which lane the next claim serves is claim.lua's rule. A batch job
+-- carries "<id>:l" = 1 in meta so a reclaim or a release puts it back on its own lane.
+local batch = ARGV[4] == '1'
+local lane = batch and KEYS[5] or KEYS[1]
+local depth = redis.call('ZCARD', lane)
 if depth >= tonumber(ARGV[5]) then return -1 end
 -- A per-millisecond counter's fraction keeps arrival order among jobs enqueued within one
 -- millisecond (ties in a ZSET would otherwise sort by id); past 999 in one ms, ties sort by id.
@@ -14,10 +18,11 @@ if redis.call('HGET', KEYS[3], '#ms') == string.format('%d', now) then
 else
   redis.call('HSET', KEYS[3], '#ms', string.format('%d', now), '#seq', '0')
 end
-local rank = now + tonumber(ARGV[4]) + seq / 1000
+local rank = now + seq / 1000
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3], ARGV[1] .. ':s', string.format('%.3f', rank))
-redis.call('ZADD', KEYS[1], rank, ARGV[1])
+if batch then redis.call('HSET', KEYS[3], ARGV[1] .. ':l', '1') end
+redis.call('ZADD', lane, rank, ARGV[1])
 redis.call('LPUSH', KEYS[4], '1')
 redis.call('LTRIM', KEYS[4], 0, 255)
 return depth + 1

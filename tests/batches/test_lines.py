@@ -1,0 +1,62 @@
+"""Batch input validation without a running system: every problem with its 1-based line number,
+the configurable size limits, and the offsets index the feeder reads lines by."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.batches.lines import parse_line, validate
+from shared.config import BatchSettings, Config, parse_config
+
+CONFIG = parse_config("""
+accounts: [{name: a, provider: mock, base_url: "http://127.0.0.1:9/v1"}]
+models: [{name: m, route: [{account: a, model: x}]}]
+""")
+
+
+def line(custom_id: str, **body: Any) -> bytes:
+    payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **body}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                       "body": payload}).encode() + b"\n"
+
+
+def with_limits(**limits: Any) -> Config:
+    return Config(accounts=CONFIG.accounts, models=CONFIG.models, batches=BatchSettings(**limits))
+
+
+def test_errors_carry_the_line_number_the_client_sees() -> None:
+    lines = [line("a"), b"\n", line("b", stream=True), line("c", temperature=9), line("a"),
+             b'{"custom_id": "d", "method": "GET", "url": "/v1/chat/completions", "body": {}}\n']
+    v = validate(lines, "openai", "/v1/chat/completions", "", CONFIG)
+    got = [(e.line, e.code, e.param) for e in v.errors]
+    assert got == [(3, "invalid_request", "body.stream"), (4, "invalid_request", "body.temperature"),
+                   (5, "duplicate_custom_id", "custom_id"), (6, "invalid_method", "method")]
+    assert v.total == 5  # the blank line is not a request
+
+
+def test_size_limits_are_configurable() -> None:
+    big = line("big", user="x" * 2000)
+    v = validate([line("a"), big], "openai", "/v1/chat/completions", "", with_limits(max_line_bytes=1000))
+    assert [(e.line, e.code) for e in v.errors] == [(2, "line_too_large")]
+    v = validate([line(str(i)) for i in range(5)], "openai", "/v1/chat/completions", "",
+                 with_limits(max_lines=4, max_bytes=300))
+    assert [e.code for e in v.errors] == ["too_many_requests", "file_too_large"]
+    assert all(e.line is None for e in v.errors)
+
+
+def test_offsets_index_points_at_each_request() -> None:
+    lines = [line("a"), b"\n", line("b"), line("c")]
+    content = b"".join(lines)
+    v = validate(lines, "openai", "/v1/chat/completions", "", CONFIG)
+    starts = list(v.offsets)
+    assert [parse_line("openai", "/v1/chat/completions", "", content[s:].split(b"\n", 1)[0]).custom_id
+            for s in starts] == ["a", "b", "c"]
+
+
+def test_anthropic_custom_ids_follow_anthropics_rule() -> None:
+    params = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    good = json.dumps({"custom_id": "ok_1-x", "params": params}).encode()
+    bad = json.dumps({"custom_id": "not ok!", "params": params}).encode()
+    v = validate([good, bad], "anthropic", "/v1/messages", "", CONFIG)
+    assert [(e.line, e.code) for e in v.errors] == [(2, "invalid_custom_id")]

@@ -1,0 +1,1 @@
+"""`sluice batcher`: the batch coordinator (validate, feed, collect, finalize, expire, cancel)."""

@@ -1,0 +1,113 @@
+"""One batch line's result, rendered in the batch's own line format, and the segment records
+that carry it to the store: `<line>\t<outcome>\t<input tokens>\t<output tokens>\t<json>\n`.
+
+Bodies are rendered by the same dialect functions the live routes use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+import orjson
+
+from api.dialects import ANTHROPIC, DIALECTS, GEMINI, Dialect
+from shared.batches.records import BatchView, Outcome
+from shared.errors import GatewayError
+from shared.model import ChatRequest, Complete, StreamError, StreamEvent
+
+_ENDED_MESSAGES = {
+    "c": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
+    "x": ("batch_expired", "This request could not be executed before the completion window expired."),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    line: int
+    outcome: Outcome
+    tokens_in: int
+    tokens_out: int
+    body: bytes  # the rendered result line, without the newline
+
+    def record(self) -> bytes:
+        return b"%d\t%s\t%d\t%d\t%s\n" % (self.line, self.outcome.encode(), self.tokens_in, self.tokens_out,
+                                          self.body)
+
+
+def parse_record(raw: bytes) -> Result | None:
+    """A segment record, or None for a torn last record (a process killed mid-write)."""
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        line, outcome, tin, tout, body = raw[:-1].split(b"\t", 4)
+        return Result(int(line), outcome.decode(), int(tin), int(tout), body)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+
+
+def dialect_of(view: BatchView) -> Dialect:
+    if view.dialect == "anthropic":
+        return ANTHROPIC
+    if view.dialect == "gemini":
+        return GEMINI
+    return DIALECTS["openai_responses" if view.endpoint == "/v1/responses" else "openai_chat"]
+
+
+def terminal(events: list[StreamEvent]) -> Complete | StreamError | None:
+    for event in events:
+        if isinstance(event, Complete | StreamError):
+            return event
+    return None
+
+
+def render(view: BatchView, line: int, custom_id: str, job_id: str, req: ChatRequest,
+           event: Complete | StreamError) -> Result:
+    dialect = dialect_of(view)
+    if isinstance(event, Complete):
+        usage = event.response.usage
+        body = dialect.render_response(event.response, req.model, job_id, req)
+        return Result(line, "s", usage.input_tokens, usage.output_tokens, _success(view, custom_id, job_id, body))
+    err = GatewayError.from_info(event.error)
+    status, body, _ = dialect.render_error(err)
+    return Result(line, "e", 0, 0, _failure(view, custom_id, job_id, status, body))
+
+
+def ended(view: BatchView, line: int, custom_id: str, outcome: Outcome) -> Result:
+    """A line that never ran: canceled or expired."""
+    if view.dialect == "anthropic":
+        kind = "canceled" if outcome == "c" else "expired"
+        body = orjson.dumps({"custom_id": custom_id, "result": {"type": kind}})
+    elif view.dialect == "gemini":
+        code, message = _ENDED_MESSAGES[outcome]
+        body = orjson.dumps({"key": custom_id, "error": {"code": 499 if outcome == "c" else 504,
+                                                         "message": message, "status": "CANCELLED" if outcome == "c"
+                                                         else "DEADLINE_EXCEEDED"}})
+    else:
+        code, message = _ENDED_MESSAGES[outcome]
+        body = orjson.dumps({"id": f"batch_req_{view.id}_{line}", "custom_id": custom_id, "response": None,
+                             "error": {"code": code, "message": message}})
+    return Result(line, outcome, 0, 0, body)
+
+
+def _success(view: BatchView, custom_id: str, job_id: str, body: bytes) -> bytes:
+    raw = msgspec.Raw(body)
+    if view.dialect == "anthropic":
+        return msgspec.json.encode({"custom_id": custom_id, "result": {"type": "succeeded", "message": raw}})
+    if view.dialect == "gemini":
+        return msgspec.json.encode({"key": custom_id, "response": raw})
+    return msgspec.json.encode({
+        "id": f"batch_req_{job_id.replace('.', '_')}", "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": job_id, "body": raw}, "error": None})
+
+
+def _failure(view: BatchView, custom_id: str, job_id: str, status: int, body: bytes) -> bytes:
+    raw = msgspec.Raw(body)
+    if view.dialect == "anthropic":
+        return msgspec.json.encode({"custom_id": custom_id, "result": {"type": "errored", "error": raw}})
+    if view.dialect == "gemini":
+        inner = orjson.loads(body).get("error", {})
+        return orjson.dumps({"key": custom_id, "error": inner})
+    return msgspec.json.encode({
+        "id": f"batch_req_{job_id.replace('.', '_')}", "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": job_id, "body": raw}, "error": None})
