@@ -3,7 +3,8 @@
 
 Both transports (the built-in client in worker/http1.py and httpx in worker/httpx_transport.py) take
 one `Egress` built here from the account, so they verify, pick a proxy and time out by the same
-rules; tests/worker/test_http1_egress.py runs one suite against both.
+rules, and both raise the errors defined here; tests/worker/test_http1_egress.py runs one suite
+against both.
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ from urllib.parse import quote, unquote, urlsplit
 from shared.config import Account
 
 PROXY_SCHEMES: dict[str, Literal["http", "socks5"]] = {"http": "http", "socks5": "socks5", "socks5h": "socks5"}
+
+
+class HttpError(Exception):
+    """No full answer. `request_sent` is False only when the request provably never reached the
+    provider (no connection, or the kernel refused its bytes), so sending it again is safe."""
+
+    def __init__(self, message: str, *, request_sent: bool = False) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class HttpTimeout(HttpError):
+    """The connect, read (silence) or total timeout ran out."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,7 @@ Retrying is never blind: a POST is resent only when it provably did not reach th
 from __future__ import annotations
 
 import asyncio
-import base64
 import select
-import socket
 import ssl
 import time
 import zlib
@@ -27,20 +25,11 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from worker.egress import Egress, Proxy, Timeouts
+from worker.egress import Egress, HttpError, HttpTimeout, Timeouts
+from worker.tunnel import basic_auth, open_tunnel
 
-
-class HttpError(Exception):
-    """No full answer. `request_sent` is False only when the request provably never reached the
-    provider (no connection, or the kernel refused its bytes), so sending it again is safe."""
-
-    def __init__(self, message: str, *, request_sent: bool = False) -> None:
-        super().__init__(message)
-        self.request_sent = request_sent
-
-
-class HttpTimeout(HttpError):
-    """The connect, read (silence) or total timeout ran out."""
+__all__ = ["Client", "HttpError", "HttpTimeout", "Response"]
+_HAS_POLL = hasattr(select, "poll")  # not on Windows, where only what the loop has seen counts
 
 
 class _NotSent(HttpError):
@@ -192,7 +181,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if not self.reusable or transport is None or transport.is_closing() or now >= self.idle_until:
             return False
-        if self._fd >= 0:
+        if self._fd >= 0 and _HAS_POLL:
             poller = select.poll()
             poller.register(self._fd, select.POLLIN)
             if poller.poll(0):
@@ -300,7 +289,7 @@ class _Pool:
                     _, conn = await loop.create_connection(lambda: _Connection(self), host, port, ssl=tls,
                                                            server_hostname=hostname)
                 else:
-                    sock = await _tunnel(loop, proxy, self._host, self._port)
+                    sock = await open_tunnel(loop, proxy, self._host, self._port)
                     _, conn = await loop.create_connection(lambda: _Connection(self), sock=sock, ssl=tls,
                                                            server_hostname=hostname)
         except TimeoutError:
@@ -332,107 +321,6 @@ class _Pool:
         self._idle.clear()
 
 
-# --- proxies: the tunnel is made on a bare socket, then TLS (if any) starts on top of it -----------
-
-_SOCKS_REPLIES = {1: "general failure", 2: "not allowed by its rules", 3: "network unreachable",
-                  4: "host unreachable", 5: "connection refused", 6: "TTL expired",
-                  7: "command not supported", 8: "address type not supported"}
-
-
-async def _tunnel(loop: asyncio.AbstractEventLoop, proxy: Proxy, host: str, port: int) -> socket.socket:
-    error: OSError | None = None
-    for family, kind, proto, _, address in await loop.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM):
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        try:
-            if proxy.scheme == "http":
-                await _http_connect(loop, sock, proxy, host, port)
-            else:
-                await _socks5_connect(loop, sock, proxy, host, port)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    raise HttpError(f"cannot connect to the {proxy} ({type(error).__name__})")
-
-
-def _authority(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _basic_auth(proxy: Proxy) -> str:
-    return "Basic " + base64.b64encode(f"{proxy.username}:{proxy.password or ''}".encode()).decode()
-
-
-async def _http_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, proxy: Proxy, host: str,
-                        port: int) -> None:
-    authority = _authority(host, port)
-    head = f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n"
-    if proxy.username is not None:
-        head += f"proxy-authorization: {_basic_auth(proxy)}\r\n"
-    await loop.sock_sendall(sock, (head + "\r\n").encode())
-    answer = b""
-    while b"\r\n\r\n" not in answer:  # the proxy says nothing more until TLS starts, so nothing is over-read
-        data = await loop.sock_recv(sock, 4096)
-        if not data or len(answer) > 65536:
-            raise HttpError(f"the {proxy} closed the connection instead of opening a tunnel")
-        answer += data
-    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
-    code = status.split(" ", 2)[1] if status.count(" ") >= 1 else ""
-    if not (code.isdigit() and 200 <= int(code) < 300):
-        raise HttpError(f"the {proxy} refused the tunnel to {authority} ({status[:80]})")
-
-
-async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int, proxy: Proxy) -> bytes:
-    data = b""
-    while len(data) < size:
-        more = await loop.sock_recv(sock, size - len(data))
-        if not more:
-            raise HttpError(f"the {proxy} closed the connection during its handshake")
-        data += more
-    return data
-
-
-async def _socks5_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, proxy: Proxy, host: str,
-                          port: int) -> None:
-    """RFC 1928, CONNECT only, with RFC 1929 username/password when the proxy URL has them."""
-    methods = b"\x00\x02" if proxy.username is not None else b"\x00"
-    await loop.sock_sendall(sock, b"\x05" + bytes([len(methods)]) + methods)
-    version, method = await _recv_exactly(loop, sock, 2, proxy)
-    if version != 5:
-        raise HttpError(f"the {proxy} does not speak SOCKS5")
-    if method == 2 and proxy.username is not None:
-        user, password = proxy.username.encode(), (proxy.password or "").encode()
-        await loop.sock_sendall(sock, b"\x01" + bytes([len(user)]) + user + bytes([len(password)]) + password)
-        if (await _recv_exactly(loop, sock, 2, proxy))[1] != 0:
-            raise HttpError(f"the {proxy} refused our username and password")
-    elif method != 0:
-        raise HttpError(f"the {proxy} accepts none of our authentication methods")
-    try:
-        address = b"\x01" + socket.inet_pton(socket.AF_INET, host)
-    except OSError:
-        try:
-            address = b"\x04" + socket.inet_pton(socket.AF_INET6, host)
-        except OSError:
-            name = host.encode("idna")
-            address = b"\x03" + bytes([len(name)]) + name
-    await loop.sock_sendall(sock, b"\x05\x01\x00" + address + port.to_bytes(2, "big"))
-    _, reply, _, kind = await _recv_exactly(loop, sock, 4, proxy)
-    if reply != 0:
-        reason = _SOCKS_REPLIES.get(reply, f"reply {reply}")
-        raise HttpError(f"the {proxy} could not connect to {_authority(host, port)} ({reason})")
-    bound = {1: 4, 4: 16}.get(kind)
-    if bound is None:
-        bound = (await _recv_exactly(loop, sock, 1, proxy))[0]
-    await _recv_exactly(loop, sock, bound + 2, proxy)
-
-
 class Client:
     """POSTs to one provider origin over pooled keep-alive connections."""
 
@@ -446,7 +334,7 @@ class Client:
         if egress.proxy is not None and egress.proxy.scheme == "http" and tls is None:
             self._target_prefix = f"http://{parts.netloc}"  # forwarded by the proxy: absolute-form targets
             if egress.proxy.username is not None:
-                head.append(f"proxy-authorization: {_basic_auth(egress.proxy)}".encode())
+                head.append(f"proxy-authorization: {basic_auth(egress.proxy)}".encode())
         self._fixed_head = b"\r\n".join(head)
         self._pool = _Pool(parts.hostname or "", port, tls, egress, max_connections)
         self._timeouts: Timeouts = egress.timeouts

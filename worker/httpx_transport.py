@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from worker.egress import Egress
-from worker.http1 import HttpError, HttpTimeout
+from worker.egress import Egress, HttpError, HttpTimeout
 
 
 def _error(exc: httpx.HTTPError, phase: str) -> HttpError:
