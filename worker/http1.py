@@ -68,6 +68,7 @@ class _Connection(asyncio.Protocol):
         self._active = False  # from writing a request until its answer is complete
         self._read_timeout = 0.0
         self._deadline: float | None = None
+        self._total_binds = False
         self.reusable = False
         self.exchanges = 0
         self.keepalive = pool.keepalive_expiry
@@ -218,12 +219,14 @@ class _Connection(asyncio.Protocol):
 
     def _timer(self) -> asyncio.Timeout:
         when = asyncio.get_running_loop().time() + self._read_timeout
-        return asyncio.timeout_at(when if self._deadline is None else min(when, self._deadline))
+        # Which limit binds is decided here, not by reading the clock when it fires: uvloop's clock
+        # has millisecond steps, so a timer may fire a hair before its deadline by loop.time().
+        self._total_binds = self._deadline is not None and self._deadline <= when
+        return asyncio.timeout_at(self._deadline if self._total_binds else when)
 
     def _timed_out(self, silence: str) -> HttpError:
-        total = self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline
-        error = HttpTimeout("the provider's answer did not complete in time (total timeout)" if total else silence,
-                            request_sent=True)
+        total = "the provider's answer did not complete in time (total timeout)"
+        error = HttpTimeout(total if self._total_binds else silence, request_sent=True)
         self._fail(error)
         return error
 

@@ -280,3 +280,20 @@ class Socks5Proxy:
             pass
         finally:
             writer.close()
+
+
+class TlsTerminator:
+    """Terminates TLS and pipes the plain bytes to 127.0.0.1:`target` (set before the first
+    connection): a TLS front for a plain-HTTP server such as the mock provider."""
+
+    def __init__(self, net: ServerThread, tls: ssl.SSLContext) -> None:
+        self.target = 0
+        self.connections = 0
+        self.port = net.listen(self._serve, tls)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await _splice((reader, writer), await asyncio.open_connection("127.0.0.1", self.target))
+        except (ConnectionError, OSError):
+            writer.close()
