@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 import pytest
@@ -36,7 +37,8 @@ def test_each_account_leaves_by_its_own_route(make_system: Any, net: ServerThrea
                 {"name": "tls-native", **over_tls}, {"name": "tls-httpx", **over_tls, "http_client": "httpx"}]
     models = [{"name": f"m-{a['name']}", "route": [{"account": a["name"], "model": "mock-small"}]} for a in accounts]
     system: SluiceSystem = make_system(accounts=accounts, models=models)
-    provider.target = system.mock_port
+    mock_port = urlsplit(system.mock_url).port or 80
+    provider.target = mock_port
     direct = openai.OpenAI(base_url=f"{system.mock_url}/v1", api_key="x", max_retries=0)
     expected = direct.chat.completions.create(model="mock-small", messages=MESSAGES).choices[0].message.content
     api = openai.OpenAI(base_url=f"{system.base_url}/v1", api_key=CLIENT_KEY, max_retries=0)
@@ -44,7 +46,7 @@ def test_each_account_leaves_by_its_own_route(make_system: Any, net: ServerThrea
         assert api.chat.completions.create(model=model, messages=MESSAGES).choices[0].message.content == expected
         chunks = api.chat.completions.create(model=model, messages=MESSAGES, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
-    mock = f"127.0.0.1:{system.mock_port}"
+    mock = f"127.0.0.1:{mock_port}"
     assert http_proxy.seen and all(line.startswith(f"POST http://{mock}/v1/") for line in http_proxy.seen)
-    assert socks.seen and set(socks.seen) == {("127.0.0.1", system.mock_port)}
+    assert socks.seen and set(socks.seen) == {("127.0.0.1", mock_port)}
     assert set(tunnel.seen) == {f"CONNECT localhost:{provider.port} HTTP/1.1"} and provider.connections >= 2
