@@ -98,9 +98,9 @@ async def test_certificate_verification_is_on_by_default(
         net: ServerThread, ca: trustme.CA, connect: MakeTransport) -> None:
     origin = Origin(net, server_tls(ca, "localhost"))
     url = f"https://localhost:{origin.port}"
-    with pytest.raises(HttpError, match="TLS certificate was refused: unable to get local issuer"):
+    with pytest.raises(HttpError, match="TLS certificate was refused: unable to get local issuer") as refused:
         await ask(connect(url), url + "/json")
-    assert origin.requests == []
+    assert origin.requests == [] and not refused.value.request_sent  # safe to send elsewhere
 
 
 async def test_a_hostname_mismatch_is_refused(
@@ -198,8 +198,9 @@ async def test_accounts_leave_by_their_own_route_whatever_the_environment_says(
     url = f"http://127.0.0.1:{origin.port}"
     assert await ask(connect(url, proxy=f"socks5://127.0.0.1:{socks.port}"), url + "/json") == b'{"echo": 3}'
     assert await ask(connect(url, proxy="direct"), url + "/json") == b'{"echo": 3}'
-    with pytest.raises(HttpError, match="cannot connect"):
+    with pytest.raises(HttpError, match="cannot connect") as unreachable:
         await ask(connect(url), url + "/json")
+    assert not unreachable.value.request_sent
     assert socks.seen == [("127.0.0.1", origin.port)] and origin.paths() == ["/json", "/json"]
 
 
