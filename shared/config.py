@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -45,8 +46,15 @@ class Account(msgspec.Struct, forbid_unknown_fields=True):
     api_key: str = ""
     limits: Limits = msgspec.field(default_factory=Limits)
     weight: float = 1.0
-    timeout_seconds: float = 600.0
+    timeout_seconds: float = 600.0  # longest silence from the provider (waiting for the head, between body bytes)
     http_client: Literal["native", "httpx"] = "native"  # see worker/upstream.py
+    # Egress (worker/egress.py): certificates verified always; `ca_file` (PEM) replaces the system's trust
+    # store. `proxy`: http://[user:pass@]host:port (CONNECT) or socks5://…; unset follows HTTPS_PROXY /
+    # HTTP_PROXY / NO_PROXY; `direct` ignores them.
+    ca_file: str | None = None
+    proxy: str | None = None
+    connect_timeout_seconds: float = 10.0  # TCP + proxy + TLS handshakes
+    total_timeout_seconds: float | None = None  # one whole call, head to last body byte; unset: no limit
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __repr__(self) -> str:  # never let the key reach a log line or traceback
@@ -231,6 +239,7 @@ def _check(config: Config, fail: Any) -> None:
         account.base_url = account.base_url.rstrip("/")
         if account.provider not in ("mock", "openai-compatible") and not account.api_key:
             raise fail(f"$.accounts[{i}].api_key", f"required for provider {account.provider!r}")
+        _check_egress(account, i, fail)
         limits = account.limits
         for field in ("rpm", "tpm", "input_tpm", "output_tpm"):
             value = getattr(limits, field)
@@ -257,6 +266,19 @@ def _check(config: Config, fail: Any) -> None:
         if client.key in keys:
             raise fail(f"$.client_keys[{i}].key", "duplicate client key")
         keys.add(client.key)
+
+
+def _check_egress(account: Account, i: int, fail: Any) -> None:
+    if account.ca_file is not None and not os.access(account.ca_file, os.R_OK):
+        raise fail(f"$.accounts[{i}].ca_file", f"cannot read {account.ca_file!r}")
+    if account.proxy and account.proxy != "direct":
+        parts = urlsplit(account.proxy)
+        if parts.scheme not in ("http", "socks5", "socks5h") or not parts.hostname:
+            raise fail(f"$.accounts[{i}].proxy", "use http://host:port, socks5://host:port or direct")
+    for field in ("timeout_seconds", "connect_timeout_seconds", "total_timeout_seconds"):
+        value = getattr(account, field)
+        if value is not None and value <= 0:
+            raise fail(f"$.accounts[{i}].{field}", "must be a positive number")
 
 
 def load_config(path: str | Path | None = None) -> Config:

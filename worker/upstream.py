@@ -1,8 +1,8 @@
 """HTTP to the provider: pooled keep-alive connections, SSE read as it arrives.
 
-Two transports behind one small interface: the lean built-in HTTP/1.1 client (worker/http1.py,
-the default: ~0.1 ms of CPU per call against ~3 ms for httpx on this kind of machine) and httpx
-(`http_client: httpx` on an account), for anything the lean one does not cover.
+Two transports behind one small interface, built from the account's egress settings
+(worker/egress.py): the lean built-in HTTP/1.1 client (worker/http1.py, the default, cheapest in
+CPU per call) and httpx (`http_client: httpx`, worker/httpx_transport.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from shared.errors import GatewayError
 from shared.model import ChatResponse, StreamEvent
 from shared.protocols.sse import SseParser
 from worker import http1
+from worker.egress import Egress
+from worker.httpx_transport import HttpxTransport
 from worker.providers.base import Provider, UpstreamRequest
 
 
@@ -38,47 +40,12 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _HttpxReply:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers = dict(response.headers)
-
-    async def read(self) -> bytes:
-        try:
-            return await self._response.aread()
-        finally:
-            await self._response.aclose()
-
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.aiter_bytes():
-                yield chunk
-        finally:
-            await self._response.aclose()
-
-
-class HttpxTransport:
-    def __init__(self, account: Account, connections: int) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(account.timeout_seconds, connect=10.0),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            trust_env=False,  # never route provider traffic through an ambient proxy
-        )
-
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> Reply:
-        request = self._client.build_request("POST", url, headers=headers, content=body)
-        return _HttpxReply(await self._client.send(request, stream=True))
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
 def make_transport(account: Account) -> Transport:
     connections = max(16, account.limits.concurrency + 8)
+    egress = Egress.of(account)  # trust, proxy and timeouts: the same rules for both transports
     if account.http_client == "httpx":
-        return HttpxTransport(account, connections)
-    return http1.Client(account.base_url, max_connections=connections, timeout=account.timeout_seconds)
+        return HttpxTransport(account.base_url, max_connections=connections, egress=egress)
+    return http1.Client(account.base_url, max_connections=connections, egress=egress)
 
 
 class UpstreamResult:
@@ -92,7 +59,7 @@ class UpstreamResult:
 
 
 def _transport_error(exc: Exception) -> GatewayError:
-    if isinstance(exc, httpx.TimeoutException) or "in time" in str(exc) or "stopped sending" in str(exc):
+    if isinstance(exc, httpx.TimeoutException | http1.HttpTimeout):
         return GatewayError("upstream_timeout", "the upstream provider timed out", retryable=True)
     return GatewayError("upstream_unavailable", f"cannot reach the upstream provider ({exc})", retryable=True)
 

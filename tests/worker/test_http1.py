@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
+from tests.worker.egress_servers import Origin, ServerThread
+from worker.egress import Egress, Timeouts
 from worker.http1 import Client, HttpError
 
 pytestmark = pytest.mark.anyio
@@ -62,7 +66,7 @@ def keep_alive_json(server: Server) -> Handler:
 
 async def test_posts_reuse_one_keep_alive_connection() -> None:
     async for server, url in start(keep_alive_json):
-        client = Client(url, max_connections=4, timeout=5)
+        client = Client(url, max_connections=4)
         for size in (1, 10, 100):
             reply = await client.post(f"{url}/v1/chat?x=1", {"authorization": "Bearer k"}, b"x" * size)
             assert reply.status == 200 and reply.headers["x-ratelimit-remaining-requests"] == "7"
@@ -88,7 +92,7 @@ async def test_chunked_stream_arrives_as_it_is_sent() -> None:
         return handle
 
     async for _, url in start(chunked):
-        client = Client(url, max_connections=1, timeout=5)
+        client = Client(url, max_connections=1)
         reply = await client.post(url + "/s", {}, b"{}")
         chunks = reply.iter_bytes()
         assert await anext(chunks) == b"data: "
@@ -106,7 +110,7 @@ async def test_connection_closed_mid_body_is_an_error_and_not_reused() -> None:
         return handle
 
     async for server, url in start(truncating):
-        client = Client(url, max_connections=1, timeout=5)
+        client = Client(url, max_connections=1)
         reply = await client.post(url, {}, b"{}")
         with pytest.raises(HttpError):
             await reply.read()
@@ -124,14 +128,51 @@ async def test_silence_times_out() -> None:
         return handle
 
     async for _, url in start(silent):
-        client = Client(url, max_connections=1, timeout=0.2)
+        client = Client(url, max_connections=1, egress=Egress(Timeouts(read=0.2)))
         with pytest.raises(HttpError, match="in time"):
             await client.post(url, {}, b"{}")
         await client.aclose()
 
 
 async def test_refused_connection_is_an_error_and_frees_the_slot() -> None:
-    client = Client("http://127.0.0.1:1", max_connections=1, timeout=1, connect_timeout=1)
+    client = Client("http://127.0.0.1:1", max_connections=1, egress=Egress(Timeouts(connect=1)))
     for _ in range(2):  # a leaked slot would make the second attempt hang
         with pytest.raises(HttpError, match="cannot connect"):
             await client.post("http://127.0.0.1:1/x", {}, b"{}")
+
+
+# --- built-in client only: its retry rule and keep-alive expiry, on real sockets -------------------
+
+@pytest.fixture
+def net() -> Iterator[ServerThread]:
+    thread = ServerThread()
+    yield thread
+    thread.stop()
+
+
+async def test_a_request_the_kernel_refused_is_written_once_more_on_a_fresh_connection(net: ServerThread) -> None:
+    origin = Origin(net)
+    url = f"http://127.0.0.1:{origin.port}"
+    client = Client(url, max_connections=2)
+    assert await (await client.post(url + "/hold", {}, b"{}")).read() == b'{"echo": 2}'
+    # Make the idle connection refuse writes in the kernel while it still looks alive (the server
+    # holds it open and sends nothing): what a close racing our write looks like, made certain.
+    idle = client._pool._idle[0]._transport
+    assert idle is not None
+    with socket.socket(fileno=os.dup(idle.get_extra_info("socket").fileno())) as same:
+        same.shutdown(socket.SHUT_WR)
+    assert await (await client.post(url + "/json", {}, b"once")).read() == b'{"echo": 4}'
+    assert origin.paths() == ["/hold", "/json"] and origin.connections == 2
+    await client.aclose()
+
+
+async def test_a_servers_keep_alive_timeout_shortens_reuse(net: ServerThread) -> None:
+    origin = Origin(net)
+    url = f"http://127.0.0.1:{origin.port}"
+    client = Client(url, max_connections=2)
+    for _ in range(2):  # `keep-alive: timeout=1`: reuse would race the server's close, so none
+        assert await (await client.post(url + "/short-keepalive", {}, b"{}")).read() == b'{"echo": 2}'
+    for _ in range(2):
+        assert await (await client.post(url + "/json", {}, b"{}")).read() == b'{"echo": 2}'
+    assert origin.connections == 3
+    await client.aclose()
