@@ -7,8 +7,11 @@ Strict where the real API is strict, so gateway conversion bugs surface here and
 - unknown top-level fields, a missing `model`/`max_tokens`/`messages`, roles other than
   user/assistant, empty messages or empty text blocks -> 400 invalid_request_error;
 - consecutive same-role messages are merged into one turn (as the real API does), then every
-  `tool_use` must be answered by a `tool_result` in the next turn and every `tool_result` must
-  answer a `tool_use` of the previous turn -> 400.
+  `tool_use` must be answered by a `tool_result` in the next turn, those `tool_result` blocks
+  must come first in that turn, and every `tool_result` must answer a `tool_use` of the previous
+  turn -> 400;
+- with thinking on, the assistant turn whose tool calls the last turn answers must start with a
+  `thinking` or `redacted_thinking` block -> 400.
 """
 
 from __future__ import annotations
@@ -148,9 +151,16 @@ def _check_pairing(turns: list[_Turn]) -> None:
             uses = [b["id"] for _, _, b in turn.blocks if b["type"] == "tool_use"]
             continue
         answered: set[str] = set()
+        seen_other = False
         for i, j, block in turn.blocks:
             if block["type"] != "tool_result":
+                seen_other = True
                 continue
+            if seen_other and uses:
+                raise _invalid(
+                    f"messages.{i}.content.{j}: `tool_result` blocks must come first in the user message that "
+                    "answers `tool_use` blocks; any text or image goes after all of them."
+                )
             if block["tool_use_id"] not in uses:
                 raise _invalid(
                     f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
@@ -161,6 +171,22 @@ def _check_pairing(turns: list[_Turn]) -> None:
         _unanswered(uses, answered, turn.first)
         uses = []
     _unanswered(uses, set(), turns[-1].first)
+
+
+def _check_thinking(turns: list[_Turn], thinking: Any) -> None:
+    """With thinking on, the assistant turn whose tool calls are being answered starts with thinking."""
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive") or len(turns) < 2:
+        return
+    last, answered = turns[-2], turns[-1]
+    if last.role != "assistant" or not any(b["type"] == "tool_result" for _, _, b in answered.blocks):
+        return
+    i, j, first = last.blocks[0]
+    if first["type"] not in ("thinking", "redacted_thinking"):
+        raise _invalid(
+            f"messages.{i}.content.{j}.type: Expected `thinking` or `redacted_thinking`, but found "
+            f"`{first['type']}`. When `thinking` is enabled, a final `assistant` message must start with a "
+            "thinking block (preceding the lastmost set of `tool_use` and `tool_result` blocks)."
+        )
 
 
 def _unanswered(uses: list[str], answered: set[str], index: int) -> None:
@@ -276,6 +302,7 @@ class AnthropicDialect(Dialect):
             raise _invalid("max_tokens: Input should be an integer greater than or equal to 1")
         turns, chars = _turns(body.get("messages"))
         _check_pairing(turns)
+        _check_thinking(turns, body.get("thinking"))
         tool, tool_chars = _tools(body.get("tools"), body.get("tool_choice"))
         last = turns[-1]
         results = [b for _, _, b in last.blocks if b["type"] == "tool_result"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from shared.model import ChatRequest
 
-_VALID_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+VALID_ID = re.compile(r"^[A-Za-z0-9]{9}$")
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ALLOWED = {
     "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
@@ -29,7 +29,7 @@ _ALLOWED = {
 
 def tool_call_id(original: str) -> str:
     """A 9-alphanumeric id Mistral accepts, the same for the same input every time."""
-    if _VALID_ID.match(original):
+    if VALID_ID.match(original):
         return original
     number = int.from_bytes(hashlib.sha256(original.encode()).digest()[:8], "big")
     chars = []
@@ -54,4 +54,7 @@ def build_request(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
             message["tool_call_id"] = tool_call_id(message["tool_call_id"])
         if message.get("role") == "assistant" and message.get("content") is None and message.get("tool_calls"):
             message["content"] = ""
+    last = body["messages"][-1] if body["messages"] else None
+    if last is not None and last["role"] == "assistant" and not last.get("tool_calls"):
+        last["prefix"] = True  # a history ending in the model's words asks to continue them
     return {k: v for k, v in body.items() if k in _ALLOWED}

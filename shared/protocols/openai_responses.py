@@ -109,7 +109,7 @@ def parse_request(body: bytes) -> ChatRequest:
         model=wire.model,
         messages=messages,
         system=system,
-        tools=[_tool_in(t, i) for i, t in enumerate(wire.tools or [])],
+        tools=[tool for i, t in enumerate(wire.tools or []) for tool in _tools_in(t, i)],
         tool_choice=_tool_choice_in(wire.tool_choice),
         parallel_tool_calls=wire.parallel_tool_calls,
         response_format=_format_in(wire.text),
@@ -151,8 +151,9 @@ def _items_in(items: list[dict[str, Any]], system: list[Text]) -> list[Message]:
                 _append(messages, role, _content_in(msg.content, where, role))
         elif kind == "function_call":
             call: wt.FunctionCallItem = _convert(raw, wt.FunctionCallItem, where)
-            names[call.call_id] = call.name
-            _append(messages, "assistant", [ToolCall(id=call.call_id, name=call.name,
+            name = namespaced(call.namespace, call.name)
+            names[call.call_id] = name
+            _append(messages, "assistant", [ToolCall(id=call.call_id, name=name,
                                                       arguments=call.arguments or "{}")])
         elif kind == "function_call_output":
             result: wt.FunctionCallOutputItem = _convert(raw, wt.FunctionCallOutputItem, where)
@@ -247,12 +248,30 @@ def _reasoning_blob(signature: str | None, redacted: str | None, provider: str |
     return _ENVELOPE + base64.urlsafe_b64encode(env).decode().rstrip("=")
 
 
-def _tool_in(raw: dict[str, Any], i: int) -> Tool:
+def namespaced(namespace: str | None, name: str) -> str:
+    """One flat function name for a tool inside a `namespace` tool: `<namespace>__<name>`."""
+    if not namespace:
+        return name
+    return namespace + name if namespace.endswith("_") else f"{namespace}__{name}"
+
+
+def _tools_in(raw: dict[str, Any], i: int) -> list[Tool]:
+    if raw.get("type") != "namespace":
+        return [_tool_in(raw, i)]
+    group: wt.NamespaceTool = _convert(raw, wt.NamespaceTool, f"tools[{i}]")
+    # Every upstream takes flat function tools only: each inner tool becomes one, its name joined
+    # to the namespace's (the model's calls come back under the joined name).
+    out = [_tool_in(inner, i, f"tools[{i}].tools[{j}]") for j, inner in enumerate(group.tools)]
+    return [msgspec.structs.replace(t, name=namespaced(group.name, t.name)) for t in out]
+
+
+def _tool_in(raw: dict[str, Any], i: int, where: str | None = None) -> Tool:
+    where = where or f"tools[{i}]"
     kind = raw.get("type")
     if kind != "function":
-        raise _unsupported(f"tools[{i}].type", f"Tools of type '{kind}' are not supported; "
-                           "only 'function' tools are.")
-    t: wt.FunctionTool = _convert(raw, wt.FunctionTool, f"tools[{i}]")
+        raise _unsupported(f"{where}.type", f"Tools of type '{kind}' are not supported; "
+                           "only 'function' and 'namespace' tools are.")
+    t: wt.FunctionTool = _convert(raw, wt.FunctionTool, where)
     return Tool(name=t.name, parameters=t.parameters or {"type": "object", "properties": {}},
                 description=t.description, strict=t.strict)
 
