@@ -209,12 +209,12 @@ def _system_chars(system: Any) -> int:
     raise _invalid("system: Input should be a valid string or list of text blocks")
 
 
-def _tools(tools: Any, choice: Any) -> tuple[tuple[str, dict[str, Any]] | None, int]:
+def _tools(tools: Any, choice: Any, custom: list[tuple[str, dict[str, Any]]]) -> tuple[
+        tuple[str, dict[str, Any]] | None, int]:
     if tools is None:
         return None, 0
     if not isinstance(tools, list):
         raise _invalid("tools: Input should be a valid list")
-    custom: list[tuple[str, dict[str, Any]]] = []
     chars = 0
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
@@ -303,7 +303,8 @@ class AnthropicDialect(Dialect):
         turns, chars = _turns(body.get("messages"))
         _check_pairing(turns)
         _check_thinking(turns, body.get("thinking"))
-        tool, tool_chars = _tools(body.get("tools"), body.get("tool_choice"))
+        offered: list[tuple[str, dict[str, Any]]] = []
+        tool, tool_chars = _tools(body.get("tools"), body.get("tool_choice"), offered)
         last = turns[-1]
         results = [b for _, _, b in last.blocks if b["type"] == "tool_result"]
         user_turns = [t for t in turns if t.role == "user"]
@@ -320,6 +321,7 @@ class AnthropicDialect(Dialect):
             last_user_text=last_user_text,
             tool_result_text=_result_text(results[0]) if results else "",
             tool=tool,
+            offered=offered,
         )
 
     def call_id(self, raw: bytes) -> str:

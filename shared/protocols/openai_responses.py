@@ -255,7 +255,16 @@ def namespaced(namespace: str | None, name: str) -> str:
     return namespace + name if namespace.endswith("_") else f"{namespace}__{name}"
 
 
+# Tools OpenAI's servers run themselves. No other upstream can run them, so they are left out of
+# the request (the model just does not have them) instead of refusing it: Codex CLI offers
+# `web_search` on every turn and would otherwise never get an answer.
+_HOSTED = frozenset(("web_search", "web_search_preview", "web_search_2025_08_26", "file_search",
+                     "code_interpreter", "image_generation", "tool_search"))
+
+
 def _tools_in(raw: dict[str, Any], i: int) -> list[Tool]:
+    if raw.get("type") in _HOSTED:
+        return []
     if raw.get("type") != "namespace":
         return [_tool_in(raw, i)]
     group: wt.NamespaceTool = _convert(raw, wt.NamespaceTool, f"tools[{i}]")
