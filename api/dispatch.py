@@ -101,8 +101,16 @@ class Dispatcher:
             client=client,
         )
 
-    async def choose_route(self, model: Model, cost_tokens: int) -> tuple[str, str]:
-        """The (account, upstream model) that can start this job soonest."""
+    async def choose_route(self, model: Model, cost_tokens: int, pinned: str | None = None) -> tuple[str, str]:
+        """The (account, upstream model) that can start this job soonest, or the `pinned` one
+        (header `x-sluice-account`: debugging one key of a model, whatever its state)."""
+        if pinned is not None:
+            target = next((t for t in model.route if t.account == pinned), None)
+            if target is None:
+                raise GatewayError("invalid_request", f"The account '{pinned}' (x-sluice-account) does not serve "
+                                   f"the model '{model.name}'.", param="x-sluice-account")
+            self._routing[target.account] += 1  # until submit() has enqueued it
+            return target.account, target.model
         if len(model.route) == 1:
             return model.route[0].account, model.route[0].model
         pipe = self.redis.pipeline(transaction=False)

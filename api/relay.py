@@ -83,7 +83,8 @@ async def handle(state: AppState, dialect: Dialect, client: str, req: ChatReques
         raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
     dispatcher = state.dispatcher
     job = dispatcher.new_job(req, model, "", "", client, _max_wait(headers), _priority(headers))
-    job.account, job.upstream_model = await dispatcher.choose_route(model, job.input_estimate + job.output_reserve)
+    job.account, job.upstream_model = await dispatcher.choose_route(model, job.input_estimate + job.output_reserve,
+                                                                    headers.get("x-sluice-account"))
     meta = None
     if req.stream:
         meta = {"dialect": dialect.name, "model": req.model, "client": client,
