@@ -152,6 +152,10 @@ class BlockStart(msgspec.Struct, tag="block", omit_defaults=True):
     kind: Literal["text", "tool_call", "reasoning"]
     id: str | None = None
     name: str | None = None
+    # Reasoning blocks: who signs them (signatures only round-trip to that provider), and the
+    # opaque data of a redacted block (Anthropic redacted_thinking), which arrives whole.
+    provider: str | None = None
+    redacted: str | None = None
 
 
 class TextDelta(msgspec.Struct, tag="text", omit_defaults=True):

@@ -222,6 +222,8 @@ class StreamRenderer:
         self._kinds: dict[int, str] = {}  # Anthropic index -> "text" | "tool_call" | "reasoning"
         self._open: int | None = None  # Anthropic index of the open block
         self._has_args: set[int] = set()
+        self._sealed: set[int] = set()  # redacted_thinking blocks: whole at their start
+        self._foreign: set[int] = set()  # thinking signed by another provider: its signature is not shown
         self._saw_tool = False
         self._usage = Usage()
         # include_usage is ignored: Anthropic streams always carry usage.
@@ -237,15 +239,16 @@ class StreamRenderer:
         return [_event("message_start", {"message": message}), _event("ping", {})]
 
     def _open_block(self, internal: int, kind: str, call_id: str | None = None,
-                    name: str | None = None) -> _Out:
+                    name: str | None = None, redacted: str | None = None) -> _Out:
         out = self._start() + self._close()
         index = self._blocks[internal] = len(self._kinds)
         self._kinds[index] = kind
         self._open = index
-        if kind == "tool_call":
+        if redacted is not None:
+            block: dict[str, Any] = {"type": "redacted_thinking", "data": redacted}
+        elif kind == "tool_call":
             self._saw_tool = True
-            block: dict[str, Any] = {"type": "tool_use", "id": call_id or f"toolu_{index}",
-                                     "name": name or "", "input": {}}
+            block = {"type": "tool_use", "id": call_id or f"toolu_{index}", "name": name or "", "input": {}}
         elif kind == "reasoning":
             block = {"type": "thinking", "thinking": "", "signature": ""}
         else:
@@ -285,13 +288,25 @@ class StreamRenderer:
             return [*out, self._delta(index, {"type": "input_json_delta", "partial_json": event.json})]
         if isinstance(event, ReasoningDelta):
             index, out = self._block(event.index, "reasoning")
+            if index in self._sealed:
+                return out  # a redacted block, or another provider's reasoning: nothing to add to it
             if event.text:
                 out.append(self._delta(index, {"type": "thinking_delta", "thinking": event.text}))
-            if event.signature:
+            if event.signature and index not in self._foreign:
                 out.append(self._delta(index, {"type": "signature_delta", "signature": event.signature}))
             return out
         if isinstance(event, BlockStart):
-            return self._open_block(event.index, event.kind, event.id, event.name)
+            # Only Anthropic's own signatures are shown: a client echoes them back as Anthropic's.
+            own = event.provider in (None, PROVIDER)
+            redacted = event.redacted if own else None
+            if event.kind == "reasoning" and event.redacted is not None and not own:
+                return []  # another provider's redacted block has no Anthropic form
+            out = self._open_block(event.index, event.kind, event.id, event.name, redacted)
+            if redacted is not None:
+                self._sealed.add(self._blocks[event.index])
+            elif event.kind == "reasoning" and not own:
+                self._foreign.add(self._blocks[event.index])
+            return out
         if isinstance(event, BlockStop):
             open_here = self._open is not None and self._blocks.get(event.index) == self._open
             return self._close() if open_here else []
@@ -614,13 +629,17 @@ class StreamParser:
         btype = block.get("type")
         kinds: dict[str, Literal["text", "tool_call", "reasoning"]] = {
             "text": "text", "tool_use": "tool_call", "thinking": "reasoning"}
-        kind = kinds.get(btype or "")
+        kind = "reasoning" if btype == "redacted_thinking" else kinds.get(btype or "")
         if kind is None:
-            return []  # redacted_thinking and server-tool blocks have no stream event to map to
+            return []  # server-tool blocks have no stream event to map to
         index = self._blocks[upstream] = len(self._kinds)
         self._kinds[index] = kind
         self._open.add(index)
-        out: list[StreamEvent] = [BlockStart(index, kind, block.get("id"), block.get("name"))]
+        if btype == "redacted_thinking":
+            return [BlockStart(index, kind, provider=PROVIDER, redacted=block.get("data") or "")]
+        start = BlockStart(index, kind, block.get("id"), block.get("name"),
+                           provider=PROVIDER if kind == "reasoning" else None)
+        out: list[StreamEvent] = [start]
         if kind == "tool_call":
             self._saw_tool = True
             if block.get("input"):  # only a non-empty start input counts; the usual {} is not prepended

@@ -519,7 +519,7 @@ class StreamParser:
         self._close(out)
         index, self._next = self._next, self._next + 1
         self._open, self._open_kind = index, kind
-        out.append(BlockStart(index, kind, call_id, name))
+        out.append(BlockStart(index, kind, call_id, name, provider=_PROVIDER if kind == "reasoning" else None))
         return index
 
     def _close(self, out: list[StreamEvent]) -> None:

@@ -502,7 +502,8 @@ class StreamRenderer:
         elif isinstance(event, ReasoningDelta):
             self._reasoning(event, out)
         elif isinstance(event, BlockStart):
-            self._open(event.index, event.kind, out, event.id, event.name)
+            item = self._open(event.index, event.kind, out, event.id, event.name)
+            item.provider, item.redacted = event.provider, event.redacted  # into the encrypted_content envelope
         elif isinstance(event, BlockStop):
             open_item = self._items.get(event.index)
             if open_item is not None and not open_item.closed:
