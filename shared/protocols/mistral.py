@@ -18,7 +18,7 @@ from typing import Any
 
 from shared.model import ChatRequest
 
-VALID_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+_VALID_ID = re.compile(r"^[A-Za-z0-9]{9}$")
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ALLOWED = {
     "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
@@ -29,7 +29,7 @@ _ALLOWED = {
 
 def tool_call_id(original: str) -> str:
     """A 9-alphanumeric id Mistral accepts, the same for the same input every time."""
-    if VALID_ID.match(original):
+    if _VALID_ID.match(original):
         return original
     number = int.from_bytes(hashlib.sha256(original.encode()).digest()[:8], "big")
     chars = []

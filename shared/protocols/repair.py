@@ -38,7 +38,7 @@ import msgspec
 
 from shared.errors import invalid
 from shared.model import ChatRequest, Message, Part, Reasoning, Text, ToolCall, ToolResult
-from shared.protocols.mistral import VALID_ID, tool_call_id
+from shared.protocols.mistral import tool_call_id
 
 Family = Literal["openai", "anthropic", "gemini", "mistral"]
 
@@ -93,7 +93,7 @@ def violations(req: ChatRequest, family: Family) -> list[str]:
             found.append(f"{where}: tool calls {calls} are never answered")
         if family == "mistral":
             found += [f"{where}: tool-call id {c!r} is not 9 alphanumerics"
-                      for c in calls + results if not VALID_ID.match(c)]
+                      for c in calls + results if tool_call_id(c) != c]
         if family == "gemini" and calls and (previous is None or previous.role != "user"):
             found.append(f"{where}: function calls do not follow a user turn (Gemini)")
     if family == "anthropic" and req.reasoning_effort not in (None, "none") and not _thinking_leads(req):
@@ -213,9 +213,9 @@ def _mistral(turns: list[Message]) -> list[Message]:
 
 
 def _mistral_ids(part: Part) -> Part:
-    if isinstance(part, ToolCall) and not VALID_ID.match(part.id):
+    if isinstance(part, ToolCall) and tool_call_id(part.id) != part.id:  # valid ids map to themselves
         return msgspec.structs.replace(part, id=tool_call_id(part.id))
-    if isinstance(part, ToolResult) and not VALID_ID.match(part.tool_call_id):
+    if isinstance(part, ToolResult) and tool_call_id(part.tool_call_id) != part.tool_call_id:
         return msgspec.structs.replace(part, tool_call_id=tool_call_id(part.tool_call_id))
     return part
 

@@ -67,3 +67,25 @@ def test_recorded_agent_request_passes_to_every_upstream(system: SluiceSystem, f
     answer = reply.json()
     content = answer.get("content") or answer.get("output") or answer["choices"][0]["message"]
     assert content, answer
+
+
+@pytest.mark.parametrize("upstream", ["mistral", "anthropic"])
+def test_a_broken_history_is_a_400_in_the_clients_protocol(system: SluiceSystem, upstream: str) -> None:
+    """A tool call never answered is illegal in every protocol: refused before any upstream sees it."""
+    before = system.mock_stats()["requests"]
+    chat = {"path": "/v1/chat/completions", "query": "", "headers": {}, "body": {"messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}]},
+        {"role": "user", "content": "and?"}]}}
+    reply = _post(system, chat, upstream, stream=False)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and "call_1" in error["message"], error
+    messages = {"path": "/v1/messages", "query": "", "headers": {"anthropic-version": "2023-06-01"}, "body": {
+        "max_tokens": 64, "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "?"}]}]}}
+    reply = _post(system, messages, upstream, stream=True)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["type"] == "invalid_request_error" and "toolu_x" in reply.text
+    assert system.mock_stats()["requests"] == before  # nothing reached the upstream
