@@ -3,7 +3,7 @@
 Claude Code (`claude -p`) and Codex CLI (`codex exec`) from npm, pinned in tests/agents/package.json,
 and aider (`aider --message`) from PyPI, pinned in tests/agents/aider-requirements.txt (its own
 venv: it brings LiteLLM and a hundred other packages). Each runs against the Mistral/Devstral-strict
-and the Anthropic upstream of the mock (tests/agents/session.py starts everything inside the
+and the Anthropic upstream of the mock (Claude Code and Codex also against Gemini and OpenAI) (tests/agents/session.py starts everything inside the
 namespace). Claude Code and Codex complete a task that needs a tool call and its result: the mock
 asks for their file-reading tool, the agent runs it, and the file's contents must reach the upstream
 in the next turn, whose answer the agent prints. aider has no function tools; its loop is the edit
@@ -75,7 +75,7 @@ def _session(agent: str, upstream: str, tmp_path: Path) -> dict[str, object]:
     return report
 
 
-@pytest.mark.parametrize("upstream", ["mistral", "anthropic"])
+@pytest.mark.parametrize("upstream", ["mistral", "anthropic", "gemini", "openai"])
 @pytest.mark.parametrize("agent", ["claude", "codex"])
 def test_agent_completes_a_tool_loop(namespaces: None, agent: str, upstream: str, tmp_path: Path) -> None:
     reason = _install_npm()
