@@ -1,13 +1,14 @@
 """Real coding-agent CLIs against a running Sluice, each inside a loopback-only network namespace.
 
 Claude Code (`claude -p`) and Codex CLI (`codex exec`) from npm, pinned in tests/agents/package.json,
-and aider (`aider --message`) from PyPI, pinned in tests/agents/aider-requirements.txt (its own
-venv: it brings LiteLLM and a hundred other packages). Each runs against the Mistral/Devstral-strict
-and the Anthropic upstream of the mock (Claude Code and Codex also against Gemini and OpenAI) (tests/agents/session.py starts everything inside the
-namespace). Claude Code and Codex complete a task that needs a tool call and its result: the mock
-asks for their file-reading tool, the agent runs it, and the file's contents must reach the upstream
-in the next turn, whose answer the agent prints. aider has no function tools; its loop is the edit
-it applies from the answer, so the file must change.
+and aider (`aider --message`) from PyPI, pinned in tests/agents/aider-requirements.txt (its own venv:
+it brings LiteLLM and a hundred other packages). Each runs against the Mistral/Devstral-strict and
+the Anthropic upstream of the mock, Claude Code and Codex also against Gemini and OpenAI
+(tests/agents/session.py starts everything inside the namespace). Claude Code and Codex complete a
+task that needs a tool call and its result: the mock asks for their file-reading tool, the agent
+runs it, and the file's contents must reach the upstream in the next turn, whose answer the agent
+prints. aider has no function tools; its loop is the edit it applies from the answer, so the file
+must change.
 
 The CLIs are installed on first use (npm install; a venv for aider) and the tests skip, saying why,
 only when that install is impossible here (no npm, no network to the registries) or the machine

@@ -89,3 +89,15 @@ def test_a_broken_history_is_a_400_in_the_clients_protocol(system: SluiceSystem,
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["type"] == "invalid_request_error" and "toolu_x" in reply.text
     assert system.mock_stats()["requests"] == before  # nothing reached the upstream
+
+
+@pytest.mark.parametrize("fixture", [f for f in FIXTURES if f.stem.startswith("claude_code")],
+                         ids=lambda f: f.stem)
+def test_claude_code_counts_tokens_of_its_turns(system: SluiceSystem, fixture: Path) -> None:
+    """Claude Code calls count_tokens with the body of the turn it is about to send."""
+    recorded = json.loads(fixture.read_text())
+    body = {k: v for k, v in recorded["body"].items() if k not in ("max_tokens", "stream", "metadata")}
+    counted = {**recorded, "path": "/v1/messages/count_tokens", "body": body}
+    reply = _post(system, counted, "anthropic", stream=False)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["input_tokens"] > 100
