@@ -49,7 +49,7 @@ def test_a_call_to_a_namespaced_tool_goes_back_under_its_namespace_and_returns_j
     answer = ChatResponse(id="r", model="m", finish_reason="tool_use",
                           content=[ToolCall("call_1", "multi_agent_v1__spawn_agent", '{"path":"a"}')])
     whole = orjson.loads(openai_responses.render_response(answer, "m", "r1", request=req))["output"][0]
-    renderer = openai_responses.StreamRenderer("m", "r1", True, request=req)
+    renderer = openai_responses.renderer("m", "r1", True, req)
     streamed = [orjson.loads(d) for _, d in renderer.render(Complete(answer))]
     done = next(e for e in streamed if e["type"] == "response.completed")["response"]["output"][0]
     for item in (whole, done):

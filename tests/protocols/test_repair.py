@@ -25,7 +25,17 @@ from shared.mock.gemini import GeminiDialect
 from shared.mock.mistral import MistralDialect
 from shared.mock.openai import OpenAIDialect
 from shared.model import ChatRequest, Message, Reasoning, Text, ToolCall, ToolResult
-from shared.protocols import anthropic_messages, gemini, mistral, openai_chat, openai_responses, repair
+from shared.protocols import (
+    anthropic_messages,
+    anthropic_upstream,
+    gemini,
+    gemini_upstream,
+    mistral,
+    openai_chat,
+    openai_chat_upstream,
+    openai_responses,
+    repair,
+)
 from tests.protocols.conversations import CLIENTS, render, scripts
 
 FAMILIES: tuple[repair.Family, ...] = ("openai", "anthropic", "gemini", "mistral")
@@ -46,13 +56,13 @@ def upstream_accepts(req: ChatRequest, family: repair.Family) -> None:
     """Builds the upstream body as the worker does and runs the strict mock's checks on it."""
     scope: dict[str, Any] = {"path": "/v1/chat/completions", "headers": [], "query_string": b""}
     if family == "openai":
-        body, dialect = openai_chat.build_request(req, "m"), OpenAIDialect()
+        body, dialect = openai_chat_upstream.build_request(req, "m"), OpenAIDialect()
     elif family == "mistral":
         body, dialect = mistral.build_request(req, "m"), MistralDialect()
     elif family == "anthropic":
-        body, dialect = anthropic_messages.build_request(req, "m", default_max_tokens=4096), AnthropicDialect()
+        body, dialect = anthropic_upstream.build_request(req, "m", default_max_tokens=4096), AnthropicDialect()
     else:
-        body, dialect = gemini.build_request(req, "m"), GeminiDialect()
+        body, dialect = gemini_upstream.build_request(req, "m"), GeminiDialect()
         scope["path"] = "/v1beta/models/m:generateContent"
     dialect.conversation(Request(scope), orjson.loads(orjson.dumps(body)))  # raises MockError if refused
 
