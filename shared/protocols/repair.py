@@ -63,39 +63,51 @@ def family_of(provider: str) -> Family:
 
 
 def violations(req: ChatRequest, family: Family) -> list[str]:
-    """Each rule of `family` the request's conversation breaks, as a sentence; [] when legal."""
+    """Each rule of `family` the request's conversation breaks, as a sentence; [] when legal.
+
+    One pass over the parts (it runs on every job, long agent histories included).
+    """
     found: list[str] = []
     messages = req.messages
     if not messages:
         return ["the conversation is empty"]
+    asked: list[str] = []  # the calls of the previous turn
+    previous_role = ""
     for i, m in enumerate(messages):
-        where = f"messages[{i}]"
-        if i and messages[i - 1].role == m.role:
-            found.append(f"{where}: a second {m.role} turn in a row")
-        if not m.content:
-            found.append(f"{where}: an empty turn")
+        role = m.role
+        calls: list[str] = []
+        results: list[str] = []
+        other = misordered = False
         for p in m.content:
-            if not _carried(p, family):
-                found.append(f"{where}: a {type(p).__name__} part {family} cannot carry")
-        if m.role == "user":
-            kinds = [isinstance(p, ToolResult) for p in m.content]
-            if kinds != sorted(kinds, reverse=True):
-                found.append(f"{where}: tool results do not come first")
-            if family == "mistral" and any(kinds) and not all(kinds):
-                found.append(f"{where}: a user message would follow tool messages (Mistral)")
-        calls = [p.id for p in m.content if isinstance(p, ToolCall)]
-        results = [p.tool_call_id for p in m.content if isinstance(p, ToolResult)]
-        previous = messages[i - 1] if i else None
-        asked = [p.id for p in previous.content if isinstance(p, ToolCall)] if previous else []
-        if m.role == "user" and sorted(results) != sorted(asked):
-            found.append(f"{where}: results {results} do not answer the calls {asked} before them")
-        if m.role == "assistant" and calls and i == len(messages) - 1:
-            found.append(f"{where}: tool calls {calls} are never answered")
+            if isinstance(p, ToolResult):
+                results.append(p.tool_call_id)
+                misordered = misordered or other
+                continue
+            other = True
+            if isinstance(p, ToolCall):
+                calls.append(p.id)
+            elif isinstance(p, Text | Reasoning) and not _carried(p, family):
+                found.append(f"messages[{i}]: a {type(p).__name__} part {family} cannot carry")
+        if role == previous_role:
+            found.append(f"messages[{i}]: a second {role} turn in a row")
+        if not m.content:
+            found.append(f"messages[{i}]: an empty turn")
+        if role == "user":
+            if misordered:
+                found.append(f"messages[{i}]: tool results do not come first")
+            if family == "mistral" and results and other:
+                found.append(f"messages[{i}]: a user message would follow tool messages (Mistral)")
+            if results != asked and sorted(results) != sorted(asked):
+                found.append(f"messages[{i}]: results {results} do not answer the calls {asked} before them")
+        elif calls and i == len(messages) - 1:
+            found.append(f"messages[{i}]: tool calls {calls} are never answered")
         if family == "mistral":
-            found += [f"{where}: tool-call id {c!r} is not 9 alphanumerics"
+            found += [f"messages[{i}]: tool-call id {c!r} is not 9 alphanumerics"
                       for c in calls + results if tool_call_id(c) != c]
-        if family == "gemini" and calls and (previous is None or previous.role != "user"):
-            found.append(f"{where}: function calls do not follow a user turn (Gemini)")
+        if family == "gemini" and calls and previous_role != "user":
+            found.append(f"messages[{i}]: function calls do not follow a user turn (Gemini)")
+        asked = calls if role == "assistant" else []
+        previous_role = role
     if family == "anthropic" and req.reasoning_effort not in (None, "none") and not _thinking_leads(req):
         found.append("thinking is on but the pending tool calls' turn does not start with signed thinking")
     return found
