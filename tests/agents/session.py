@@ -19,7 +19,6 @@ shapes in tests/fixtures/agents/ were taken. The report (JSON) says what happene
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import subprocess
@@ -191,5 +190,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.set_event_loop_policy(None)
     main()
