@@ -42,11 +42,11 @@ class Dispatcher:
         self._routing: Counter[str] = Counter()
 
     async def new_job(self, req: ChatRequest, model: Model, client: str, max_wait: float | None,
-                      priority: Priority = "interactive") -> Job:
+                      priority: Priority = "interactive", pinned: str | None = None) -> Job:
         """The job for `req`, bound to the account (of the model's route) that can start it soonest."""
         estimate = estimate_input_tokens(req)
         reserve = self.output_reserve(req, model)
-        account, upstream_model = await self.choose_route(model, estimate + reserve, priority == "batch")
+        account, upstream_model = await self.choose_route(model, estimate + reserve, priority == "batch", pinned)
         return self.job_for(req, model, client, max_wait, priority, account, upstream_model)
 
     def output_reserve(self, req: ChatRequest, model: Model) -> int:
@@ -71,10 +71,19 @@ class Dispatcher:
             client=client,
         )
 
-    async def choose_route(self, model: Model, cost_tokens: int, batch: bool = False) -> tuple[str, str]:
+    async def choose_route(self, model: Model, cost_tokens: int, batch: bool = False,
+                           pinned: str | None = None) -> tuple[str, str]:
         """The (account, upstream model) that can start this job soonest (a batch job: the
-        account whose batch lane is shortest, since interactive work does not wait behind it).
-        Counted as routed here until `submit` (or `enqueue`) has enqueued it."""
+        account whose batch lane is shortest, since interactive work does not wait behind it),
+        or the `pinned` one (header `x-sluice-account`: debugging one key of a model, whatever
+        its state). Counted as routed here until `submit` (or `enqueue`) has enqueued it."""
+        if pinned is not None:
+            target = next((t for t in model.route if t.account == pinned), None)
+            if target is None:
+                raise GatewayError("invalid_request", f"The account '{pinned}' (x-sluice-account) does not serve "
+                                   f"the model '{model.name}'.", param="x-sluice-account")
+            self._routing[target.account] += 1  # until submit() has enqueued it
+            return target.account, target.model
         return (await self.choose_routes(model, [cost_tokens], batch))[0]
 
     async def choose_routes(self, model: Model, costs: list[int], batch: bool = False) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ class JobOptions:
 
     priority: Priority = "interactive"
     max_wait: float | None = None  # seconds it will wait for a start (None: the configured default)
+    account: str | None = None  # x-sluice-account: pin one account of the model
 
     @classmethod
     def from_headers(cls, headers: Headers) -> JobOptions:
@@ -30,8 +31,9 @@ class JobOptions:
         if priority not in ("interactive", "batch"):
             raise invalid("The x-sluice-priority header must be 'interactive' or 'batch'.", "x-sluice-priority")
         raw = headers.get("x-sluice-max-wait")
+        account = headers.get("x-sluice-account")
         if raw is None:
-            return cls(priority)  # type: ignore[arg-type]
+            return cls(priority, account=account)  # type: ignore[arg-type]
         try:
             max_wait = float(raw)
         except ValueError:
@@ -39,7 +41,7 @@ class JobOptions:
         if not 0 <= max_wait <= MAX_WAIT_LIMIT_SECONDS:
             raise invalid(f"The x-sluice-max-wait header must be between 0 and {MAX_WAIT_LIMIT_SECONDS}.",
                           "x-sluice-max-wait")
-        return cls(priority, max_wait)  # type: ignore[arg-type]
+        return cls(priority, max_wait, account)  # type: ignore[arg-type]
 
 
 async def submit(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers) -> Ticket:
@@ -48,6 +50,6 @@ async def submit(state: AppState, dialect: Dialect, client: str, req: ChatReques
     if model is None:
         raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
     options = JobOptions.from_headers(headers)
-    job = await state.dispatcher.new_job(req, model, client, options.max_wait, options.priority)
+    job = await state.dispatcher.new_job(req, model, client, options.max_wait, options.priority, options.account)
     replay = ReplayInfo(dialect.name, req.model, client, req.include_usage) if req.stream else None
     return await state.dispatcher.submit(job, replay)

@@ -65,6 +65,7 @@ class Tool(msgspec.Struct, omit_defaults=True):
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
     description: str | None = None
     strict: bool | None = None
+    namespace: str | None = None  # a Responses `namespace` tool's name; `name` is then joined to it
 
 
 class ToolChoice(msgspec.Struct, omit_defaults=True):

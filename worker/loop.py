@@ -24,6 +24,7 @@ from shared.config import Account, Config
 from shared.errors import GatewayError
 from shared.jobs import Claimed, Job, decode_job
 from shared.model import Complete, MessageStart, StreamError, Timing, UsageEvent
+from shared.protocols.repair import family_of, legalize
 from shared.redis.keys import Keys
 from shared.redis.scripts import ClaimCode, LimitArgs, Outcome, Scripts, is_noscript
 from worker.providers.base import Provider, UpstreamRequest
@@ -51,6 +52,7 @@ class Worker:
         self.account = account
         self.redis = client
         self.provider = provider
+        self.family = family_of(account.provider)
         self.http = http
         self.id = worker_id or f"{account.name}-{uuid.uuid4().hex[:8]}"
         self.keys = Keys(config.key_prefix)
@@ -197,7 +199,16 @@ class Worker:
         writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id,
                              self.config.queue.stream_coalesce_ms, self.config.queue.result_ttl_seconds,
                              next_seq)
-        upstream = self.provider.request(job)
+        try:
+            # The one place a conversation is made legal for this account's upstream (repairs
+            # in shared/protocols/repair.py) and its body built; what cannot be is the client's 400.
+            job = msgspec.structs.replace(job, request=legalize(job.request, self.family))
+            upstream = self.provider.request(job)
+        except GatewayError as err:
+            writer.hold([StreamError(err.info())])
+            await writer.close()
+            await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED)
+            return
         seen = UpstreamResult()
         for retry in range(MAX_UPSTREAM_RETRIES + 1):
             try:

@@ -7,8 +7,11 @@ Strict where the real API is strict, so gateway conversion bugs surface here and
 - unknown top-level fields, a missing `model`/`max_tokens`/`messages`, roles other than
   user/assistant, empty messages or empty text blocks -> 400 invalid_request_error;
 - consecutive same-role messages are merged into one turn (as the real API does), then every
-  `tool_use` must be answered by a `tool_result` in the next turn and every `tool_result` must
-  answer a `tool_use` of the previous turn -> 400.
+  `tool_use` must be answered by a `tool_result` in the next turn, those `tool_result` blocks
+  must come first in that turn, and every `tool_result` must answer a `tool_use` of the previous
+  turn -> 400;
+- with thinking on, the assistant turn whose tool calls the last turn answers must start with a
+  `thinking` or `redacted_thinking` block -> 400.
 """
 
 from __future__ import annotations
@@ -148,9 +151,16 @@ def _check_pairing(turns: list[_Turn]) -> None:
             uses = [b["id"] for _, _, b in turn.blocks if b["type"] == "tool_use"]
             continue
         answered: set[str] = set()
+        seen_other = False
         for i, j, block in turn.blocks:
             if block["type"] != "tool_result":
+                seen_other = True
                 continue
+            if seen_other and uses:
+                raise _invalid(
+                    f"messages.{i}.content.{j}: `tool_result` blocks must come first in the user message that "
+                    "answers `tool_use` blocks; any text or image goes after all of them."
+                )
             if block["tool_use_id"] not in uses:
                 raise _invalid(
                     f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
@@ -161,6 +171,22 @@ def _check_pairing(turns: list[_Turn]) -> None:
         _unanswered(uses, answered, turn.first)
         uses = []
     _unanswered(uses, set(), turns[-1].first)
+
+
+def _check_thinking(turns: list[_Turn], thinking: Any) -> None:
+    """With thinking on, the assistant turn whose tool calls are being answered starts with thinking."""
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive") or len(turns) < 2:
+        return
+    last, answered = turns[-2], turns[-1]
+    if last.role != "assistant" or not any(b["type"] == "tool_result" for _, _, b in answered.blocks):
+        return
+    i, j, first = last.blocks[0]
+    if first["type"] not in ("thinking", "redacted_thinking"):
+        raise _invalid(
+            f"messages.{i}.content.{j}.type: Expected `thinking` or `redacted_thinking`, but found "
+            f"`{first['type']}`. When `thinking` is enabled, a final `assistant` message must start with a "
+            "thinking block (preceding the lastmost set of `tool_use` and `tool_result` blocks)."
+        )
 
 
 def _unanswered(uses: list[str], answered: set[str], index: int) -> None:
@@ -183,12 +209,12 @@ def _system_chars(system: Any) -> int:
     raise _invalid("system: Input should be a valid string or list of text blocks")
 
 
-def _tools(tools: Any, choice: Any) -> tuple[tuple[str, dict[str, Any]] | None, int]:
+def _tools(tools: Any, choice: Any, custom: list[tuple[str, dict[str, Any]]]) -> tuple[
+        tuple[str, dict[str, Any]] | None, int]:
     if tools is None:
         return None, 0
     if not isinstance(tools, list):
         raise _invalid("tools: Input should be a valid list")
-    custom: list[tuple[str, dict[str, Any]]] = []
     chars = 0
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
@@ -276,7 +302,9 @@ class AnthropicDialect(Dialect):
             raise _invalid("max_tokens: Input should be an integer greater than or equal to 1")
         turns, chars = _turns(body.get("messages"))
         _check_pairing(turns)
-        tool, tool_chars = _tools(body.get("tools"), body.get("tool_choice"))
+        _check_thinking(turns, body.get("thinking"))
+        offered: list[tuple[str, dict[str, Any]]] = []
+        tool, tool_chars = _tools(body.get("tools"), body.get("tool_choice"), offered)
         last = turns[-1]
         results = [b for _, _, b in last.blocks if b["type"] == "tool_result"]
         user_turns = [t for t in turns if t.role == "user"]
@@ -293,6 +321,7 @@ class AnthropicDialect(Dialect):
             last_user_text=last_user_text,
             tool_result_text=_result_text(results[0]) if results else "",
             tool=tool,
+            offered=offered,
         )
 
     def call_id(self, raw: bytes) -> str:

@@ -187,6 +187,9 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
             output_tokens=settings.output_tokens,
             chunk_tokens=settings.chunk_tokens,
             call_id=lambda: dialect.call_id(raw),
+            tool_name=settings.tool_name,
+            tool_arguments=settings.tool_arguments,
+            reply_text=settings.reply_text,
         )
         cost = answer.input_tokens + (answer.max_tokens if answer.max_tokens is not None else settings.output_tokens)
         try:
@@ -206,6 +209,9 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
     except _ClientGone:
         return 499
     await _sleep(latency)
+    if conv.last == "tool_result":  # the last few, for tests that check a tool's result arrived
+        state.stats.tool_results.append(conv.tool_result_text[:500])
+        del state.stats.tool_results[:-20]
     state.stats.input_tokens += answer.input_tokens
     state.stats.output_tokens += answer.output_tokens
     base += dialect.limit_headers(admission)

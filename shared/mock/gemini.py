@@ -152,8 +152,8 @@ class _Turns:
         self.responses = responses
 
 
-def _tool(tools: Any, config: Any) -> tuple[tuple[str, dict[str, Any]] | None, int]:
-    declarations: list[tuple[str, dict[str, Any]]] = []
+def _tool(tools: Any, config: Any, declarations: list[tuple[str, dict[str, Any]]]) -> tuple[
+        tuple[str, dict[str, Any]] | None, int]:
     chars = 0
     for tool in tools if isinstance(tools, list) else ():
         found = _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, dict) else None
@@ -205,7 +205,8 @@ class GeminiDialect(Dialect):
             if name not in _TOP_LEVEL:
                 raise _invalid(f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.')
         turns = _Turns(body.get("contents"))
-        tool, tool_chars = _tool(body.get("tools"), _get(body, "toolConfig", "tool_config"))
+        offered: list[tuple[str, dict[str, Any]]] = []
+        tool, tool_chars = _tool(body.get("tools"), _get(body, "toolConfig", "tool_config"), offered)
         results = turns.responses
         system_chars = len(_texts(_get(body, "systemInstruction", "system_instruction")))
         return Conversation(
@@ -217,6 +218,7 @@ class GeminiDialect(Dialect):
             last_user_text=turns.last_user_text,
             tool_result_text=orjson.dumps(results[0]["response"]).decode() if results else "",
             tool=tool,
+            offered=offered,
         )
 
     def call_id(self, raw: bytes) -> str:

@@ -150,6 +150,7 @@ class Stats:
     output_tokens: int = 0
     first_request_at: float | None = None
     last_request_at: float | None = None
+    tool_results: list[str] = field(default_factory=list)  # each answered turn's tool result (first 500 chars)
 
     def begin(self) -> None:
         now = time.time()
@@ -172,6 +173,7 @@ class Stats:
         in_flight = self.in_flight
         self.requests = self.responses_429 = self.input_tokens = self.output_tokens = 0
         self.by_status = {}
+        self.tool_results = []
         self.first_request_at = self.last_request_at = None
         self.in_flight = self.max_in_flight = in_flight
 
@@ -180,6 +182,7 @@ class Stats:
             "requests": self.requests,
             "responses_429": self.responses_429,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "tool_results": self.tool_results[-20:],
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "input_tokens": self.input_tokens,

@@ -97,6 +97,7 @@ def read_chat(body: dict[str, Any], *, forced_choices: tuple[str, ...] = ("requi
         tool_result_text=text_of(last.get("content")),
         tool=choose_tool(tools, body.get("tool_choice"), forced_choices),
         include_usage=_include_usage(body),
+        offered=tools,
     )
 
 

@@ -18,6 +18,12 @@ class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Tokens per stream chunk."""
     rpm: int | None = None
     tpm: int | None = None
+    tool_name: str | None = None
+    """When the request offers a function tool of this name, the tool-call answer calls it (not the first)."""
+    tool_arguments: dict[str, Any] | None = None
+    """The arguments of that call (default: built from the tool's schema)."""
+    reply_text: str | None = None
+    """When set, every text answer is this text (split into tokens at spaces)."""
     api_key: str | None = None
     """When set, every generation request must carry it (else 401)."""
     bucket_seconds: float = 10

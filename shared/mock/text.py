@@ -81,13 +81,16 @@ class Conversation:
     tool_result_text: str  # when last == "tool_result": the result as text
     tool: tuple[str, dict[str, Any]] | None  # (name, JSON schema) to call; None = answer in text
     include_usage: bool = False
+    offered: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # every function tool offered
 
 
 def tokens_for_chars(chars: int) -> int:
     return max(1, (chars + 3) // 4)
 
 
-def plan(conv: Conversation, *, output_tokens: int, chunk_tokens: int, call_id: Callable[[], str]) -> Plan:
+def plan(conv: Conversation, *, output_tokens: int, chunk_tokens: int, call_id: Callable[[], str],
+         tool_name: str | None = None, tool_arguments: dict[str, Any] | None = None,
+         reply_text: str | None = None) -> Plan:
     result = Plan(
         model=conv.model,
         stream=conv.stream,
@@ -98,14 +101,20 @@ def plan(conv: Conversation, *, output_tokens: int, chunk_tokens: int, call_id: 
     )
     cap = conv.max_tokens
     if conv.tool is not None and conv.last == "user":
-        name, schema = conv.tool
-        arguments = arguments_from_schema(schema)
+        name, schema = next((t for t in conv.offered if t[0] == tool_name), conv.tool)
+        arguments = tool_arguments if tool_arguments is not None and name == tool_name else \
+            arguments_from_schema(schema)
         arguments_json = orjson.dumps(arguments).decode()
         result.tool = ToolCallPlan(call_id(), name, arguments, arguments_json)
         # Tool calls are never truncated, whatever max_tokens says.
         result.output_tokens = tokens_for_chars(len(name) + len(arguments_json))
         return result
-    if conv.last == "tool_result":
+    if reply_text is not None:
+        tokens = re.findall(r"\s*\S+\s*", reply_text) or [reply_text]
+        if cap is not None and len(tokens) > cap:
+            del tokens[cap:]
+            result.truncated = True
+    elif conv.last == "tool_result":
         tokens = re.findall(r"\S+\s*", TOOL_RESULT_PREFIX + conv.tool_result_text[:40])
         if cap is not None and len(tokens) > cap:
             del tokens[cap:]

@@ -86,9 +86,12 @@ def _parse(body: bytes, *, require_max_tokens: bool) -> ChatRequest:
     parallel = False if choice is not None and choice.disable_parallel_tool_use else None
     blocks = [w.TextBlock(wire.system)] if isinstance(wire.system, str) else wire.system or []
     system = [Text(b.text) for b in blocks if b.text]
+    messages = _messages_in(wire.messages, system)
+    if not messages:
+        raise invalid("'messages' must contain at least one user or assistant message.", "messages")
     fmt = wire.output_config.format if wire.output_config else None
     return ChatRequest(
-        model=wire.model, messages=_messages_in(wire.messages), system=system, tools=tools,
+        model=wire.model, messages=messages, system=system, tools=tools,
         tool_choice=choice.to_internal() if choice else None, parallel_tool_calls=parallel,
         response_format=ResponseFormat(type="json_schema", schema=fmt.schema) if fmt else None,
         max_tokens=wire.max_tokens, temperature=wire.temperature, top_p=wire.top_p, top_k=wire.top_k,
@@ -111,10 +114,15 @@ def _effort_in(wire: w.Request) -> str | None:
     return None
 
 
-def _messages_in(wire: list[w.MessageParam]) -> list[Message]:
+def _messages_in(wire: list[w.MessageParam], system: list[Text]) -> list[Message]:
     messages: list[Message] = []
-    for m in wire:
+    for i, m in enumerate(wire):
         blocks: list[w.Block] = [w.TextBlock(m.content)] if isinstance(m.content, str) else m.content
+        if m.role == "system":  # hoisted to the system prompt, in order (as OpenAI's system messages are)
+            if not all(isinstance(b, w.TextBlock) for b in blocks):
+                raise invalid("A 'system' message may hold text blocks only.", f"messages[{i}].content")
+            system.extend(Text(b.text) for b in blocks if isinstance(b, w.TextBlock) and b.text)
+            continue
         append_turn(messages, m.role, [p for b in blocks for p in b.parts()])
     return messages
 

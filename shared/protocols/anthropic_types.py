@@ -90,7 +90,8 @@ Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock 
 
 
 class MessageParam(msgspec.Struct):
-    role: Literal["user", "assistant"]
+    # Claude Code (2.1.x) also sends `system` messages inside `messages`; they join the system prompt.
+    role: Literal["user", "assistant", "system"]
     content: str | list[Block]
 
 

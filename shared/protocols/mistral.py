@@ -58,4 +58,7 @@ def build_request(req: ChatRequest, upstream_model: str, default_max_tokens: int
             message["tool_call_id"] = tool_call_id(message["tool_call_id"])
         if message.get("role") == "assistant" and message.get("content") is None and message.get("tool_calls"):
             message["content"] = ""
+    last = body["messages"][-1] if body["messages"] else None
+    if last is not None and last["role"] == "assistant" and not last.get("tool_calls"):
+        last["prefix"] = True  # a history ending in the model's words asks to continue them
     return {k: v for k, v in body.items() if k in _ALLOWED}

@@ -37,7 +37,7 @@ from shared.model import (
 from shared.protocols import openai_responses_types as wt
 from shared.protocols.common import append_turn, check_range, image_from_url
 from shared.protocols.openai_chat import render_error
-from shared.protocols.openai_responses_render import render_response, renderer
+from shared.protocols.openai_responses_render import namespaced, render_response, renderer
 from shared.protocols.sse import KEEPALIVE
 
 __all__ = ["keepalive", "name", "parse_request", "render_error", "render_response", "renderer", "sse_ids"]
@@ -95,7 +95,7 @@ def parse_request(body: bytes, model: str | None = None, stream: bool = False) -
         model=wire.model,
         messages=messages,
         system=system,
-        tools=[_tool_in(t, i) for i, t in enumerate(wire.tools or [])],
+        tools=[tool for i, t in enumerate(wire.tools or []) for tool in _tools_in(t, i)],
         tool_choice=_tool_choice_in(wire.tool_choice),
         parallel_tool_calls=wire.parallel_tool_calls,
         response_format=_format_in(wire.text),
@@ -137,8 +137,9 @@ def _items_in(items: list[dict[str, Any]], system: list[Text]) -> list[Message]:
                 append_turn(messages, role, _content_in(msg.content, where, role))
         elif kind == "function_call":
             call: wt.FunctionCallItem = _convert(raw, wt.FunctionCallItem, where)
-            names[call.call_id] = call.name
-            append_turn(messages, "assistant", [ToolCall(id=call.call_id, name=call.name,
+            name = namespaced(call.namespace, call.name)
+            names[call.call_id] = name
+            append_turn(messages, "assistant", [ToolCall(id=call.call_id, name=name,
                                                       arguments=call.arguments or "{}")])
         elif kind == "function_call_output":
             result: wt.FunctionCallOutputItem = _convert(raw, wt.FunctionCallOutputItem, where)
@@ -208,12 +209,32 @@ def _reasoning_in(item: wt.ReasoningItem, where: str) -> Reasoning:
     return Reasoning(text=text, signature=env.get("s"), redacted=env.get("r"), provider=env.get("p"))
 
 
-def _tool_in(raw: dict[str, Any], i: int) -> Tool:
+# Tools OpenAI's servers run themselves. No other upstream can run them, so they are left out of
+# the request (the model just does not have them) instead of refusing it: Codex CLI offers
+# `web_search` on every turn and would otherwise never get an answer.
+_HOSTED = frozenset(("web_search", "web_search_preview", "web_search_2025_08_26", "file_search",
+                     "code_interpreter", "image_generation", "tool_search"))
+
+
+def _tools_in(raw: dict[str, Any], i: int) -> list[Tool]:
+    if raw.get("type") in _HOSTED:
+        return []
+    if raw.get("type") != "namespace":
+        return [_tool_in(raw, i)]
+    group: wt.NamespaceTool = _convert(raw, wt.NamespaceTool, f"tools[{i}]")
+    # Every upstream takes flat function tools only: each inner tool becomes one, its name joined
+    # to the namespace's; the renderer splits a call's name again (openai_responses_render.py).
+    out = [_tool_in(inner, i, f"tools[{i}].tools[{j}]") for j, inner in enumerate(group.tools)]
+    return [msgspec.structs.replace(t, name=namespaced(group.name, t.name), namespace=group.name) for t in out]
+
+
+def _tool_in(raw: dict[str, Any], i: int, where: str | None = None) -> Tool:
+    where = where or f"tools[{i}]"
     kind = raw.get("type")
     if kind != "function":
-        raise _unsupported(f"tools[{i}].type", f"Tools of type '{kind}' are not supported; "
-                           "only 'function' tools are.")
-    t: wt.FunctionTool = _convert(raw, wt.FunctionTool, f"tools[{i}]")
+        raise _unsupported(f"{where}.type", f"Tools of type '{kind}' are not supported; "
+                           "only 'function' and 'namespace' tools are.")
+    t: wt.FunctionTool = _convert(raw, wt.FunctionTool, where)
     return Tool(name=t.name, parameters=t.parameters or {"type": "object", "properties": {}},
                 description=t.description, strict=t.strict)
 

@@ -31,6 +31,7 @@ from shared.model import (
     StreamEvent,
     Text,
     TextDelta,
+    Tool,
     ToolArgsDelta,
     ToolCall,
     Usage,
@@ -80,6 +81,21 @@ def _text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
+def namespaced(namespace: str | None, name: str) -> str:
+    """One flat function name for a tool inside a `namespace` tool: `<namespace>__<name>`."""
+    if not namespace:
+        return name
+    return namespace + name if namespace.endswith("_") else f"{namespace}__{name}"
+
+
+def _call_name(name: str, tools: list[Tool]) -> tuple[str, str | None]:
+    """(name, namespace) of a call as the client offered the tool: a joined name is split again."""
+    for tool in tools:
+        if tool.namespace and tool.name == name:
+            return name[len(namespaced(tool.namespace, "")):], tool.namespace
+    return name, None
+
+
 @dataclass(slots=True)
 class _Item:
     """One output item being built: a message (one text block), a function call or reasoning."""
@@ -89,6 +105,7 @@ class _Item:
     id: str
     call_id: str = ""
     name: str = ""
+    namespace: str | None = None  # Codex routes a call to a `namespace` tool by this split
     chunks: list[str] = field(default_factory=list)
     signature: str | None = None
     redacted: str | None = None
@@ -106,8 +123,11 @@ class _Item:
             return {"type": "message", "id": self.id, "status": status, "role": "assistant",
                     "content": [_text_part(self.text)] if done else []}
         if self.kind == "tool_call":
-            return {"type": "function_call", "id": self.id, "call_id": self.call_id, "name": self.name,
+            call = {"type": "function_call", "id": self.id, "call_id": self.call_id, "name": self.name,
                     "arguments": (self.text or "{}") if done else "", "status": status}
+            if self.namespace:
+                call["namespace"] = self.namespace
+            return call
         text = self.text if done else ""
         item = {"type": "reasoning", "id": self.id, "status": status,
                 "summary": [{"type": "summary_text", "text": text}] if text else []}
@@ -169,15 +189,16 @@ def _final(base: dict[str, Any], output: list[dict[str, Any]], usage: Usage,
     return response
 
 
-def _items_of(content: list[Part], request_id: str) -> list[_Item]:
+def _items_of(content: list[Part], request_id: str, tools: list[Tool]) -> list[_Item]:
     items: list[_Item] = []
     for part in content:
         index = len(items)
         if isinstance(part, Text):
             item = _Item(index, "text", f"msg_{request_id}_{index}", chunks=[part.text])
         elif isinstance(part, ToolCall):
+            name, namespace = _call_name(part.name, tools)
             item = _Item(index, "tool_call", f"fc_{request_id}_{index}", call_id=part.id,
-                         name=part.name, chunks=[part.arguments])
+                         name=name, namespace=namespace, chunks=[part.arguments])
         elif isinstance(part, Reasoning):
             item = _Item(index, "reasoning", f"rs_{request_id}_{index}", chunks=[part.text],
                          signature=part.signature, redacted=part.redacted, provider=part.provider)
@@ -190,7 +211,8 @@ def _items_of(content: list[Part], request_id: str) -> list[_Item]:
 def render_response(response: ChatResponse, model: str, request_id: str,
                     request: ChatRequest | None = None) -> bytes:
     """A complete Response object; pass the parsed `request` to echo its settings."""
-    output = [item.as_dict("completed") for item in _items_of(response.content, request_id)]
+    tools = request.tools if request is not None else []
+    output = [item.as_dict("completed") for item in _items_of(response.content, request_id, tools)]
     base = _base_response(model, request_id, request)
     return orjson.dumps(_final(base, output, response.usage, response.finish_reason))
 
@@ -212,6 +234,7 @@ class StreamRenderer:
                  request: ChatRequest | None = None) -> None:
         self._base = _base_response(model, request_id, request)
         self._request_id = request_id
+        self._tools = request.tools if request is not None else []
         self._seq = 0
         self._items: dict[int, _Item] = {}  # block index -> item
         self._output: dict[int, dict[str, Any]] = {}  # output_index -> finished item
@@ -285,8 +308,9 @@ class StreamRenderer:
         if item is not None:
             return item
         index = len(self._items)
+        name, namespace = _call_name(name or "", self._tools)
         item = _Item(index, kind, f"{_PREFIX[kind]}_{self._request_id}_{index}",
-                     call_id=call_id or f"call_{self._request_id}_{index}", name=name or "")
+                     call_id=call_id or f"call_{self._request_id}_{index}", name=name, namespace=namespace)
         self._items[block] = item
         self._emit(out, "response.output_item.added", output_index=index, item=item.as_dict("in_progress"))
         if kind == "text":

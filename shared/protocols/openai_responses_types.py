@@ -51,6 +51,7 @@ class FunctionCallItem(msgspec.Struct):
     call_id: str
     name: str
     arguments: str = ""
+    namespace: str | None = None  # a call to a tool of a `namespace` tool (see NamespaceTool)
 
 
 class FunctionCallOutputItem(msgspec.Struct):
@@ -73,6 +74,14 @@ class FunctionTool(msgspec.Struct):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+
+class NamespaceTool(msgspec.Struct):
+    """A group of function tools under one name (Codex CLI sends its MCP servers' tools so)."""
+
+    name: str
+    tools: list[dict[str, Any]]
+    description: str | None = None
 
 
 class Format(msgspec.Struct):

@@ -138,7 +138,7 @@ def test_parse_text_format_and_tool_choice_modes() -> None:
     ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
     ({"input": "x", "conversation": "conv_1"}, "conversation"),
     ({"input": "x", "background": True}, "background"),
-    ({"input": "x", "tools": [WEATHER_TOOL, {"type": "web_search"}]}, "tools[1].type"),
+    ({"input": "x", "tools": [WEATHER_TOOL, {"type": "custom", "name": "apply_patch"}]}, "tools[1].type"),
     ({"input": "x", "tool_choice": {"type": "web_search_preview"}}, "tool_choice.type"),
     ({"input": [{"role": "user", "content": "x"}, {"type": "item_reference", "id": "msg_1"}]},
      "input[1].type"),
