@@ -79,8 +79,9 @@ def _max_wait(headers: Headers) -> float | None:
 async def handle(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers,
                  started: float, receive: Receive | None = None) -> Response:
     model = state.config.model(req.model)
-    if model is None:
-        raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
+    if model is None or model.kind != "chat":
+        raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not a chat model.",
+                           param="model")
     dispatcher = state.dispatcher
     job = dispatcher.new_job(req, model, "", "", client, _max_wait(headers), _priority(headers))
     job.account, job.upstream_model = await dispatcher.choose_route(model, job.input_estimate + job.output_reserve)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from shared.embeddings import NO_EMBEDDINGS
+
 Provider = Literal["openai", "openai-compatible", "anthropic", "gemini", "mistral", "deepseek", "mock"]
 
 _DEFAULT_BASE_URLS: dict[str, str] = {
@@ -48,6 +50,7 @@ class Account(msgspec.Struct, forbid_unknown_fields=True):
     timeout_seconds: float = 600.0
     http_client: Literal["native", "httpx"] = "native"  # see worker/upstream.py
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    max_embedding_inputs: int | None = None  # inputs per embeddings call (default by provider)
 
     def __repr__(self) -> str:  # never let the key reach a log line or traceback
         return f"Account(name={self.name!r}, provider={self.provider!r}, base_url={self.base_url!r})"
@@ -62,6 +65,7 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     route: list[RouteTarget]
     default_max_tokens: int | None = None
+    kind: Literal["chat", "embedding"] = "chat"  # which endpoints serve it (shared/embeddings.py)
 
 
 class ClientKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -221,6 +225,8 @@ def _check(config: Config, fail: Any) -> None:
                 raise fail(f"$.accounts[{i}].limits.{field}", "must be a positive number")
         if limits.concurrency <= 0:
             raise fail(f"$.accounts[{i}].limits.concurrency", "must be a positive number")
+        if account.max_embedding_inputs is not None and account.max_embedding_inputs <= 0:
+            raise fail(f"$.accounts[{i}].max_embedding_inputs", "must be a positive number")
     models: set[str] = set()
     for i, model in enumerate(config.models):
         if model.name in models:
@@ -231,6 +237,12 @@ def _check(config: Config, fail: Any) -> None:
         for j, target in enumerate(model.route):
             if target.account not in names:
                 raise fail(f"$.models[{i}].route[{j}].account", f"no account named {target.account!r}")
+            provider = config.account(target.account).provider
+            if model.kind == "embedding" and provider in NO_EMBEDDINGS:
+                raise fail(f"$.models[{i}].route[{j}].account",
+                           f"account {target.account!r} is a {provider} account, and {provider} has no "
+                           f"embeddings API; route embedding model {model.name!r} to an openai, gemini, "
+                           f"mistral or openai-compatible account")
     keys: set[str] = set()
     for i, client in enumerate(config.client_keys):
         if not client.key:

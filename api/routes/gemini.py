@@ -10,14 +10,17 @@ from starlette.responses import Response
 from api.dialects import GEMINI
 from api.relay import error_response
 from api.routes.common import serve
+from api.routes.embeddings import gemini_embed
 from shared.errors import GatewayError
-from shared.protocols import gemini
+from shared.protocols import gemini, gemini_embeddings
 
 router = APIRouter()
 
 
 async def _generate(request: Request, target: str) -> Response:
     model, _, method = target.rpartition(":")
+    if method in gemini_embeddings.METHODS and model:
+        return await gemini_embed(request, model, method)
     if method not in ("generateContent", "streamGenerateContent") or not model:
         return error_response(GEMINI, GatewayError("not_found", f"Unknown method '{target}'."))
     stream = method == "streamGenerateContent"

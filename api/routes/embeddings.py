@@ -1,0 +1,60 @@
+"""`POST /v1/embeddings` (OpenAI) and Gemini's `models/{model}:embedContent` /
+`:batchEmbedContents` (reached through api/routes/gemini.py, which owns the `models/` paths)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import authenticate
+from api.dialects import GEMINI, OPENAI_CHAT, Dialect
+from api.embeddings import Embedded, account_result, embed
+from api.relay import AppState, _max_wait, _priority, error_response
+from shared.embeddings import EmbeddingRequest
+from shared.errors import GatewayError
+from shared.protocols import gemini_embeddings, openai_embeddings
+
+log = logging.getLogger("sluice.api")
+
+router = APIRouter()
+
+
+async def _serve(request: Request, dialect: Dialect, parse: Callable[[bytes], EmbeddingRequest],
+                 render: Callable[[Embedded, EmbeddingRequest], bytes], input_field: str) -> Response:
+    started = time.monotonic()
+    state: AppState = request.app.state.sluice
+    try:
+        client = authenticate(request, state.clients)
+        req = parse(await request.body())
+        headers = request.headers
+        done = await embed(state, client, req, priority=_priority(headers), max_wait=_max_wait(headers),
+                           input_field=input_field)
+        response_headers = account_result(state, client, dialect.name, done, started)
+        return Response(render(done, req), 200, headers=response_headers, media_type="application/json")
+    except GatewayError as err:
+        return error_response(dialect, err)
+    except RedisError:
+        log.exception("redis unavailable", extra={"path": request.url.path})
+        return error_response(dialect, GatewayError(
+            "upstream_unavailable", "The queue is unavailable; retry shortly.", status=503, retry_after=1.0))
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> Response:
+    return await _serve(request, OPENAI_CHAT, openai_embeddings.parse_request,
+                        lambda done, req: openai_embeddings.render_response(done.response, req.model,
+                                                                            req.encoding_format), "input")
+
+
+def gemini_embed(request: Request, model: str, method: str) -> Awaitable[Response]:
+    """`method` is `embedContent` or `batchEmbedContents` (gemini_embeddings.METHODS)."""
+    return _serve(request, GEMINI, lambda body: gemini_embeddings.parse_request(body, model, method),
+                  lambda done, req: gemini_embeddings.render_response(done.response, method),
+                  "content" if method == "embedContent" else "requests")
+
