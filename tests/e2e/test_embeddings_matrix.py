@@ -185,3 +185,74 @@ def test_a_long_list_is_split_into_calls_the_upstream_takes(system: SluiceSystem
             direct(system, "compat", texts)
     finally:
         system.mock_config(max_embedding_inputs=2048)
+
+
+# --- errors, in each client's own protocol, before any upstream call -------------------------
+
+
+def _openai_error(system: SluiceSystem, model: str, given: Any, key: str = CLIENT_KEY) -> openai.APIStatusError:
+    client = openai.OpenAI(base_url=f"{system.base_url}/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.embeddings.create(model=model, input=given, encoding_format="float")
+    return caught.value
+
+
+def _gemini_error(system: SluiceSystem, model: str, method: str, body: Any,
+                  key: str = CLIENT_KEY) -> tuple[int, dict[str, Any]]:
+    reply = httpx.post(f"{system.base_url}/v1beta/models/{model}:{method}", json=body,
+                       headers={"x-goog-api-key": key})
+    return reply.status_code, reply.json()["error"]
+
+
+@pytest.mark.parametrize(("model", "given", "status", "param", "says"), [
+    ("emb-openai", "", 400, "input", "empty"),
+    ("emb-openai", [], 400, "input", "empty"),
+    ("emb-openai", ["fine", ""], 400, "input[1]", "empty"),
+    ("emb-openai", ["x"] * 2049, 400, "input", "at most 2048"),
+    ("emb-mistral", [[1, 2, 3]], 400, "input", "text only"),
+    ("emb-google", [1, 2, 3], 400, "input", "text only"),
+    ("no-such-model", "hello", 404, "model", "does not exist"),
+    ("chat-model", "hello", 404, "model", "not an embedding model"),
+])
+def test_openai_errors(system: SluiceSystem, model: str, given: Any, status: int, param: str, says: str) -> None:
+    before = system.mock_stats()["requests"]
+    err = _openai_error(system, model, given)
+    assert err.status_code == status
+    body: Any = err.body
+    assert body["param"] == param and says in body["message"]
+    assert body["type"] == "invalid_request_error"  # OpenAI types an unknown model so too
+    assert system.mock_stats()["requests"] == before  # refused before it cost an upstream call
+
+
+def test_openai_unknown_key_is_401(system: SluiceSystem) -> None:
+    assert _openai_error(system, "emb-openai", "hello", key="sk-wrong").status_code == 401
+
+
+def test_an_embedding_model_is_not_a_chat_model(system: SluiceSystem) -> None:
+    with pytest.raises(openai.NotFoundError):
+        _openai(system).chat.completions.create(model="emb-openai", messages=[{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize(("model", "method", "body", "status", "field"), [
+    ("emb-openai", "embedContent", {"content": {"parts": [{"text": ""}]}}, 400, "content.parts"),
+    ("emb-openai", "embedContent", {"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "AA=="}}]}},
+     400, "content.parts[0]"),
+    ("emb-openai", "batchEmbedContents", {"requests": []}, 400, "requests"),
+    ("emb-openai", "batchEmbedContents",
+     {"requests": [{"model": "models/emb-openai", "content": {"parts": [{"text": "x"}]}}] * 2049}, 400, "requests"),
+    ("emb-openai", "batchEmbedContents",
+     {"requests": [{"model": "models/other", "content": {"parts": [{"text": "x"}]}}]}, 400, "requests[0].model"),
+    ("nope", "embedContent", {"content": {"parts": [{"text": "x"}]}}, 404, "model"),
+    ("chat-model", "embedContent", {"content": {"parts": [{"text": "x"}]}}, 404, "model"),
+])
+def test_gemini_errors(system: SluiceSystem, model: str, method: str, body: Any, status: int, field: str) -> None:
+    got, error = _gemini_error(system, model, method, body)
+    assert got == status and error["code"] == status
+    violations = [v["field"] for d in error.get("details", []) for v in d.get("fieldViolations", [])]
+    assert violations == [field], error
+
+
+def test_gemini_unknown_key_is_401_in_gemini_shape(system: SluiceSystem) -> None:
+    status, error = _gemini_error(system, "emb-openai", "embedContent", {"content": {"parts": [{"text": "x"}]}},
+                                  key="wrong")
+    assert status == 401 and error["status"] == "UNAUTHENTICATED"

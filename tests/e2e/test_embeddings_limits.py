@@ -1,0 +1,75 @@
+"""Embedding jobs under the account's limits, end to end: real processes, a real Redis.
+
+- A TPM-bound burst: the account is configured with the provider's real token rate; Sluice paces
+  the parts by their input estimate and no upstream 429 happens, where the same burst sent
+  straight to the provider is refused in part.
+- Upstream 429s (the account's configured limit is far above the provider's): never reach the
+  client; the worker blocks the key for the provider's retry-after and re-queues the job.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from shared.mock.embeddings import vector
+from tests.conftest import CLIENT_KEY, SluiceSystem
+
+TPM = 12000  # 200 tokens a second
+TEXT_CHARS = 160  # 40 tokens per request, estimated and counted alike
+REQUESTS = 15  # 600 tokens: half as much again as the provider's 400-token bucket
+
+
+def texts(n: int) -> list[str]:
+    return [f"{i:04d}" + "x" * (TEXT_CHARS - 4) for i in range(n)]
+
+
+def _fire(url: str, key: str, model: str, inputs: list[str], headers: dict[str, str]) -> list[httpx.Response]:
+    def one(text: str) -> httpx.Response:
+        return httpx.post(f"{url}/embeddings", json={"model": model, "input": text, "encoding_format": "float"},
+                          headers={"authorization": f"Bearer {key}", **headers}, timeout=120)
+
+    with concurrent.futures.ThreadPoolExecutor(len(inputs)) as pool:
+        return list(pool.map(one, inputs))
+
+
+@pytest.mark.slow
+def test_a_tpm_bound_burst_meets_no_upstream_429(make_system: Any) -> None:
+    accounts = [{"name": "acct", "limits": {"tpm": TPM, "concurrency": 32}}]
+    models = [{"name": "embed", "kind": "embedding", "route": [{"account": "acct", "model": "mock-embed"}]}]
+    system: SluiceSystem = make_system(accounts=accounts, models=models, mock_args=["--tpm", str(TPM)])
+    system.mock_config(bucket_seconds=2, embedding_dimensions=8)  # the provider's bucket: 400 tokens
+    inputs = texts(REQUESTS)
+
+    replies = _fire(f"{system.base_url}/v1", CLIENT_KEY, "embed", inputs, {"x-sluice-max-wait": "60"})
+    assert [r.status_code for r in replies] == [200] * REQUESTS
+    assert [r.json()["data"][0]["embedding"] for r in replies] == [vector(t, 8) for t in inputs]
+    stats = system.mock_stats()
+    assert stats["responses_429"] == 0 and stats["requests"] == REQUESTS
+    assert system.counter("acct", "tokens_in:mock-embed") == REQUESTS * TEXT_CHARS // 4  # reconciled usage
+
+    httpx.post(f"{system.mock_url}/_reset").raise_for_status()  # the same burst, straight to the provider
+    direct = _fire(f"{system.mock_url}/v1", "x", "mock-embed", inputs, {})
+    assert sum(r.status_code == 429 for r in direct) > 0
+
+
+@pytest.mark.slow
+def test_upstream_429s_are_absorbed(make_system: Any) -> None:
+    accounts = [{"name": "loose", "limits": {"rpm": 600, "concurrency": 8}}]
+    models = [{"name": "embed", "kind": "embedding", "route": [{"account": "loose", "model": "mock-embed"}]}]
+    system: SluiceSystem = make_system(accounts=accounts, models=models,
+                                       mock_args=["--rpm", "60", "--latency-ms", "100"])
+    system.mock_config(bucket_seconds=2)  # the provider really allows a burst of 2, then one a second
+    client = openai.OpenAI(base_url=f"{system.base_url}/v1", api_key=CLIENT_KEY, max_retries=0,
+                           default_headers={"x-sluice-max-wait": "60"})
+    inputs = [f"absorbed {i}" for i in range(5)]
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        got = list(pool.map(lambda t: client.embeddings.create(model="embed", input=t, encoding_format="float"),
+                            inputs))
+    assert [r.data[0].embedding for r in got] == [vector(t, 64) for t in inputs]
+    assert system.mock_stats()["responses_429"] > 0  # the provider did refuse some calls...
+    assert system.counter("loose", "upstream_429") > 0  # ...and the worker re-queued them
