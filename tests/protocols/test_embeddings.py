@@ -16,9 +16,9 @@ from shared.embeddings import (
     EmbeddingComplete,
     EmbeddingRequest,
     EmbeddingResponse,
-    decode_embedding_events,
     as_format,
     base64_to_floats,
+    decode_embedding_events,
     estimate_tokens,
     floats_to_base64,
     split,
@@ -159,7 +159,8 @@ def test_gemini_batch_with_mixed_task_types_is_refused() -> None:
 
 def test_gemini_render_is_always_floats() -> None:
     resp = EmbeddingResponse("m", [floats_to_base64([0.5, 2.0])])
-    assert orjson.loads(gemini_embeddings.render_response(resp, "embedContent")) == {"embedding": {"values": [0.5, 2.0]}}
+    single = orjson.loads(gemini_embeddings.render_response(resp, "embedContent"))
+    assert single == {"embedding": {"values": [0.5, 2.0]}}
     assert orjson.loads(gemini_embeddings.render_response(resp, "batchEmbedContents")) == \
         {"embeddings": [{"values": [0.5, 2.0]}]}
 
