@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from shared.mock.embeddings import vector
-from tests.conftest import CLIENT_KEY, SluiceSystem
+from tests.conftest import CLIENT_KEY, SluiceSystem, wait_until
 
 TPM = 12000  # 200 tokens a second
 TEXT_CHARS = 160  # 40 tokens per request, estimated and counted alike
@@ -73,3 +73,19 @@ def test_upstream_429s_are_absorbed(make_system: Any) -> None:
     assert [r.data[0].embedding for r in got] == [vector(t, 64) for t in inputs]
     assert system.mock_stats()["responses_429"] > 0  # the provider did refuse some calls...
     assert system.counter("loose", "upstream_429") > 0  # ...and the worker re-queued them
+
+
+def test_a_client_that_hangs_up_takes_its_queued_parts_along(make_system: Any) -> None:
+    # One request a minute: after the first call, every part waits in the queue.
+    accounts = [{"name": "slow", "max_embedding_inputs": 2, "limits": {"rpm": 1}}]
+    models = [{"name": "embed", "kind": "embedding", "route": [{"account": "slow", "model": "mock-embed"}]}]
+    system: SluiceSystem = make_system(accounts=accounts, models=models)
+    url = f"{system.base_url}/v1/embeddings"
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    first = httpx.post(url, json={"model": "embed", "input": "spend the minute"}, headers=auth, timeout=30)
+    assert first.status_code == 200
+    ready = f"{system.prefix}:{{slow}}:ready"
+    with pytest.raises(httpx.ReadTimeout):  # three parts queue behind the limiter; the client gives up
+        httpx.post(url, json={"model": "embed", "input": ["a", "b", "c", "d", "e"]}, headers=auth, timeout=1.5)
+    wait_until(lambda: system.redis.zcard(ready) == 0, 10, "the abandoned parts to leave the queue")
+    assert system.counter("slow", "cancelled") == 3 and system.mock_stats()["requests"] == 1
