@@ -79,12 +79,16 @@ async def embed(state: AppState, client: str, req: EmbeddingRequest, *, priority
     submitted = await asyncio.gather(*(_submit(state, client, model, req, part, priority, max_wait)
                                        for part in parts), return_exceptions=True)
     tickets = [t for t in submitted if isinstance(t, Ticket)]
+    waits: list[asyncio.Future[EmbeddingComplete]] = []
     try:
         failure = next((t for t in submitted if isinstance(t, BaseException)), None)
         if failure is not None:
             raise failure
-        answers = await asyncio.gather(*(_answer(state, t) for t in tickets))
+        waits = [asyncio.ensure_future(_answer(state, t)) for t in tickets]
+        answers = await asyncio.gather(*waits)
     except BaseException:
+        for wait in waits:  # a failed part does not stop its siblings' waits by itself
+            wait.cancel()
         await _withdraw(state, tickets)
         raise
     finally:

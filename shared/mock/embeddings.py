@@ -15,7 +15,8 @@ Usage: max(1, ceil(characters / 4)) per text, the length of a token array; Gemin
 Strict where the real APIs are: empty input, unknown fields (Mistral: 422), a list over the
 per-call limit (`max_embedding_inputs`; Gemini at most 100), token arrays to Mistral or Gemini.
 The cycle is the chat one's (shared/mock/core.py): auth -> x-mock-fail -> parse -> rate limits
-(a call costs 1 request and its input tokens) -> latency -> answer.
+(a call costs 1 request and its input tokens) -> latency -> answer. An input text that reads
+`x-mock-fail: <status>` fails its call like the header does, so one part of a split list can fail.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from shared.mock.mistral import MistralDialect, _extra, _unprocessable
 from shared.mock.openai import OpenAIDialect
 
 GEMINI_BATCH_LIMIT = 100
+FAIL_MARK = "x-mock-fail: "
 _MISTRAL_FIELDS = frozenset(("model", "input", "output_dimension", "output_dtype", "encoding_format", "metadata"))
 _GEMINI_REQUEST_FIELDS = frozenset(("model", "content", "taskType", "title", "outputDimensionality"))
 
@@ -257,6 +259,10 @@ async def _cycle(dialect: _Embeddings, state: MockState, req: Request, receive: 
             raise MockError(code, f"Mock failure requested by x-mock-fail: {code}.", kind="forced",
                             retry_after=1.0 if code == 429 else None)
         call = dialect.parse(req, load_object(await _read_body(receive)), settings.max_embedding_inputs)
+        marked = next((item for item in call.inputs if isinstance(item, str) and item.startswith(FAIL_MARK)), None)
+        if marked is not None and (code := _fail_status(marked[len(FAIL_MARK):])) is not None:
+            raise MockError(code, f"Mock failure requested by an input: {code}.", kind="forced",
+                            retry_after=1.0 if code == 429 else None)
         tokens = sum(tokens_of(item) for item in call.inputs)
         try:
             admission = state.limits.admit(settings, tokens)

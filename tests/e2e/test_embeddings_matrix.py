@@ -256,3 +256,12 @@ def test_gemini_unknown_key_is_401_in_gemini_shape(system: SluiceSystem) -> None
     status, error = _gemini_error(system, "emb-openai", "embedContent", {"content": {"parts": [{"text": "x"}]}},
                                   key="wrong")
     assert status == 401 and error["status"] == "UNAUTHENTICATED"
+
+
+def test_a_failing_part_fails_the_request_in_the_clients_protocol(system: SluiceSystem) -> None:
+    texts = ["one", "two", "three", "x-mock-fail: 400", "five", "six", "seven"]  # the 2nd of 3 parts fails
+    err = _openai_error(system, "emb-small", texts)
+    assert err.status_code == 400 and "400" in str(err.body)
+    status, error = _gemini_error(system, "emb-small", "batchEmbedContents", {"requests": [
+        {"model": "models/emb-small", "content": {"parts": [{"text": t}]}} for t in texts]})
+    assert status == 400 and error["status"] == "INVALID_ARGUMENT"
