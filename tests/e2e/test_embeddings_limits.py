@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 from typing import Any
 
@@ -19,9 +20,9 @@ import pytest
 from shared.mock.embeddings import vector
 from tests.conftest import CLIENT_KEY, SluiceSystem, wait_until
 
-TPM = 12000  # 200 tokens a second
+TPM = 6000  # 100 tokens a second
 TEXT_CHARS = 160  # 40 tokens per request, estimated and counted alike
-REQUESTS = 15  # 600 tokens: half as much again as the provider's 400-token bucket
+REQUESTS = 15  # 600 tokens: three times the provider's 200-token bucket
 
 
 def texts(n: int) -> list[str]:
@@ -37,12 +38,19 @@ def _fire(url: str, key: str, model: str, inputs: list[str], headers: dict[str, 
         return list(pool.map(one, inputs))
 
 
+async def _fire_at_once(url: str, inputs: list[str]) -> list[int]:
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=len(inputs))) as http:
+        replies = await asyncio.gather(*(http.post(f"{url}/embeddings", json={"model": "mock-embed", "input": text})
+                                         for text in inputs))
+    return [r.status_code for r in replies]
+
+
 @pytest.mark.slow
 def test_a_tpm_bound_burst_meets_no_upstream_429(make_system: Any) -> None:
     accounts = [{"name": "acct", "limits": {"tpm": TPM, "concurrency": 32}}]
     models = [{"name": "embed", "kind": "embedding", "route": [{"account": "acct", "model": "mock-embed"}]}]
     system: SluiceSystem = make_system(accounts=accounts, models=models, mock_args=["--tpm", str(TPM)])
-    system.mock_config(bucket_seconds=2, embedding_dimensions=8)  # the provider's bucket: 400 tokens
+    system.mock_config(bucket_seconds=2, embedding_dimensions=8)  # the provider's bucket: 200 tokens
     inputs = texts(REQUESTS)
 
     replies = _fire(f"{system.base_url}/v1", CLIENT_KEY, "embed", inputs, {"x-sluice-max-wait": "60"})
@@ -53,8 +61,8 @@ def test_a_tpm_bound_burst_meets_no_upstream_429(make_system: Any) -> None:
     assert system.counter("acct", "tokens_in:mock-embed") == REQUESTS * TEXT_CHARS // 4  # reconciled usage
 
     httpx.post(f"{system.mock_url}/_reset").raise_for_status()  # the same burst, straight to the provider
-    direct = _fire(f"{system.mock_url}/v1", "x", "mock-embed", inputs, {})
-    assert sum(r.status_code == 429 for r in direct) > 0
+    direct = asyncio.run(_fire_at_once(f"{system.mock_url}/v1", inputs))
+    assert direct.count(429) > 0
 
 
 @pytest.mark.slow
