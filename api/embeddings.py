@@ -1,12 +1,13 @@
 """Running one embedding request through the queue: the executor every entry point calls.
 
-`embed(state, client, request)` checks the model, splits the inputs into parts no longer than
-every upstream of the model takes in one call, queues each part as its own job (each reserves
-its input estimate in the account's buckets, is routed on its own, and is reconciled with the
-upstream's usage when it is acknowledged), waits for all of them and joins the vectors in input
-order. The HTTP routes (api/routes/embeddings.py) call it, and so can a batch runner: parse a
-`/v1/embeddings` line with `openai_embeddings.parse_request`, call `embed(..., priority="batch")`
-and render with `openai_embeddings.render_response`.
+`embed(state, client, request)` is the live path: `plan` checks the model and cuts the inputs
+into parts no longer than every upstream of the model takes in one call; each part becomes a job
+of its own (`part_job`: it reserves its input estimate in the account's buckets, is routed on
+its own, and is reconciled with the upstream's usage when acknowledged); `embed` waits for all
+of them and `join`s the vectors in input order. The HTTP routes (api/routes/embeddings.py) call
+`embed`. A batch runner that enqueues and collects jobs itself uses the same pieces: `plan`,
+`part_job` per part, `answer_of` on each part's record entries, `join`, then
+`openai_embeddings.render_response`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from dataclasses import dataclass
 
 import msgspec
 
-from api.dispatch import Ticket
+from api.dispatch import Dispatcher, Ticket
 from api.relay import AppState
-from shared.config import Model
+from shared.config import Config, Model
 from shared.embeddings import (
+    MAX_INPUTS,
     TOKEN_ARRAY_PROVIDERS,
     UPSTREAM_MAX_INPUTS,
     EmbeddingComplete,
     EmbeddingRequest,
     EmbeddingResponse,
-    Input,
     Vector,
     decode_embedding_events,
     estimate_tokens,
@@ -44,40 +45,65 @@ class Embedded:
     timing: Timing | None  # the slowest part's
 
 
-def embedding_model(state: AppState, name: str) -> Model:
-    model = state.config.model(name)
+def plan(config: Config, req: EmbeddingRequest, input_field: str = "input") -> tuple[Model, list[EmbeddingRequest]]:
+    """The model, and the request cut into parts, one upstream call each, in input order.
+    Raises the client's 404 (unknown or non-embedding model) or 400 (token arrays to a text-only
+    upstream, naming `input_field`)."""
+    model = config.model(req.model)
     if model is None or model.kind != "embedding":
-        raise GatewayError("not_found", f"The model '{name}' does not exist or is not an embedding model.",
+        raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not an embedding model.",
                            param="model")
-    return model
+    accounts = [config.account(target.account) for target in model.route]
+    if any(isinstance(item, list) for item in req.inputs):
+        for account in accounts:
+            if account.provider not in TOKEN_ARRAY_PROVIDERS:
+                raise invalid(f"The model '{model.name}' is served by a {account.provider} upstream, which embeds "
+                              f"text only: send strings, not token arrays.", input_field)
+    # the most inputs every account the model routes to takes in one call
+    size = min(a.max_embedding_inputs or UPSTREAM_MAX_INPUTS.get(a.provider, MAX_INPUTS) for a in accounts)
+    return model, [msgspec.structs.replace(req, inputs=part) for part in split(req.inputs, size)]
 
 
-def part_size(state: AppState, model: Model) -> int:
-    """The most inputs every account the model routes to takes in one call."""
-    sizes = []
-    for target in model.route:
-        account = state.config.account(target.account)
-        sizes.append(account.max_embedding_inputs or UPSTREAM_MAX_INPUTS.get(account.provider, 2048))
-    return min(sizes)
+async def part_job(dispatcher: Dispatcher, model: Model, part: EmbeddingRequest, client: str,
+                   max_wait: float | None, priority: Priority) -> Job:
+    """The job for one part, routed to the account that can start it soonest (enqueue it with
+    `dispatcher.submit`). It reserves the part's input estimate and no output."""
+    job: Job = dispatcher.new_job(ChatRequest(model=part.model, messages=[]), model, "", "", client, max_wait,
+                                  priority)
+    job.embedding = part
+    job.input_estimate = estimate_tokens(part.inputs)
+    job.output_reserve = 0  # an embedding generates nothing
+    job.account, job.upstream_model = await dispatcher.choose_route(model, job.input_estimate)
+    return job
 
 
-def _check_inputs(state: AppState, model: Model, inputs: list[Input], field: str) -> None:
-    if not any(isinstance(item, list) for item in inputs):
-        return
-    for target in model.route:
-        provider = state.config.account(target.account).provider
-        if provider not in TOKEN_ARRAY_PROVIDERS:
-            raise invalid(f"The model '{model.name}' is served by a {provider} upstream, which embeds text only: "
-                          f"send strings, not token arrays.", field)
+def answer_of(payload: bytes) -> EmbeddingComplete | None:
+    """A part's answer from one of its record entries (None: not in this entry); a failed part
+    raises its error."""
+    for event in decode_embedding_events(payload):
+        if isinstance(event, EmbeddingComplete):
+            return event
+        if isinstance(event, StreamError):
+            raise GatewayError.from_info(event.error)
+    return None
+
+
+def join(model: str, answers: list[EmbeddingComplete]) -> EmbeddingResponse:
+    """The parts' answers as one, vectors in input order (`model` is the client's name for it)."""
+    vectors: list[Vector] = []
+    tokens = 0
+    for answer in answers:
+        vectors.extend(answer.response.vectors)
+        tokens += answer.response.input_tokens
+    return EmbeddingResponse(model, vectors, tokens, all(a.response.usage_known for a in answers))
 
 
 async def embed(state: AppState, client: str, req: EmbeddingRequest, *, priority: Priority = "interactive",
                 max_wait: float | None = None, input_field: str = "input") -> Embedded:
-    model = embedding_model(state, req.model)
-    _check_inputs(state, model, req.inputs, input_field)
-    parts = split(req.inputs, part_size(state, model))
-    submitted = await asyncio.gather(*(_submit(state, client, model, req, part, priority, max_wait)
-                                       for part in parts), return_exceptions=True)
+    """The live path: every part queued at once, the caller waiting for all of them."""
+    model, parts = plan(state.config, req, input_field)
+    submitted = await asyncio.gather(*(_submit(state, client, model, part, priority, max_wait) for part in parts),
+                                     return_exceptions=True)
     tickets = [t for t in submitted if isinstance(t, Ticket)]
     waits: list[asyncio.Future[EmbeddingComplete]] = []
     try:
@@ -94,38 +120,21 @@ async def embed(state: AppState, client: str, req: EmbeddingRequest, *, priority
     finally:
         for ticket in tickets:
             state.dispatcher.release(ticket)
-    vectors: list[Vector] = []
-    tokens = 0
-    for answer in answers:
-        vectors.extend(answer.response.vectors)
-        tokens += answer.response.input_tokens
     timings = [a.timing for a in answers if a.timing is not None]
     slowest = max(timings, key=lambda t: t.upstream_ms) if timings else None
-    known = all(a.response.usage_known for a in answers)
-    return Embedded(EmbeddingResponse(req.model, vectors, tokens, known), [t.job.id for t in tickets], slowest)
+    return Embedded(join(req.model, list(answers)), [t.job.id for t in tickets], slowest)
 
 
-async def _submit(state: AppState, client: str, model: Model, req: EmbeddingRequest, part: list[Input],
-                  priority: Priority, max_wait: float | None) -> Ticket:
-    dispatcher = state.dispatcher
-    job: Job = dispatcher.new_job(ChatRequest(model=req.model, messages=[]), model, "", "", client, max_wait,
-                                  priority)
-    job.embedding = msgspec.structs.replace(req, inputs=part)
-    job.input_estimate = estimate_tokens(part)
-    job.output_reserve = 0  # an embedding generates nothing
-    job.account, job.upstream_model = await dispatcher.choose_route(model, job.input_estimate)
-    return await dispatcher.submit(job)
+async def _submit(state: AppState, client: str, model: Model, part: EmbeddingRequest, priority: Priority,
+                  max_wait: float | None) -> Ticket:
+    job = await part_job(state.dispatcher, model, part, client, max_wait, priority)
+    return await state.dispatcher.submit(job)
 
 
 async def _answer(state: AppState, ticket: Ticket) -> EmbeddingComplete:
     async for item in ticket.entries(state.config.queue.keepalive_seconds):
-        if item is None:
-            continue
-        for event in decode_embedding_events(item[1]):
-            if isinstance(event, EmbeddingComplete):
-                return event
-            if isinstance(event, StreamError):
-                raise GatewayError.from_info(event.error)
+        if item is not None and (answer := answer_of(item[1])) is not None:
+            return answer
     raise GatewayError("internal", "the answer ended without a result")
 
 
