@@ -70,8 +70,11 @@ def test_upstream_429s_are_absorbed(make_system: Any) -> None:
     accounts = [{"name": "loose", "limits": {"rpm": 600, "concurrency": 8}}]
     models = [{"name": "embed", "kind": "embedding", "route": [{"account": "loose", "model": "mock-embed"}]}]
     system: SluiceSystem = make_system(accounts=accounts, models=models,
-                                       mock_args=["--rpm", "60", "--latency-ms", "100"])
-    system.mock_config(bucket_seconds=2)  # the provider really allows a burst of 2, then one a second
+                                       mock_args=["--rpm", "30", "--latency-ms", "100"])
+    system.mock_config(bucket_seconds=2)  # the provider really allows a burst of 2, then one per 2 s
+    for _ in range(2):  # spend that burst first, so the calls Sluice makes next are refused
+        httpx.post(f"{system.mock_url}/v1/embeddings", json={"model": "mock-embed", "input": "drain"},
+                   timeout=10).raise_for_status()
     client = openai.OpenAI(base_url=f"{system.base_url}/v1", api_key=CLIENT_KEY, max_retries=0,
                            default_headers={"x-sluice-max-wait": "60"})
     inputs = [f"absorbed {i}" for i in range(5)]
