@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.auth import ClientKeys
 from api.dispatch import Dispatcher
 from api.fastpath import FastPath, Handler
 from api.hub import ReplyHub
@@ -36,7 +37,7 @@ def create_app(config: Config) -> FastPath:
             config=config,
             redis=client,
             dispatcher=Dispatcher(config, client, hub),
-            clients={c.key: c.name for c in config.client_keys},
+            clients=ClientKeys(config.client_keys),
             metrics=Metrics(),
         )
         freeze_startup_heap()

@@ -1,12 +1,43 @@
-"""Client keys: each protocol's own header maps to the same configured keys."""
+"""Client keys: each protocol's own header maps to the same configured keys.
+
+Keys are looked up by their HMAC-SHA-256 under a server secret, never by the key itself: the
+process keeps only digests, and what a lookup's timing could depend on is the digest of the
+presented key, which a caller without the secret cannot steer towards a real key's digest.
+"""
 
 from __future__ import annotations
 
 import hmac
+import secrets
+from collections.abc import Iterable
 
 from starlette.requests import Request
 
+from shared.config import ClientKey
 from shared.errors import GatewayError
+
+
+class ClientKeys:
+    """Digest of each configured client key -> the client's name. The plain keys are not kept."""
+
+    __slots__ = ("_names", "_secret")
+
+    def __init__(self, keys: Iterable[ClientKey], secret: bytes | None = None) -> None:
+        # A per-process random secret is enough while digests never leave the process; a shared
+        # secret (from config) lets digests be stored elsewhere, e.g. keys issued through an API.
+        self._secret = secret if secret is not None else secrets.token_bytes(32)
+        self._names = {self.digest(k.key): k.name for k in keys}
+
+    def digest(self, key: str) -> bytes:
+        return hmac.digest(self._secret, key.encode(), "sha256")
+
+    def name_of(self, key: str) -> str | None:
+        # The dict compares digests, not keys: how far a wrong key's digest matches a real one
+        # says nothing about the key, so this needs no constant-time loop over every key.
+        return self._names.get(self.digest(key))
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def presented_key(request: Request) -> str | None:
@@ -20,15 +51,10 @@ def presented_key(request: Request) -> str | None:
     )
 
 
-def authenticate(request: Request, clients: dict[str, str]) -> str:
+def authenticate(request: Request, clients: ClientKeys) -> str:
     """Returns the client's name, or raises 401. Unknown keys are never echoed back."""
     key = presented_key(request)
-    if key:
-        name = clients.get(key)
-        if name is not None:
-            return name
-        # constant-time comparison against every key, so timing reveals nothing about near misses
-        for known, known_name in clients.items():
-            if hmac.compare_digest(known.encode(), key.encode()):
-                return known_name
-    raise GatewayError("unauthenticated", "Incorrect or missing API key.")
+    name = clients.name_of(key) if key else None
+    if name is None:
+        raise GatewayError("unauthenticated", "Incorrect or missing API key.")
+    return name

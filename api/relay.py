@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive
 
+from api.auth import ClientKeys
 from api.dialects import DIALECTS, Dialect, Renderer
 from api.dispatch import Dispatcher, Ticket
 from api.metrics import Metrics
@@ -47,7 +48,7 @@ class AppState:
     config: Config
     redis: aioredis.Redis
     dispatcher: Dispatcher
-    clients: dict[str, str]  # client key -> client name
+    clients: ClientKeys  # client key digests -> client names
     metrics: Metrics
 
 

@@ -1,7 +1,8 @@
-"""Process helpers for the benchmark: start and stop servers, read CPU time and RSS from /proc.
+"""Process helpers for the benchmark: start and stop other servers (LiteLLM), read CPU time and
+RSS from /proc. Sluice's own processes are started by `shared.system.System`.
 
 Every server the bench starts is a child of ours, in a session of its own, so stopping it (and
-whatever it forked: uvicorn or LiteLLM worker processes) needs only the ids we were handed.
+whatever it forked: LiteLLM's worker processes) needs only the ids we were handed.
 """
 
 from __future__ import annotations
@@ -134,14 +135,15 @@ class HasPids(Protocol):
     def pids(self) -> list[int]: ...
 
 
-class Pid:
-    """A process we did not start through `Server` (the embedded redis-server)."""
+class ProcessTree:
+    """A process started elsewhere (by `shared.system.System`: Sluice, the mock, redis-server)
+    and whatever it forked (a multi-process API's workers)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
 
     def pids(self) -> list[int]:
-        return [self.pid] if _exists(self.pid) else []
+        return [self.pid, *descendants(self.pid)] if _exists(self.pid) else []
 
 
 @dataclass

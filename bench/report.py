@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from burst import PATIENCE_S
+from bench.limits.doc import SECTION_HEADER as LIMITS_HEADER
+from bench.rows.burst import PATIENCE_S
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-LIMITS_HEADER = "## Rate-limit scenarios (bench/limits.py)"
 
 
 def ms(value: float | None) -> str:
@@ -302,7 +302,7 @@ def render(results: dict[str, Any], command: str) -> str:
             p50 = f"{r['latency_p50_s']:.1f}" if r.get("latency_p50_s") is not None else "-"
             lines.append(f"| {name} | {r['ok']} / {r['sent']} | {errors_text(r['errors'], r['sent'])} | {wall} | "
                          f"{p50} | {r['mock_200']} / {r['mock_429']} |")
-        lines += ["", "`bench/limits.py` (below) runs the same burst with more detail, and the other rate-limit "
+        lines += ["", "`python -m bench.limits` (below) runs the same burst with more detail, and the other rate-limit "
                   "scenarios.", ""]
     soak = results.get("rows", {}).get("soak")
     if soak:
@@ -341,7 +341,7 @@ def render(results: dict[str, Any], command: str) -> str:
                          f"{'yes' if m['steady'] else 'no'} |")
         lines.append("")
     else:
-        lines += ["## Soak", "", "Not part of this run: `bench/run.py --soak` adds a 10-minute mixed-load run "
+        lines += ["## Soak", "", "Not part of this run: `python -m bench --soak` adds a 10-minute mixed-load run "
                   "against Sluice with a memory trend per process.", ""]
 
     return "\n".join(lines)
@@ -354,4 +354,4 @@ def limits_section() -> str:
         at = text.find(LIMITS_HEADER)
         if at >= 0:
             return text[at:].rstrip() + "\n"
-    return f"{LIMITS_HEADER}\n\nTo be filled by `bench/limits.py`.\n"
+    return f"{LIMITS_HEADER}\n\nTo be filled by `python -m bench.limits`.\n"

@@ -1,8 +1,8 @@
 """Streaming client for the benchmark: reads each SSE stream as it arrives and times it.
 
-    python bench/stream_client.py --url http://127.0.0.1:8080/v1 --model M --key K \
+    python -m bench.stream_client --url http://127.0.0.1:8080/v1 --model M --key K \
         rate --rate 50 --duration 20 --out result.json
-    python bench/stream_client.py ... concurrent --count 2000 --ramp 1 --out result.json
+    python -m bench.stream_client ... concurrent --count 2000 --ramp 1 --out result.json
 
 `rate` is open loop: stream i is due at start + i / rate and its times are counted from that
 moment, so a client that falls behind is charged for it (`lag` reports how late sends were).

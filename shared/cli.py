@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
-from urllib.parse import urlparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from shared.mock.settings import MockSettings
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -69,19 +72,32 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_mock(args: argparse.Namespace) -> None:
+    from shared.system import MOCK_MISSING, mock_available
+
+    if not mock_available():
+        print(f"sluice: {MOCK_MISSING}", file=sys.stderr)
+        raise SystemExit(2)
+    import msgspec
+
     from shared.mock import run
+
+    try:
+        settings = mock_settings(args)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        print(f"sluice: bad mock settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(args.host, args.port, settings)
+
+
+def mock_settings(args: argparse.Namespace) -> MockSettings:
+    """The mock's settings from its flags; `--settings JSON` (what `System` passes) wins."""
+    import msgspec
+
     from shared.mock.settings import MockSettings
 
-    settings = MockSettings(
-        latency_ms=args.latency_ms,
-        tokens_per_second=args.tokens_per_second,
-        output_tokens=args.output_tokens,
-        chunk_tokens=args.chunk_tokens,
-        rpm=args.rpm,
-        tpm=args.tpm,
-        api_key=args.api_key,
-    )
-    run(args.host, args.port, settings)
+    if args.settings:
+        return msgspec.json.decode(args.settings, type=MockSettings)
+    return msgspec.convert({name: getattr(args, name) for name in MOCK_FLAGS}, MockSettings)
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -107,67 +123,37 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 def cmd_dev(args: argparse.Namespace) -> None:
     """Everything on one machine: Redis (embedded if none answers), mock upstreams, workers, API."""
-    from shared.redis.embedded import EmbeddedRedis, reachable
+    from shared.system import StartupError, System, SystemOptions
 
-    config = _load(args)
-    children: list[subprocess.Popen[bytes]] = []
-    embedded = None
-    redis_url = args.redis_url or config.redis_url
-    if not reachable(redis_url):
-        embedded = EmbeddedRedis()
-        redis_url = embedded.url
-        print(f"sluice: no Redis at {config.redis_url}; started a private one at {redis_url}")
-    base = [sys.executable, "-m", "shared.cli"]
-    config_args = ["--config", args.config] if args.config else []
+    config = _load(args)  # a bad config fails here, with its position, before anything starts
+    system = System(SystemOptions(config=Path(args.config) if args.config else None, redis_url=args.redis_url,
+                                  workers_per_account=args.replicas, api_host=args.host, api_port=args.port,
+                                  ready_timeout=60))
+    stop = {"now": False}
+
+    def on_signal(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
-        mock_ports = sorted({urlparse(a.base_url).port or 80 for a in config.accounts if a.provider == "mock"})
-        for port in mock_ports:
-            children.append(subprocess.Popen([*base, "mock-upstream", "--port", str(port)]))
-        for account in config.accounts:
-            for _ in range(args.replicas):
-                children.append(subprocess.Popen(
-                    [*base, "worker", "--account", account.name, "--redis-url", redis_url, *config_args]))
-        api = subprocess.Popen([*base, "api", "--host", args.host, "--port", str(args.port),
-                                "--redis-url", redis_url, *config_args])
-        children.append(api)
-        _wait_ready(f"http://{args.host}:{args.port}/readyz", api)
+        system.start()
+    except StartupError as exc:
+        print(f"sluice dev: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        if system.embedded is not None:
+            print(f"sluice: no Redis at {config.redis_url}; started a private one at {system.redis_url}")
         key = config.client_keys[0].key if config.client_keys else "none"
         model = config.models[0].name if config.models else "MODEL"
-        print(_banner(args.host, args.port, model, key), flush=True)
-        stop = {"now": False}
-
-        def on_signal(*_: object) -> None:
-            stop["now"] = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        while not stop["now"] and all(c.poll() is None for c in children):
+        print(_banner(args.host, system.api_port, model, key), flush=True)
+        while not stop["now"] and len(system.alive()) == len(system.children):
             time.sleep(0.2)  # supervising child processes
+        dead = [c.label for c in system.children if not c.alive()]
+        if dead and not stop["now"]:
+            print(f"sluice dev: {', '.join(dead)} exited; stopping everything", file=sys.stderr)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if embedded is not None:
-            embedded.stop()
-
-
-def _wait_ready(url: str, api: subprocess.Popen[bytes]) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and api.poll() is None:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)  # polling a child process's readiness
-    print("sluice: the API did not become ready within 30 s", file=sys.stderr)
+        system.stop()
 
 
 def _banner(host: str, port: int, model: str, key: str) -> str:
@@ -184,6 +170,10 @@ print(r.choices[0].message.content)'
 
 Ctrl-C stops everything.
 """
+
+
+MOCK_FLAGS = ("latency_ms", "tokens_per_second", "output_tokens", "chunk_tokens", "rpm", "tpm", "api_key",
+              "bucket_seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = server("worker", "run one worker process bound to one account", 0)
     worker.add_argument("--account", required=True)
     worker.set_defaults(func=cmd_worker)
-    mock = server("mock-upstream", "run the built-in mock provider", 9100)
+    mock = server("mock-upstream", "run the built-in mock provider (source checkout only)", 9100)
     mock.add_argument("--latency-ms", type=float, default=0.0)
     mock.add_argument("--tokens-per-second", type=float, default=0.0)
     mock.add_argument("--output-tokens", type=int, default=16)
@@ -215,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--rpm", type=int, default=None)
     mock.add_argument("--tpm", type=int, default=None)
     mock.add_argument("--api-key", default=None)
+    mock.add_argument("--bucket-seconds", type=float, default=10.0)
+    mock.add_argument("--settings", default=None, help="all settings as JSON (overrides the flags)")
     mock.set_defaults(func=cmd_mock)
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("--config", default=None)

@@ -61,13 +61,13 @@ class GatewayError(Exception):
             status=self.status,
             retry_after=self.retry_after,
             param=self.param,
+            retryable=self.retryable,
         )
 
     @classmethod
     def from_info(cls, info: ErrorInfo) -> GatewayError:
-        return cls(
-            info.kind, info.message, status=info.status, param=info.param, retry_after=info.retry_after
-        )
+        return cls(info.kind, info.message, status=info.status, param=info.param,
+                   retry_after=info.retry_after, retryable=info.retryable)
 
 
 def field_of(error: Exception) -> str | None:

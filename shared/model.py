@@ -165,9 +165,15 @@ class ToolArgsDelta(msgspec.Struct, tag="args", omit_defaults=True):
 
 
 class ReasoningDelta(msgspec.Struct, tag="think", omit_defaults=True):
+    """Reasoning text, or the opaque parts of a reasoning block. A redacted block (Anthropic
+    redacted_thinking) arrives whole as one delta carrying `redacted`, with no BlockStart before
+    it (its kind is only known whole), then its BlockStop."""
+
     index: int
     text: str = ""
     signature: str | None = None
+    redacted: str | None = None
+    provider: str | None = None  # who made `signature`/`redacted`: they only go back there
 
 
 class BlockStop(msgspec.Struct, tag="block_stop", omit_defaults=True):
@@ -189,6 +195,7 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
     status: int = 500
     retry_after: float | None = None
     param: str | None = None
+    retryable: bool = False  # a fault worth another try (a cut stream, a 5xx), not the request's
 
 
 class StreamError(msgspec.Struct, tag="error", omit_defaults=True):

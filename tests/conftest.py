@@ -6,10 +6,7 @@ free loopback port and every system gets its own key prefix, deleted afterwards.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,9 +16,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import yaml
 
-from shared.redis.embedded import EmbeddedRedis, free_port
+from shared.cli import build_parser, mock_settings
+from shared.mock.settings import MockSettings
+from shared.redis.embedded import EmbeddedRedis
+from shared.system import MockOptions, System, SystemOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_KEY = "sk-test-client"
@@ -45,17 +44,19 @@ def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -
 
 
 class SluiceSystem:
-    """Mock upstream + one worker process per account replica + one API process."""
+    """A `System` for one test: one mock provider, one worker process per account replica, one API
+    process, on the session's Redis under a key prefix of its own (deleted by `close()`)."""
 
     def __init__(self, tmp: Path, redis_url: str, accounts: list[dict[str, Any]], models: list[dict[str, Any]],
-                 queue: dict[str, Any] | None = None, mock_args: list[str] | None = None,
-                 replicas: int = 1, base_url_placeholder: str | None = None) -> None:
+                 queue: dict[str, Any] | None = None, mock: MockSettings | None = None,
+                 replicas: int = 1, base_url_placeholder: str | None = None,
+                 mock_args: list[str] | None = None) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
+        if mock_args:  # `sluice mock-upstream` flags, read by the command's own parser
+            mock = mock_settings(build_parser().parse_args(["mock-upstream", *mock_args]))
         self.redis_url = redis_url
-        self.mock_port = free_port()
-        self.api_port = free_port()
-        self.mock_url = f"http://127.0.0.1:{self.mock_port}"
-        self.base_url = f"http://127.0.0.1:{self.api_port}"
+        upstream = MockOptions("mock", settings=mock)
+        self.mock_url = upstream.url
         for account in accounts:
             account.setdefault("provider", "mock")
             account.setdefault("base_url", f"{self.mock_url}/v1")
@@ -69,37 +70,28 @@ class SluiceSystem:
             "models": models,
             "queue": queue or {},
         }
-        self.config_path = tmp / f"{self.prefix}.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.accounts = [a["name"] for a in accounts]
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "SLUICE_LOG_LEVEL": "WARNING"}
-        self.log = open(tmp / f"{self.prefix}.log", "ab")  # noqa: SIM115
-        self.mock = self._spawn(["mock-upstream", "--port", str(self.mock_port), *(mock_args or [])])
-        self.workers: dict[str, list[subprocess.Popen[bytes]]] = {}
-        for name in self.accounts:
-            for _ in range(replicas):
-                self.start_worker(name)
-        self.api = self._spawn(["api", "--config", str(self.config_path), "--port", str(self.api_port)])
-        wait_until(self._ready, 30, "the system to be ready")
+        self.system = System(SystemOptions(config=config, embedded_redis="never", mocks=[upstream],
+                                           workers_per_account=replicas, log_dir=tmp / self.prefix,
+                                           log_level="WARNING", ready_timeout=30))
+        self.system.start()
+        self.base_url = self.system.base_url
         self.redis = redis.Redis.from_url(redis_url)
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=self.env,
-                                stdout=self.log, stderr=self.log)
+    @property
+    def config_path(self) -> Path:
+        assert self.system.config_path is not None
+        return self.system.config_path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.system.env
+
+    @property
+    def workers(self) -> dict[str, list[subprocess.Popen[bytes]]]:
+        return {a.name: [c.process for c in self.system.workers(a.name)] for a in self.system.config.accounts}
 
     def start_worker(self, account: str) -> subprocess.Popen[bytes]:
-        proc = self._spawn(["worker", "--account", account, "--config", str(self.config_path)])
-        self.workers.setdefault(account, []).append(proc)
-        return proc
-
-    def _ready(self) -> bool:
-        try:
-            if httpx.get(f"{self.mock_url}/_stats", timeout=1).status_code != 200:
-                return False
-            ready = httpx.get(f"{self.base_url}/readyz", timeout=1)
-            return ready.status_code == 200 and all(v > 0 for v in ready.json()["workers"].values())
-        except httpx.HTTPError:
-            return False
+        return self.system.start_worker(account).process
 
     def mock_stats(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.mock_url}/_stats", timeout=5).json())
@@ -112,15 +104,7 @@ class SluiceSystem:
         return int(value or 0)
 
     def close(self) -> None:
-        procs = [self.api, self.mock] + [p for ps in self.workers.values() for p in ps]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self.system.stop()
         try:
             keys = list(self.redis.scan_iter(match=f"{self.prefix}:*", count=1000))
             if keys:
@@ -128,7 +112,6 @@ class SluiceSystem:
         except redis.RedisError:
             pass  # a test that stopped its own Redis has nothing left to clean
         self.redis.close()
-        self.log.close()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
 import redis.asyncio as aioredis
 
 from shared.jobs import decode_events
@@ -85,8 +86,8 @@ class ResumeFilter:
                     out.append(ToolArgsDelta(event.index, rest))
             elif isinstance(event, ReasoningDelta):
                 rest = self._skip(event.index, event.text)
-                if rest or event.signature:
-                    out.append(ReasoningDelta(event.index, rest, event.signature))
+                if rest or event.signature or event.redacted is not None:
+                    out.append(msgspec.structs.replace(event, text=rest))
             else:
                 out.append(event)
         return out

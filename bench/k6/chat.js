@@ -17,7 +17,7 @@
 //   start_lag     = iteration start - scheduled time (open loop only). Times come from
 //                   exec.instance.currentTestRunDuration (a float, ms since the run began); the
 //                   scenario itself starts a little after the run (no setup() here, so well under
-//                   a millisecond or two), and bench/run.py subtracts the run's smallest start_lag
+//                   a millisecond or two), and bench/harness.py subtracts the run's smallest start_lag
 //                   from sched_latency to remove that constant offset.
 import http from 'k6/http';
 import exec from 'k6/execution';

@@ -1,8 +1,3 @@
-"""One module per wire format, serving both directions (client-facing and upstream).
-
-Each dialect module is pure and synchronous (no httpx, no redis):
-  client side:   parse_request(body) -> ChatRequest, render_response(...), StreamRenderer,
-                 render_error(err) -> (status, body, headers)
-  upstream side: build_request(req, upstream_model) -> dict, parse_response(body) -> ChatResponse,
-                 StreamParser (feed one SSE frame -> events), parse_error(status, body, headers)
-"""
+"""Wire formats, both directions: the contracts each format module implements are code, in
+`contracts.py` (`ClientDialect` for the API, `UpstreamDialect` for the workers); helpers more
+than one format needs are in `common.py`. Modules are pure and synchronous (no sockets, no Redis)."""

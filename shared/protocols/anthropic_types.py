@@ -16,6 +16,12 @@ from shared.model import Image, Part, Reasoning, Text, ToolCall, ToolChoice, Too
 
 PROVIDER = "anthropic"
 
+# HTTP status <-> Anthropic error type, both ways (rendering ours, reading theirs)
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+               403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+               429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "overloaded_error",
+               504: "timeout_error", 529: "overloaded_error"}
+
 
 class TextBlock(msgspec.Struct, tag_field="type", tag="text"):
     text: str

@@ -21,6 +21,7 @@ import orjson
 
 from shared.errors import GatewayError, invalid
 from shared.model import FinishReason, Image, ResponseFormat, Text, Tool, ToolChoice, ToolResult, Usage
+from shared.protocols.common import OCTET_STREAM, check_range, split_data_uri
 from shared.protocols.errors_http import parse_duration, upstream_error
 
 # Keys whose values are user data or schemas: never rewritten. `response` is both a
@@ -221,10 +222,8 @@ class GenerationConfig(msgspec.Struct, rename="camel"):
         def bad(message: str, field: str) -> GatewayError:
             return invalid(message, "generationConfig." + field)
 
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise bad("'temperature' must be between 0 and 2.", "temperature")
-        if self.top_p is not None and not 0 <= self.top_p <= 1:
-            raise bad("'topP' must be between 0 and 1.", "topP")
+        check_range(self.temperature, 0, 2, "temperature", "generationConfig.")
+        check_range(self.top_p, 0, 1, "topP", "generationConfig.")
         if self.top_k is not None and self.top_k < 1:
             raise bad("'topK' must be at least 1.", "topK")
         if self.max_output_tokens is not None and self.max_output_tokens < 1:
@@ -328,22 +327,7 @@ class WireResponse(msgspec.Struct, rename="camel"):
     error: Status | None = None
 
 
-def field_of(error: msgspec.ValidationError) -> str | None:
-    text = str(error)
-    if " - at `$." in text:
-        return text.split(" - at `$.", 1)[1].rstrip("`")
-    return None
-
-
-_response_decoder = msgspec.json.Decoder(WireResponse)
-
-
-def decode_response(body: bytes) -> WireResponse:
-    try:
-        return _response_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise GatewayError("upstream_unavailable", f"unreadable upstream response: {exc}",
-                           status=502) from None
+response_decoder = msgspec.json.Decoder(WireResponse)
 
 
 def status_error(status: Status) -> GatewayError:
@@ -364,23 +348,13 @@ def reject_unsupported(raw: dict[str, Any]) -> None:
         raise GatewayError("unsupported", "'cachedContent' is not supported.", param="cachedContent")
 
 
-def args_object(arguments: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(arguments) if arguments else {}
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def image_part(image: Image) -> dict[str, Any]:
     if image.data is not None:
-        return {"inlineData": {"mimeType": image.media_type or "application/octet-stream",
-                               "data": image.data}}
+        return {"inlineData": {"mimeType": image.media_type or OCTET_STREAM, "data": image.data}}
     url = image.url or ""
     if url.startswith("data:"):
-        header, _, data = url.partition(",")
-        return {"inlineData": {"mimeType": header[5:].split(";", 1)[0] or "application/octet-stream",
-                               "data": data}}
+        media_type, data = split_data_uri(url)
+        return {"inlineData": {"mimeType": media_type, "data": data}}
     file_data = {"fileUri": url}
     mime = image.media_type or mimetypes.guess_type(url.split("?", 1)[0])[0]
     if mime:

@@ -8,6 +8,8 @@ tokenizer): OpenAI-shaped, but strict. Built on openai_chat, with these differen
   (`seed` is spelled `random_seed`, no `user`, no `stream_options`, no `reasoning_effort`);
 - `tool_choice: required` is spelled `any`;
 - images are refused for text-only models by the server itself; we pass them through.
+
+Implements `UpstreamDialect`: answers, streams and errors are OpenAI's, read by the same code.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import re
 from typing import Any
 
 from shared.model import ChatRequest
+from shared.protocols import openai_chat_upstream
+from shared.protocols.openai_chat_upstream import parse_error, parse_response, stream_parser
+
+__all__ = ["build_request", "parse_error", "parse_response", "stream_parser", "tool_call_id"]
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9]{9}$")
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -39,10 +45,8 @@ def tool_call_id(original: str) -> str:
     return "".join(chars)
 
 
-def build_request(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
-    from shared.protocols import openai_chat
-
-    body = openai_chat.build_request(req, upstream_model)
+def build_request(req: ChatRequest, upstream_model: str, default_max_tokens: int = 4096) -> dict[str, Any]:
+    body = openai_chat_upstream.build_request(req, upstream_model, default_max_tokens)
     if "seed" in body:
         body["random_seed"] = body.pop("seed")
     if body.get("tool_choice") == "required":

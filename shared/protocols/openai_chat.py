@@ -1,9 +1,8 @@
-"""OpenAI Chat Completions, both directions.
+"""OpenAI Chat Completions, client side: implements `ClientDialect`.
 
-Client side: a client's `POST /v1/chat/completions` body -> ChatRequest; ChatResponse and
-stream events -> OpenAI's JSON and `data:`-only SSE ending in `[DONE]`.
-Upstream side: ChatRequest -> an OpenAI-style body for openai and openai-compatible servers;
-their JSON and SSE chunks -> ChatResponse and stream events.
+A client's `POST /v1/chat/completions` body -> ChatRequest; ChatResponse and stream events ->
+OpenAI's JSON and `data:`-only SSE ending in `[DONE]`. The upstream side (this format spoken to
+OpenAI and compatible servers) is `openai_chat_upstream.py`.
 """
 
 from __future__ import annotations
@@ -14,15 +13,12 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from shared.errors import GatewayError, field_of, invalid
+from shared.errors import GatewayError, invalid
 from shared.model import (
     BlockStart,
-    BlockStop,
     ChatRequest,
     ChatResponse,
     Complete,
-    FinishReason,
-    Image,
     Message,
     MessageStart,
     MessageStop,
@@ -42,8 +38,9 @@ from shared.model import (
     Usage,
     UsageEvent,
 )
-from shared.protocols.errors_http import retry_after_from_headers, upstream_error
-from shared.protocols.sse import SseFrame
+from shared.protocols.common import append_turn, check_range, decode_body, image_from_url, replay
+from shared.protocols.contracts import Rendered
+from shared.protocols.sse import KEEPALIVE
 
 # --- wire types (client -> us) ---------------------------------------------------------------
 
@@ -170,19 +167,18 @@ _request_decoder = msgspec.json.Decoder(_Request)
 # --- client side: parse ----------------------------------------------------------------------
 
 
-def parse_request(body: bytes) -> ChatRequest:
-    try:
-        wire = _request_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
-    except msgspec.DecodeError:
-        raise invalid("The request body is not valid JSON.") from None
+name = "openai_chat"
+sse_ids = True
+keepalive = KEEPALIVE
+
+
+def parse_request(body: bytes, model: str | None = None, stream: bool = False) -> ChatRequest:
+    """`model` and `stream` come from the body; the arguments are the contract's, unused here."""
+    wire = decode_body(_request_decoder, body)
     if not wire.messages:
         raise invalid("'messages' must contain at least one message.", "messages")
-    if wire.temperature is not None and not 0 <= wire.temperature <= 2:
-        raise invalid("'temperature' must be between 0 and 2.", "temperature")
-    if wire.top_p is not None and not 0 <= wire.top_p <= 1:
-        raise invalid("'top_p' must be between 0 and 1.", "top_p")
+    check_range(wire.temperature, 0, 2, "temperature")
+    check_range(wire.top_p, 0, 1, "top_p")
     n = wire.n if wire.n is not None else 1
     if n < 1:
         raise invalid("'n' must be at least 1.", "n")
@@ -241,8 +237,8 @@ def _messages_in(wire: list[_WireMessage]) -> tuple[list[Text], list[Message]]:
                 parts.append(Text(m.content))
             else:
                 for p in m.content:
-                    parts.append(Text(p.text) if isinstance(p, _TextPart) else _image_in(p.image_url.url))
-            _append(messages, "user", parts)
+                    parts.append(Text(p.text) if isinstance(p, _TextPart) else image_from_url(p.image_url.url))
+            append_turn(messages, "user", parts)
         elif isinstance(m, _Assistant):
             parts = []
             if m.reasoning_content:
@@ -252,26 +248,10 @@ def _messages_in(wire: list[_WireMessage]) -> tuple[list[Text], list[Message]]:
                 parts.append(Text(text))
             for call in m.tool_calls or []:
                 parts.append(ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments))
-            _append(messages, "assistant", parts)
+            append_turn(messages, "assistant", parts)
         else:
-            _append(messages, "user", [ToolResult(tool_call_id=m.tool_call_id, content=_text_of(m.content))])
+            append_turn(messages, "user", [ToolResult(tool_call_id=m.tool_call_id, content=_text_of(m.content))])
     return system, messages
-
-
-def _append(messages: list[Message], role: Literal["user", "assistant"], parts: list[Part]) -> None:
-    # Consecutive turns of one role merge (tool results then user text become one user turn).
-    if messages and messages[-1].role == role:
-        messages[-1].content.extend(parts)
-    else:
-        messages.append(Message(role=role, content=parts))
-
-
-def _image_in(url: str) -> Image:
-    if url.startswith("data:"):
-        header, _, data = url.partition(",")
-        media_type = header[5:].split(";", 1)[0] or "application/octet-stream"
-        return Image(data=data, media_type=media_type)
-    return Image(url=url)
 
 
 def _tool_choice_in(choice: str | _ToolChoiceObject | None) -> ToolChoice | None:
@@ -318,14 +298,15 @@ def _usage_out(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _tool_call_out(call: ToolCall) -> dict[str, Any]:
+def tool_call_out(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
-def render_response(response: ChatResponse, model: str, request_id: str) -> bytes:
+def render_response(response: ChatResponse, model: str, request_id: str,
+                    request: ChatRequest | None = None) -> bytes:
     text = "".join(p.text for p in response.content if isinstance(p, Text))
     reasoning = "".join(p.text for p in response.content if isinstance(p, Reasoning))
-    calls = [_tool_call_out(p) for p in response.content if isinstance(p, ToolCall)]
+    calls = [tool_call_out(p) for p in response.content if isinstance(p, ToolCall)]
     message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
     if calls:
         message["tool_calls"] = calls
@@ -342,6 +323,11 @@ def render_response(response: ChatResponse, model: str, request_id: str) -> byte
             "usage": _usage_out(response.usage),
         }
     )
+
+
+def renderer(model: str, request_id: str, include_usage: bool,
+             request: ChatRequest | None = None) -> StreamRenderer:
+    return StreamRenderer(model, request_id, include_usage)
 
 
 class StreamRenderer:
@@ -363,7 +349,7 @@ class StreamRenderer:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return self._head + orjson.dumps([choice]) + self._tail
 
-    def render(self, event: StreamEvent) -> list[tuple[str | None, bytes]]:
+    def render(self, event: StreamEvent) -> Rendered:
         """Returns (SSE event name, data) pairs; OpenAI uses no event names."""
         if isinstance(event, TextDelta):
             return [(None, self._chunk({"content": event.text}))]
@@ -385,7 +371,7 @@ class StreamRenderer:
             return []
         if isinstance(event, MessageStop):
             finish = "tool_calls" if self._saw_tool else _FINISH_OUT[event.finish_reason]
-            out: list[tuple[str | None, bytes]] = [(None, self._chunk({}, finish))]
+            out: Rendered = [(None, self._chunk({}, finish))]
             if self._include_usage:
                 out.append((None, self._head + b"[]" + b',"usage":' + orjson.dumps(_usage_out(self._usage)) + b"}"))
             out.append((None, b"[DONE]"))
@@ -394,20 +380,8 @@ class StreamRenderer:
             err = GatewayError.from_info(event.error)
             return [(None, orjson.dumps(_error_body(err))), (None, b"[DONE]")]
         if isinstance(event, Complete):  # a non-streamed answer relayed to a stream: replay it
-            return _replay(self, event.response)
+            return replay(self.render, event.response)
         return []
-
-
-def _replay(renderer: StreamRenderer, response: ChatResponse) -> list[tuple[str | None, bytes]]:
-    out: list[tuple[str | None, bytes]] = renderer.render(MessageStart(id=response.id, model=response.model))
-    for i, part in enumerate(response.content):
-        if isinstance(part, Text):
-            out += renderer.render(TextDelta(i, part.text))
-        elif isinstance(part, ToolCall):
-            out += renderer.render(BlockStart(i, "tool_call", part.id, part.name))
-            out += renderer.render(ToolArgsDelta(i, part.arguments))
-    out += renderer.render(UsageEvent(response.usage))
-    return out + renderer.render(MessageStop(response.finish_reason))
 
 
 _ERROR_TYPES = {
@@ -432,220 +406,3 @@ def render_error(err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
         headers["retry-after"] = str(max(1, round(err.retry_after)))
         headers["retry-after-ms"] = str(int(err.retry_after * 1000))
     return err.status, orjson.dumps(_error_body(err)), headers
-
-
-# --- upstream side ---------------------------------------------------------------------------
-
-
-def build_request(req: ChatRequest, upstream_model: str, *, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
-    messages: list[dict[str, Any]] = []
-    if req.system:
-        messages.append({"role": "system", "content": "\n\n".join(t.text for t in req.system)})
-    for m in req.messages:
-        messages.extend(_message_out(m))
-    body: dict[str, Any] = {"model": upstream_model, "messages": messages}
-    if req.stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}  # we always need usage to reconcile
-    if req.max_tokens is not None:
-        body[max_tokens_field] = req.max_tokens
-    for name in ("temperature", "top_p", "seed", "user", "reasoning_effort", "parallel_tool_calls"):
-        value = getattr(req, name)
-        if value is not None:
-            body[name] = value
-    if req.n != 1:
-        body["n"] = req.n
-    if req.stop:
-        body["stop"] = req.stop
-    if req.tools:
-        body["tools"] = [_tool_out(t) for t in req.tools]
-    if req.tool_choice is not None:
-        tc = req.tool_choice
-        body["tool_choice"] = (
-            {"type": "function", "function": {"name": tc.name}} if tc.mode == "tool" else tc.mode
-        )
-    if req.response_format is not None:
-        rf = req.response_format
-        body["response_format"] = (
-            {"type": "json_schema", "json_schema": {k: v for k, v in
-             {"name": rf.name or "response", "schema": rf.schema, "strict": rf.strict}.items() if v is not None}}
-            if rf.type == "json_schema" else {"type": rf.type}
-        )
-    return body
-
-
-def _tool_out(tool: Tool) -> dict[str, Any]:
-    fn: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
-    if tool.description is not None:
-        fn["description"] = tool.description
-    if tool.strict is not None:
-        fn["strict"] = tool.strict
-    return {"type": "function", "function": fn}
-
-
-def _message_out(m: Message) -> list[dict[str, Any]]:
-    if m.role == "assistant":
-        text = "".join(p.text for p in m.content if isinstance(p, Text))
-        calls = [_tool_call_out(p) for p in m.content if isinstance(p, ToolCall)]
-        out: dict[str, Any] = {"role": "assistant", "content": text or None}
-        if calls:
-            out["tool_calls"] = calls
-        return [out]
-    result: list[dict[str, Any]] = []
-    user_parts: list[dict[str, Any]] = []
-    for p in m.content:
-        if isinstance(p, ToolResult):
-            result.append({"role": "tool", "tool_call_id": p.tool_call_id, "content": p.content})
-        elif isinstance(p, Text):
-            user_parts.append({"type": "text", "text": p.text})
-        elif isinstance(p, Image):
-            url = p.url or f"data:{p.media_type};base64,{p.data}"
-            user_parts.append({"type": "image_url", "image_url": {"url": url}})
-    if user_parts:
-        only_text = all(x["type"] == "text" for x in user_parts)
-        content: Any = "".join(x["text"] for x in user_parts) if only_text else user_parts
-        result.append({"role": "user", "content": content})
-    return result
-
-
-_FINISH_IN: dict[str, FinishReason] = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "content_filter",
-}
-
-
-def _usage_in(raw: dict[str, Any] | None) -> Usage:
-    if not raw:
-        return Usage()
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
-    return Usage(
-        input_tokens=raw.get("prompt_tokens") or 0,
-        output_tokens=raw.get("completion_tokens") or 0,
-        cached_input_tokens=prompt_details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens") or 0,
-        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
-    )
-
-
-def parse_response(body: bytes) -> ChatResponse:
-    data = orjson.loads(body)
-    choice = (data.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
-    parts: list[Part] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if reasoning:
-        parts.append(Reasoning(text=reasoning))
-    if message.get("content"):
-        parts.append(Text(message["content"]))
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function") or {}
-        parts.append(ToolCall(id=call.get("id") or "", name=fn.get("name") or "",
-                              arguments=fn.get("arguments") or "{}"))
-    finish = _FINISH_IN.get(choice.get("finish_reason") or "stop", "end_turn")
-    if any(isinstance(p, ToolCall) for p in parts):
-        finish = "tool_use"  # derived from content: some servers report "stop" with tool calls
-    return ChatResponse(
-        id=data.get("id") or "", model=data.get("model") or "", content=parts,
-        finish_reason=finish, usage=_usage_in(data.get("usage")),
-    )
-
-
-class StreamParser:
-    """OpenAI-style SSE frames -> internal events. One instance per upstream stream."""
-
-    def __init__(self) -> None:
-        self._started = False
-        self._open: int | None = None  # block index currently open
-        self._open_kind: str | None = None
-        self._next = 0
-        self._tool_blocks: dict[int, int] = {}  # OpenAI tool index -> block index
-        self._finish: FinishReason | None = None
-        self._usage: Usage | None = None
-        self._saw_tool = False
-        self.done = False
-
-    def _open_block(self, kind: Literal["text", "tool_call", "reasoning"], out: list[StreamEvent],
-                    call_id: str | None = None, name: str | None = None) -> int:
-        self._close(out)
-        index = self._next
-        self._next += 1
-        self._open, self._open_kind = index, kind
-        out.append(BlockStart(index, kind, call_id, name))
-        return index
-
-    def _close(self, out: list[StreamEvent]) -> None:
-        if self._open is not None:
-            out.append(BlockStop(self._open))
-            self._open = self._open_kind = None
-
-    def feed(self, frame: SseFrame) -> list[StreamEvent]:
-        if frame.data == b"[DONE]":
-            return self.finish()
-        data = orjson.loads(frame.data)
-        out: list[StreamEvent] = []
-        if "error" in data and not data.get("choices"):
-            self.done = True
-            err = data["error"] or {}
-            return [StreamError(GatewayError("upstream_unavailable", str(err.get("message", err))).info())]
-        if not self._started:
-            self._started = True
-            out.append(MessageStart(id=data.get("id") or "", model=data.get("model") or ""))
-        if data.get("usage"):
-            self._usage = _usage_in(data["usage"])
-        for choice in data.get("choices") or []:
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                index = self._open if self._open_kind == "reasoning" else self._open_block("reasoning", out)
-                assert index is not None
-                out.append(ReasoningDelta(index, reasoning))
-            if delta.get("content"):
-                index = self._open if self._open_kind == "text" else self._open_block("text", out)
-                assert index is not None
-                out.append(TextDelta(index, delta["content"]))
-            for call in delta.get("tool_calls") or []:
-                self._tool_fragment(call, out)
-            if choice.get("finish_reason"):
-                self._finish = _FINISH_IN.get(choice["finish_reason"], "end_turn")
-        return out
-
-    def _tool_fragment(self, call: dict[str, Any], out: list[StreamEvent]) -> None:
-        self._saw_tool = True
-        tool_index = call.get("index", 0)
-        fn = call.get("function") or {}
-        block = self._tool_blocks.get(tool_index)
-        if block is None:
-            block = self._open_block("tool_call", out, call.get("id") or f"call_{tool_index}", fn.get("name") or "")
-            self._tool_blocks[tool_index] = block
-        if fn.get("arguments"):
-            out.append(ToolArgsDelta(block, fn["arguments"]))
-
-    def finish(self) -> list[StreamEvent]:
-        if self.done:
-            return []
-        self.done = True
-        out: list[StreamEvent] = []
-        if self._finish is None:
-            return [StreamError(GatewayError("upstream_unavailable", "the upstream stream ended early").info())]
-        self._close(out)
-        if self._usage is not None:
-            out.append(UsageEvent(self._usage))
-        out.append(MessageStop("tool_use" if self._saw_tool else self._finish))
-        return out
-
-
-def parse_error(status: int, body: bytes, headers: dict[str, str]) -> GatewayError:
-    message = body[:500].decode(errors="replace")
-    try:
-        data = orjson.loads(body)
-        err = data.get("error") if isinstance(data, dict) else None
-        if isinstance(err, dict):
-            message = str(err.get("message") or message)
-        elif isinstance(data, dict) and "detail" in data:  # FastAPI-style servers (vLLM)
-            message = str(data["detail"])
-    except orjson.JSONDecodeError:
-        pass
-    return upstream_error(status, message, retry_after_from_headers(headers))

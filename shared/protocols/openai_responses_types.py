@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import msgspec
 
+ENVELOPE = "sluice."  # prefix of a reasoning item's encrypted_content that Sluice made
+
 
 class InputText(msgspec.Struct, tag_field="type", tag="input_text"):
     text: str

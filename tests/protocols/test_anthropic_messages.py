@@ -47,6 +47,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols import anthropic_messages as am
+from shared.protocols import anthropic_upstream as au
 from shared.protocols.sse import SseFrame, SseParser, frame
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "anthropic"
@@ -72,7 +73,7 @@ def _invalid(body: bytes) -> GatewayError:
 
 
 def _parse_stream(raw: bytes, rng: random.Random | None) -> list[StreamEvent]:
-    sse, parser = SseParser(), am.StreamParser()
+    sse, parser = SseParser(), au.StreamParser()
     events: list[StreamEvent] = []
     pos = 0
     while pos < len(raw):
@@ -85,8 +86,39 @@ def _parse_stream(raw: bytes, rng: random.Random | None) -> list[StreamEvent]:
     return events + parser.finish()
 
 
-def test_golden_cases_exist() -> None:
-    assert {"text", "tool_use", "thinking", "overloaded", "no_args_tool"} <= set(CASES)
+END_OF = {  # how each recorded stream ends, as the upstream said it
+    "text": MessageStop("end_turn"), "tool_use": MessageStop("tool_use"),
+    "no_args_tool": MessageStop("tool_use"), "skipped_blocks": MessageStop("end_turn"),
+    "thinking": MessageStop("stop_sequence", "END"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_stream_ends_as_the_upstream_said(case: str) -> None:
+    last = _parse_stream((FIXTURES / f"{case}.sse").read_bytes(), None)[-1]
+    if case in END_OF:
+        assert last == END_OF[case]
+    else:  # an error event, or a stream cut before message_stop: both worth another try
+        assert isinstance(last, StreamError) and last.error.status == 503 and last.error.retryable
+
+
+def test_unreadable_answers_are_502s() -> None:
+    with pytest.raises(GatewayError) as info:
+        au.parse_response(b'{"content": "not a list"}')
+    assert info.value.status == 502
+    parser = au.StreamParser()
+    (event,) = parser.feed(SseFrame(b"{not json", "content_block_delta"))
+    assert isinstance(event, StreamError) and event.error.status == 502 and parser.done
+
+
+def test_cut_stream_stays_retryable_across_redis() -> None:
+    """The flag rides the StreamError through its encoding (worker -> Redis -> API) and back."""
+    parser = au.StreamParser()
+    parser.feed(SseFrame(b'{"type":"message_start","message":{"id":"m","model":"c"}}', "message_start"))
+    (cut,) = parser.finish()
+    wire = msgspec.json.decode(msgspec.json.encode([cut]), type=list[StreamEvent])
+    assert isinstance(wire[0], StreamError)
+    assert GatewayError.from_info(wire[0].error).retryable and wire[0].error.kind == "upstream_unavailable"
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -132,7 +164,7 @@ def test_stream_parser_specifics() -> None:
 
 
 def test_stream_parser_cumulative_usage_and_done() -> None:
-    parser = am.StreamParser()
+    parser = au.StreamParser()
     start = {"type": "message_start", "message": {"id": "m", "model": "c", "usage": {
         "input_tokens": 5, "cache_read_input_tokens": 7, "output_tokens": 1}}}
     parser.feed(_frame(start))
@@ -146,7 +178,7 @@ def test_stream_parser_cumulative_usage_and_done() -> None:
 
 
 def test_stream_parser_dispatches_without_event_names() -> None:
-    parser = am.StreamParser()
+    parser = au.StreamParser()
     data = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
     only_data = SseParser().feed(b"data: " + orjson.dumps(data) + b"\n\n")[0]
     assert parser.feed(only_data) == [BlockStart(0, "text")]
@@ -481,7 +513,7 @@ def test_build_request_basics() -> None:
     req = _req(system=[Text("a"), Text("b")], stop=["END"], stream=True, user="u",
                tools=[Tool("f", {}, "desc")], tool_choice=ToolChoice("required"), parallel_tool_calls=False,
                response_format=ResponseFormat("json_schema", schema={"type": "object"}), seed=7, top_k=5)
-    body = am.build_request(req, "claude-up")
+    body = au.build_request(req, "claude-up")
     assert body == {
         "model": "claude-up", "max_tokens": 4096,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
@@ -493,8 +525,8 @@ def test_build_request_basics() -> None:
         "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
         "metadata": {"user_id": "u"},
     }  # seed dropped
-    assert am.build_request(_req(max_tokens=10), "c", default_max_tokens=99)["max_tokens"] == 10
-    assert am.build_request(_req(), "c", default_max_tokens=99)["max_tokens"] == 99
+    assert au.build_request(_req(max_tokens=10), "c", default_max_tokens=99)["max_tokens"] == 10
+    assert au.build_request(_req(), "c", default_max_tokens=99)["max_tokens"] == 99
 
 
 @pytest.mark.parametrize(("choice", "parallel", "expected"), [
@@ -503,24 +535,24 @@ def test_build_request_basics() -> None:
     (ToolChoice("tool", "f"), False, {"type": "tool", "name": "f", "disable_parallel_tool_use": True}),
 ])
 def test_build_tool_choice(choice: ToolChoice | None, parallel: bool | None, expected: Any) -> None:
-    body = am.build_request(_req(tools=[Tool("f")], tool_choice=choice, parallel_tool_calls=parallel), "c")
+    body = au.build_request(_req(tools=[Tool("f")], tool_choice=choice, parallel_tool_calls=parallel), "c")
     assert body.get("tool_choice") == expected
-    assert "tool_choice" not in am.build_request(_req(tool_choice=choice), "c")  # no tools, no choice
+    assert "tool_choice" not in au.build_request(_req(tool_choice=choice), "c")  # no tools, no choice
 
 
 def test_build_sampling_and_thinking() -> None:
-    body = am.build_request(_req(temperature=1.7, top_p=0.5), "c")
+    body = au.build_request(_req(temperature=1.7, top_p=0.5), "c")
     assert body["temperature"] == 1.0 and "top_p" not in body  # clamped; only one of the two
-    assert am.build_request(_req(top_p=0.5), "c")["top_p"] == 0.5
-    body = am.build_request(_req(reasoning_effort="high", temperature=0.3, top_k=3, max_tokens=8000), "c")
+    assert au.build_request(_req(top_p=0.5), "c")["top_p"] == 0.5
+    body = au.build_request(_req(reasoning_effort="high", temperature=0.3, top_k=3, max_tokens=8000), "c")
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     assert not {"temperature", "top_k", "top_p"} & body.keys()
-    capped = am.build_request(_req(reasoning_effort="high", max_tokens=3000), "c")
+    capped = au.build_request(_req(reasoning_effort="high", max_tokens=3000), "c")
     assert capped["thinking"]["budget_tokens"] == 2999  # the budget stays under max_tokens
-    assert "thinking" not in am.build_request(_req(reasoning_effort="low", max_tokens=1000), "c")
-    assert "thinking" not in am.build_request(_req(reasoning_effort="none"), "c")
+    assert "thinking" not in au.build_request(_req(reasoning_effort="low", max_tokens=1000), "c")
+    assert "thinking" not in au.build_request(_req(reasoning_effort="none"), "c")
     forced = _req(reasoning_effort="low", tools=[Tool("f")], tool_choice=ToolChoice("tool", "f"))
-    assert "thinking" not in am.build_request(forced, "c")
+    assert "thinking" not in au.build_request(forced, "c")
 
 
 def test_build_unsupported() -> None:
@@ -530,14 +562,14 @@ def test_build_unsupported() -> None:
                        (_req(response_format=ResponseFormat("json_schema")), "response_format"),
                        (_req(messages=bmp), "image")]:
         with pytest.raises(GatewayError) as info:
-            am.build_request(req, "c")
+            au.build_request(req, "c")
         assert info.value.kind == "unsupported" and info.value.param == param
 
 
 def test_build_images() -> None:
     msgs = [Message("user", [Image(url="https://x/a.png"), Image(data="AA", media_type="image/webp"),
                              Image(url="data:image/jpeg;base64,BB")])]
-    content = am.build_request(_req(messages=msgs), "c")["messages"][0]["content"]
+    content = au.build_request(_req(messages=msgs), "c")["messages"][0]["content"]
     assert [c["source"] for c in content] == [
         {"type": "url", "url": "https://x/a.png"},
         {"type": "base64", "media_type": "image/webp", "data": "AA"},
@@ -559,7 +591,7 @@ def test_tool_round_trip_keeps_pairing_and_thinking_bytes() -> None:
         {"role": "assistant", "content": "Paris is 21C. "},
         {"role": "user", "content": "Thanks"},
     ]
-    body = am.build_request(am.parse_request(_body(messages=history)), "claude-up")
+    body = au.build_request(am.parse_request(_body(messages=history)), "claude-up")
     assert body["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "Weather in Paris and Rome?"}]},
         {"role": "assistant", "content": [thinking,
@@ -583,7 +615,7 @@ def test_build_messages_cleanup() -> None:
         Message("assistant", [Text("")]),
         Message("assistant", [Text("partial answer  \n")]),
     ]
-    out = am.build_request(_req(messages=msgs), "c")["messages"]
+    out = au.build_request(_req(messages=msgs), "c")["messages"]
     assert out == [
         {"role": "user", "content": [{"type": "text", "text": "q"}]},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "f", "input": {}},
@@ -593,11 +625,6 @@ def test_build_messages_cleanup() -> None:
                                      {"type": "text", "text": "note"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "partial answer"}]},
     ]
-
-
-def test_headers() -> None:
-    assert am.headers("k") == {"x-api-key": "k", "anthropic-version": "2023-06-01",
-                               "content-type": "application/json"}
 
 
 # --- upstream side: parse_response / parse_error ---------------------------------------------
@@ -615,7 +642,7 @@ def test_parse_response() -> None:
         "usage": {"input_tokens": 10, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 30,
                   "output_tokens": 5},
     })
-    assert am.parse_response(body) == ChatResponse(
+    assert au.parse_response(body) == ChatResponse(
         "msg_1", "claude-up",
         [Reasoning("t", signature="s", provider="anthropic"), Reasoning(redacted="R", provider="anthropic"),
          Text("Hi"), ToolCall("toolu_1", "f", '{"a":1}')],
@@ -630,21 +657,21 @@ def test_parse_response() -> None:
 def test_parse_response_stop_reasons(stop_reason: str | None, finish: str) -> None:
     body = orjson.dumps({"id": "m", "model": "c", "content": [{"type": "text", "text": "x"}],
                          "stop_reason": stop_reason, "stop_sequence": "END", "usage": {}})
-    response = am.parse_response(body)
+    response = au.parse_response(body)
     assert response.finish_reason == finish
     assert response.stop_sequence == ("END" if finish == "stop_sequence" else None)
 
 
 def test_parse_error() -> None:
     body = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}'
-    overloaded = am.parse_error(529, body, {"retry-after": "4"})
+    overloaded = au.parse_error(529, body, {"retry-after": "4"})
     assert overloaded.kind == "upstream_unavailable" and overloaded.retryable and overloaded.retry_after == 4
     assert "Overloaded" in overloaded.message
-    limited = am.parse_error(429, b'{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}',
+    limited = au.parse_error(429, b'{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}',
                              {"retry-after": "7"})
     assert limited.kind == "rate_limited" and limited.retry_after == 7
     body = b'{"type":"error","error":{"type":"invalid_request_error","message":"bad x"}}'
-    bad = am.parse_error(400, body, {})
+    bad = au.parse_error(400, body, {})
     assert bad.kind == "upstream_rejected" and "bad x" in bad.message and not bad.retryable
-    assert am.parse_error(401, b"nope", {}).kind == "upstream_auth"
-    assert am.parse_error(502, b"<html>bad gateway</html>", {}).kind == "upstream_unavailable"
+    assert au.parse_error(401, b"nope", {}).kind == "upstream_auth"
+    assert au.parse_error(502, b"<html>bad gateway</html>", {}).kind == "upstream_unavailable"

@@ -44,7 +44,7 @@ from shared.model import (
     Usage,
     UsageEvent,
 )
-from shared.protocols import gemini
+from shared.protocols import gemini, gemini_upstream
 from shared.protocols.sse import SseFrame, SseParser
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gemini"
@@ -367,11 +367,10 @@ def test_list_models() -> None:
 # --- upstream side: build_request ------------------------------------------------------------
 
 
-def test_path_and_headers() -> None:
-    assert gemini.path("gemini-2.5-flash", False) == "/v1beta/models/gemini-2.5-flash:generateContent"
-    assert gemini.path("models/gemini-2.5-flash", True) == (
+def test_path_names_the_model_once() -> None:
+    assert gemini_upstream.path("gemini-2.5-flash", False) == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert gemini_upstream.path("models/gemini-2.5-flash", True) == (
         "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
-    assert gemini.headers("k") == {"x-goog-api-key": "k", "content-type": "application/json"}
 
 
 def test_build_request_parallel_results_in_one_user_turn() -> None:
@@ -385,7 +384,7 @@ def test_build_request_parallel_results_in_one_user_turn() -> None:
         Message(role="user", content=[ToolResult(tool_call_id="t2", content="noon")]),
         Message(role="user", content=[ToolResult(tool_call_id="t1", content='{"temp":21}'), Text("thanks")]),
     ])
-    body = gemini.build_request(req, "gemini-2.5-flash")
+    body = gemini_upstream.build_request(req, "gemini-2.5-flash")
     assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
     assert body["contents"] == [
         {"role": "user", "parts": [{"text": "weather?"},
@@ -406,7 +405,7 @@ def test_build_request_tool_result_name_lookup_fails_loudly() -> None:
     req = ChatRequest(model="m", messages=[
         Message(role="user", content=[ToolResult(tool_call_id="x", content="1")])])
     with pytest.raises(GatewayError) as info:
-        gemini.build_request(req, "m")
+        gemini_upstream.build_request(req, "m")
     assert info.value.kind == "invalid_request" and info.value.param == "messages[0].content[0].tool_call_id"
 
 
@@ -419,7 +418,7 @@ def test_build_request_wraps_tool_results(content: str, is_error: bool, response
     req = ChatRequest(model="m", messages=[
         Message(role="assistant", content=[ToolCall(id="a", name="f", arguments="{}")]),
         Message(role="user", content=[ToolResult(tool_call_id="a", content=content, is_error=is_error)])])
-    assert gemini.build_request(req, "m")["contents"][1]["parts"][0]["functionResponse"] == {
+    assert gemini_upstream.build_request(req, "m")["contents"][1]["parts"][0]["functionResponse"] == {
         "name": "f", "response": response}
 
 
@@ -432,7 +431,7 @@ def test_build_request_parameters() -> None:
         response_format=ResponseFormat(type="json_schema", name="out", schema=schema),
         max_tokens=100, temperature=0.5, top_p=0.8, top_k=20, stop=["END"], n=2, seed=3,
         reasoning_effort="medium", stream=True, user="u1")
-    body = gemini.build_request(req, "m")
+    body = gemini_upstream.build_request(req, "m")
     assert body["contents"] == [{"role": "user", "parts": [{"fileData": {"fileUri": "https://x.test/cat.png?s=1",
                                                                           "mimeType": "image/png"}}]}]
     assert body["tools"] == [{"functionDeclarations": [
@@ -450,7 +449,7 @@ def test_build_request_parameters() -> None:
 def test_build_request_tool_choice(mode: Any, wire: str) -> None:
     req = ChatRequest(model="m", messages=[Message(role="user", content=[Text("x")])],
                       tool_choice=ToolChoice(mode=mode))
-    assert gemini.build_request(req, "m")["toolConfig"] == {"functionCallingConfig": {"mode": wire}}
+    assert gemini_upstream.build_request(req, "m")["toolConfig"] == {"functionCallingConfig": {"mode": wire}}
 
 
 def test_build_request_reasoning_replay_rules() -> None:
@@ -461,7 +460,7 @@ def test_build_request_reasoning_replay_rules() -> None:
             Reasoning(text="gemini thinks", signature="dA==", provider="gemini"),
             Text("answer"), Reasoning(signature="c2ln", provider="gemini")]),
         Message(role="user", content=[Text("more")])])
-    assert gemini.build_request(req, "m")["contents"][1]["parts"] == [
+    assert gemini_upstream.build_request(req, "m")["contents"][1]["parts"] == [
         {"text": "gemini thinks", "thought": True, "thoughtSignature": "dA=="},
         {"text": "answer", "thoughtSignature": "c2ln"}]
 
@@ -479,7 +478,7 @@ def test_gemini_history_round_trips_through_the_internal_model() -> None:
         {"role": "model", "parts": [{"text": "Warm.", "thoughtSignature": "ZW5k"}]},
     ]
     req = _parse({"contents": contents})
-    assert gemini.build_request(req, "m")["contents"] == contents
+    assert gemini_upstream.build_request(req, "m")["contents"] == contents
 
 
 # --- upstream side: responses and errors -----------------------------------------------------
@@ -494,7 +493,7 @@ def test_parse_response_tool_calls_and_usage() -> None:
         "usageMetadata": {"promptTokenCount": 50, "candidatesTokenCount": 20, "thoughtsTokenCount": 30,
                           "cachedContentTokenCount": 10, "totalTokenCount": 100},
         "modelVersion": "gemini-2.5-flash", "responseId": "abc"})
-    resp = gemini.parse_response(body)
+    resp = gemini_upstream.parse_response(body)
     assert resp.id == "abc" and resp.model == "gemini-2.5-flash" and resp.finish_reason == "tool_use"
     assert resp.content == [
         Reasoning(text="hmm", provider="gemini"), Text("Checking."),
@@ -512,11 +511,11 @@ def test_parse_response_finish_reasons(reason: str | None, finish: str) -> None:
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": "x"}]}}
     if reason:
         candidate["finishReason"] = reason
-    assert gemini.parse_response(orjson.dumps({"candidates": [candidate]})).finish_reason == finish
+    assert gemini_upstream.parse_response(orjson.dumps({"candidates": [candidate]})).finish_reason == finish
 
 
 def test_parse_response_blocked_prompt() -> None:
-    resp = gemini.parse_response(orjson.dumps({
+    resp = gemini_upstream.parse_response(orjson.dumps({
         "promptFeedback": {"blockReason": "SAFETY"},
         "usageMetadata": {"promptTokenCount": 7, "totalTokenCount": 7}}))
     assert resp.content == [] and resp.finish_reason == "content_filter" and resp.usage.input_tokens == 7
@@ -524,7 +523,7 @@ def test_parse_response_blocked_prompt() -> None:
 
 def test_parse_response_unreadable_body() -> None:
     with pytest.raises(GatewayError) as info:
-        gemini.parse_response(b"<html>")
+        gemini_upstream.parse_response(b"<html>")
     assert info.value.kind == "upstream_unavailable"
 
 
@@ -541,7 +540,7 @@ RATE_LIMITED = {"error": {"code": 429, "message": "Quota exceeded", "status": "R
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}}), 1.5),
     (orjson.dumps({"error": {"code": 429, "message": "Quota exceeded"}}), None)])
 def test_parse_error_reads_retry_delay(body: bytes, retry_after: float | None) -> None:
-    err = gemini.parse_error(429, body, {})
+    err = gemini_upstream.parse_error(429, body, {})
     assert err.kind == "rate_limited" and err.retryable and err.retry_after == retry_after
     assert "Quota exceeded" in err.message
 
@@ -550,11 +549,11 @@ def test_parse_error_other_statuses() -> None:
     bad_key = orjson.dumps({"error": {
         "code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}})
-    assert gemini.parse_error(400, bad_key, {}).kind == "upstream_auth"
+    assert gemini_upstream.parse_error(400, bad_key, {}).kind == "upstream_auth"
     invalid = orjson.dumps({"error": {"code": 400, "message": "bad schema", "status": "INVALID_ARGUMENT"}})
-    err = gemini.parse_error(400, invalid, {})
+    err = gemini_upstream.parse_error(400, invalid, {})
     assert err.kind == "upstream_rejected" and "bad schema" in err.message
-    overloaded = gemini.parse_error(503, b"Service Unavailable", {"retry-after": "3"})
+    overloaded = gemini_upstream.parse_error(503, b"Service Unavailable", {"retry-after": "3"})
     assert overloaded.kind == "upstream_unavailable" and overloaded.retryable
     assert overloaded.retry_after == 3.0
 
@@ -566,7 +565,7 @@ _events = msgspec.json.Decoder(list[StreamEvent])
 
 def _stream(raw: bytes, seed: int) -> list[StreamEvent]:
     rng = random.Random(seed)
-    sse, parser = SseParser(), gemini.StreamParser()
+    sse, parser = SseParser(), gemini_upstream.StreamParser()
     events: list[StreamEvent] = []
     i = 0
     while i < len(raw):
@@ -597,17 +596,26 @@ def test_golden_streams(case: str) -> None:
         assert isinstance(events[-2], UsageEvent)
 
 
-def test_golden_cases_cover_the_brief() -> None:
-    assert {"text", "function_call", "blocked_prompt", "error_chunk"} <= set(CASES)
+def test_golden_streams_end_as_the_upstream_said() -> None:
+    ends = {case: msgspec.json.decode((FIXTURES / f"{case}.events.json").read_bytes(),
+                                      type=list[StreamEvent])[-1] for case in CASES}
+    assert ends["text"] == MessageStop("end_turn")
+    assert ends["function_call"] == MessageStop("tool_use")  # Gemini says STOP for a call
+    assert ends["blocked_prompt"] == MessageStop("content_filter")
+    assert ends["max_tokens"] == MessageStop("max_tokens")
+    overloaded = ends["error_chunk"]
+    assert isinstance(overloaded, StreamError) and overloaded.error.retryable  # a 503 in the stream
+    cut = ends["ended_early"]
+    assert isinstance(cut, StreamError) and cut.error.kind == "upstream_unavailable"
 
 
 def test_stream_parser_details() -> None:
-    parser = gemini.StreamParser()
+    parser = gemini_upstream.StreamParser()
     assert parser.feed(SseFrame(b"")) == []
     assert parser.finish() == [StreamError(ErrorInfo(kind="upstream_unavailable", status=503,
                                                      message="the upstream stream ended early"))]
     assert parser.done and parser.finish() == []
-    parser = gemini.StreamParser()
+    parser = gemini_upstream.StreamParser()
     rate = parser.feed(SseFrame(orjson.dumps(RATE_LIMITED)))
     assert len(rate) == 1 and isinstance(rate[0], StreamError)
     assert rate[0].error.kind == "rate_limited" and rate[0].error.retry_after == 37.0

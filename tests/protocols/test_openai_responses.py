@@ -45,6 +45,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols import openai_responses as dialect
+from shared.protocols import openai_responses_render
 from shared.protocols.sse import SseParser, frame
 
 GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "render" / "openai_responses"
@@ -302,7 +303,7 @@ CASES = {"text_tool_usage": TEXT_AND_TOOL, "reasoning_incomplete": REASONING_TRU
 
 
 def render_all(events: list[StreamEvent], request_id: str = "r1") -> list[tuple[str | None, bytes]]:
-    renderer = dialect.StreamRenderer("gpt-test", request_id, include_usage=False)
+    renderer = openai_responses_render.StreamRenderer("gpt-test", request_id, include_usage=False)
     return [pair for event in events for pair in renderer.render(event)]
 
 
@@ -369,7 +370,7 @@ def test_stream_error_first_still_opens_with_created() -> None:
 
 
 def test_complete_replays_as_a_full_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dialect, "_now", lambda: 1_700_000_000)
+    monkeypatch.setattr(openai_responses_render, "_now", lambda: 1_700_000_000)
     events = payloads(render_all([Complete(REPLY)]))
     assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
@@ -382,7 +383,7 @@ def to_sse(pairs: list[tuple[str | None, bytes]]) -> bytes:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_stream_golden(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dialect, "_now", lambda: 1_700_000_000)
+    monkeypatch.setattr(openai_responses_render, "_now", lambda: 1_700_000_000)
     rendered = to_sse(render_all(CASES[case], request_id="golden"))
     path = GOLDEN / f"{case}.sse"
     if os.environ.get("SLUICE_UPDATE_GOLDEN") == "1":
@@ -424,7 +425,7 @@ async def _responses_endpoint(request: Request) -> HttpResponse:
         return HttpResponse(dialect.render_response(SDK_REPLY, parsed.model, "sdk", request=parsed),
                             media_type="application/json")
     script = ERROR_MIDSTREAM if parsed.model == "fail" else SDK_STREAM
-    renderer = dialect.StreamRenderer(parsed.model, "sdk", include_usage=True, request=parsed)
+    renderer = openai_responses_render.StreamRenderer(parsed.model, "sdk", include_usage=True, request=parsed)
 
     async def frames() -> Any:
         for event in script:

@@ -4,10 +4,10 @@ in shared/protocols and I/O in worker/upstream.py."""
 from __future__ import annotations
 
 from shared.config import Account
+from shared.protocols import mistral
 from worker.providers.anthropic import AnthropicProvider
 from worker.providers.base import Provider
 from worker.providers.gemini import GeminiProvider
-from worker.providers.mistral import MistralProvider
 from worker.providers.openai import OpenAIProvider
 
 
@@ -17,6 +17,6 @@ def provider_for(account: Account) -> Provider:
     if account.provider == "gemini":
         return GeminiProvider(account)
     if account.provider == "mistral":
-        return MistralProvider(account)
+        return OpenAIProvider(account, mistral)  # OpenAI-shaped, with Mistral's strict body
     # openai, openai-compatible (vLLM, Ollama, llama.cpp, LM Studio), deepseek, mock
     return OpenAIProvider(account)

@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import orjson
-
 from shared.config import Account
-from shared.errors import GatewayError
 from shared.jobs import Job
-from shared.model import ChatResponse
-from shared.protocols import gemini
-from worker.providers.base import StreamParser, UpstreamRequest
+from shared.protocols import gemini_upstream
+from worker.providers.base import DialectProvider, UpstreamRequest
 
 
-class GeminiProvider:
+class GeminiProvider(DialectProvider):
     def __init__(self, account: Account) -> None:
-        self.name: str = account.provider
-        self._base = account.base_url
-        self._headers = {**gemini.headers(account.api_key), **account.headers}
+        super().__init__(account.provider, gemini_upstream, account.base_url,
+                         {**gemini_upstream.headers(account.api_key), **account.headers})
 
     def request(self, job: Job) -> UpstreamRequest:
-        body = gemini.build_request(job.request, job.upstream_model)
-        url = self._base + gemini.path(job.upstream_model, job.request.stream)
-        return UpstreamRequest(url, self._headers, orjson.dumps(body))
-
-    def parse_response(self, body: bytes) -> ChatResponse:
-        return gemini.parse_response(body)
-
-    def stream_parser(self) -> StreamParser:
-        return gemini.StreamParser()
-
-    def parse_error(self, status: int, body: bytes, headers: dict[str, str]) -> GatewayError:
-        return gemini.parse_error(status, body, headers)
+        # The model and the streaming choice are in the URL, not the body.
+        url = self.url + gemini_upstream.path(job.upstream_model, job.request.stream)
+        return UpstreamRequest(url, self.headers, self.body(job))
 
     def hold_seconds(self, headers: dict[str, str]) -> float | None:
         return None  # Gemini sends no rate-limit headers; its 429 body carries RetryInfo

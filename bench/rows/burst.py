@@ -1,4 +1,4 @@
-"""Row 5 of bench/run.py: the burst. 300 requests at once for a model served by two provider
+"""Row 5: the burst. 300 requests at once for a model served by two provider
 keys, each allowed 60 requests a minute, sent to each target in turn.
 
 - direct: the client spreads the burst over both keys itself (half to each mock) and takes
@@ -19,16 +19,15 @@ import asyncio
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
-from procs import Server, wait_http
 
-from shared.redis.embedded import free_port
+from bench.harness import Bench
+from bench.log import log
+from shared.mock.settings import MockSettings
+from shared.system import MockOptions, System, SystemOptions
 
 REQUESTS = 300
 RPM = 60
@@ -36,18 +35,6 @@ MODEL = "burst-model"
 UPSTREAM_MODEL = "mock-small"
 PATIENCE_S = 600.0  # how long each request may wait: the whole burst fits in 150 s at the limit
 SLUICE_KEY = "sk-bench-burst"
-
-
-@dataclass
-class BurstContext:
-    results: Path
-    redis_url: str
-    redis_port: int
-    spawn_sluice: Callable[[str, list[str]], Server]  # (log name, `sluice` CLI args) -> running server
-    # (name, LiteLLM config) -> (server, base URL, master key), or why it could not start
-    start_litellm: Callable[[str, dict[str, Any]], tuple[Server, str, str] | str] | None
-    log: Callable[[str], None]
-    requests: int = REQUESTS
 
 
 @dataclass
@@ -101,67 +88,60 @@ def _summary(shots: list[Shot], mock: dict[str, int]) -> dict[str, Any]:
             "mock_200": mock.get("200", 0), "mock_429": mock.get("429", 0)}
 
 
-def row_burst(ctx: BurstContext) -> dict[str, Any]:
-    n = ctx.requests
-    servers: list[Server] = []
-    mock_urls: list[str] = []
-    try:
-        for name in ("a", "b"):
-            port = free_port()
-            servers.append(ctx.spawn_sluice(f"burst-mock-{name}", ["mock-upstream", "--port", str(port),
-                                                                  "--rpm", str(RPM)]))
-            mock_urls.append(f"http://127.0.0.1:{port}")
-        for url, server in zip(mock_urls, servers, strict=True):
-            if not wait_http(f"{url}/_stats", server, 30):
-                raise SystemExit(f"bench: a burst mock did not start:\n{server.tail()}")
-        out: dict[str, Any] = {"requests": n, "rpm": RPM, "keys": 2}
-
-        def run(target: str, urls: list[str], key: str, model: str, headers: dict[str, str]) -> None:
-            for url in mock_urls:
-                httpx.post(f"{url}/_reset", timeout=5).raise_for_status()  # full buckets, zero counters
-            ctx.log(f"burst: {n} requests at once to {target}")
-            shots = asyncio.run(_fire(urls, key, model, n, headers))
-            out[target] = _summary(shots, _mock_totals(mock_urls))
-
-        run("direct", [f"{url}/v1" for url in mock_urls], "x", UPSTREAM_MODEL, {})
-
-        if ctx.start_litellm is not None:
-            deployments = [{"model_name": MODEL, "litellm_params": {
-                "model": f"openai/{UPSTREAM_MODEL}", "api_base": f"{url}/v1", "api_key": "x", "rpm": RPM}}
-                for url in mock_urls]
-            started = ctx.start_litellm("litellm-burst", {
-                "model_list": deployments,
-                "router_settings": {"routing_strategy": "usage-based-routing-v2",
-                                    "redis_host": "127.0.0.1", "redis_port": ctx.redis_port},
-            })
-            if isinstance(started, str):
-                out["litellm_missing"] = started
-            else:
-                server, url, key = started
-                servers.append(server)
-                run("litellm", [f"{url}/v1"], key, MODEL, {})
-
-        config = ctx.results / "sluice-burst.yaml"
-        config.write_text(yaml.safe_dump({
-            "redis_url": ctx.redis_url,
+def row_burst(bench: Bench) -> dict[str, Any]:
+    n = bench.plan.burst_requests
+    assert bench.redis is not None
+    # The two mocks play the keys: a bucket of 10 requests each, refilled at one a second.
+    mocks = [MockOptions(f"burst-mock-{name}", settings=MockSettings(rpm=RPM)) for name in "ab"]
+    mock_urls = [m.url for m in mocks]
+    # Sluice's side: both keys as accounts, one worker each, on the run's Redis under its own prefix.
+    # Its workers idle (waiting on their doorbells) while the other targets run.
+    system = System(SystemOptions(
+        config={
             "key_prefix": "burst",
             "client_keys": [{"name": "bench", "key": SLUICE_KEY}],
             "accounts": [{"name": f"key-{name}", "provider": "mock", "base_url": f"{url}/v1",
                           "limits": {"rpm": RPM}} for name, url in zip("ab", mock_urls, strict=True)],
             "models": [{"name": MODEL, "route": [{"account": f"key-{name}", "model": UPSTREAM_MODEL}
                                                  for name in "ab"]}],
-        }, sort_keys=False))
-        for name in "ab":
-            servers.append(ctx.spawn_sluice(f"burst-sluice-worker-{name}",
-                                            ["worker", "--account", f"key-{name}", "--config", str(config)]))
-        api_port = free_port()
-        api = ctx.spawn_sluice("burst-sluice-api", ["api", "--config", str(config), "--port", str(api_port)])
-        servers.append(api)
-        api_url = f"http://127.0.0.1:{api_port}"
-        if not wait_http(f"{api_url}/readyz", api, 60):
-            raise SystemExit(f"bench: the burst Sluice did not become ready:\n{api.tail()}")
-        run("sluice", [f"{api_url}/v1"], SLUICE_KEY, MODEL, {"x-sluice-max-wait": f"{PATIENCE_S:g}"})
+        },
+        redis_url=bench.redis.url, embedded_redis="never", mocks=mocks, log_dir=bench.results / "burst"))
+    litellm_server = None
+    try:
+        try:
+            system.start()
+        except Exception as exc:
+            raise SystemExit(f"bench: the burst system did not start: {exc}") from None
+        out: dict[str, Any] = {"requests": n, "rpm": RPM, "keys": 2}
+
+        def run(target: str, urls: list[str], key: str, model: str, headers: dict[str, str]) -> None:
+            for url in mock_urls:
+                httpx.post(f"{url}/_reset", timeout=5).raise_for_status()  # full buckets, zero counters
+            log(f"burst: {n} requests at once to {target}")
+            shots = asyncio.run(_fire(urls, key, model, n, headers))
+            out[target] = _summary(shots, _mock_totals(mock_urls))
+
+        run("direct", [f"{url}/v1" for url in mock_urls], "x", UPSTREAM_MODEL, {})
+
+        if bench.want_litellm and not bench.litellm_missing:
+            deployments = [{"model_name": MODEL, "litellm_params": {
+                "model": f"openai/{UPSTREAM_MODEL}", "api_base": f"{url}/v1", "api_key": "x", "rpm": RPM}}
+                for url in mock_urls]
+            started = bench.launch_litellm("litellm-burst", {
+                "model_list": deployments,
+                "router_settings": {"routing_strategy": "usage-based-routing-v2",
+                                    "redis_host": "127.0.0.1", "redis_port": bench.redis.port},
+            })
+            if isinstance(started, str):
+                out["litellm_missing"] = started
+            else:
+                litellm_server, url, key = started
+                run("litellm", [f"{url}/v1"], key, MODEL, {})
+
+        run("sluice", [f"{system.base_url}/v1"], SLUICE_KEY, MODEL, {"x-sluice-max-wait": f"{PATIENCE_S:g}"})
         return out
     finally:
-        for server in reversed(servers):
-            server.stop()
+        if litellm_server is not None:
+            litellm_server.stop()
+        system.stop()
+
