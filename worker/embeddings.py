@@ -17,7 +17,7 @@ from shared.config import Account
 from shared.embeddings import EmbeddingComplete, EmbeddingRequest, EmbeddingResponse, estimate_tokens
 from shared.jobs import Job
 from shared.model import StreamEvent, Timing
-from shared.protocols import gemini, gemini_embeddings, mistral_embeddings, openai_embeddings
+from shared.protocols import gemini_embeddings, gemini_upstream, mistral_embeddings, openai_embeddings
 from worker.providers.base import Provider, UpstreamRequest
 from worker.upstream import Transport, UpstreamResult, fetch, unreadable
 
@@ -59,7 +59,7 @@ class OpenAIEmbeddings:
 class GeminiEmbeddings:
     def __init__(self, account: Account) -> None:
         self._base = account.base_url
-        self._headers = {**gemini.headers(account.api_key), **account.headers}
+        self._headers = {**gemini_upstream.headers(account.api_key), **account.headers}
 
     def request(self, job: Job, req: EmbeddingRequest) -> UpstreamRequest:
         body = gemini_embeddings.build_request(req, job.upstream_model)

@@ -24,6 +24,7 @@ from shared.embeddings import (
     estimate_tokens,
 )
 from shared.errors import field_of, invalid
+from shared.protocols.common import decode_answer
 from shared.protocols.gemini_types import normalize_keys
 
 METHODS = ("embedContent", "batchEmbedContents")
@@ -155,7 +156,7 @@ _answer_decoder = msgspec.json.Decoder(_Answer)
 
 
 def parse_response(body: bytes, req: EmbeddingRequest, model: str) -> EmbeddingResponse:
-    answer = _answer_decoder.decode(body)
+    answer = decode_answer(_answer_decoder, body)
     if len(answer.embeddings) != len(req.inputs):
         raise ValueError(f"the upstream sent {len(answer.embeddings)} vectors for {len(req.inputs)} inputs")
     vectors: list[Vector] = [e.values for e in answer.embeddings]

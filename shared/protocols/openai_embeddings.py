@@ -14,7 +14,8 @@ import msgspec
 import orjson
 
 from shared.embeddings import MAX_INPUTS, EmbeddingRequest, EmbeddingResponse, Input, Vector, as_format
-from shared.errors import field_of, invalid
+from shared.errors import invalid
+from shared.protocols.common import decode_answer, decode_body
 
 # --- client side -----------------------------------------------------------------------------
 
@@ -31,13 +32,7 @@ _body_decoder = msgspec.json.Decoder(_Body)
 
 
 def parse_request(body: bytes) -> EmbeddingRequest:
-    try:
-        data = _body_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        field = field_of(exc)
-        raise invalid(f"Invalid request: {str(exc).split(' - at ')[0]}", field) from None
-    except msgspec.DecodeError:
-        raise invalid("The request body is not valid JSON.") from None
+    data = decode_body(_body_decoder, body)
     if data.dimensions is not None and data.dimensions <= 0:
         raise invalid("'dimensions' must be a positive integer.", "dimensions")
     return EmbeddingRequest(model=data.model, inputs=_inputs(data.input), dimensions=data.dimensions,
@@ -107,7 +102,7 @@ _answer_decoder = msgspec.json.Decoder(_Answer)
 
 
 def parse_response(body: bytes, model: str, expected: int) -> EmbeddingResponse:
-    answer = _answer_decoder.decode(body)
+    answer = decode_answer(_answer_decoder, body)
     if len(answer.data) != expected:
         raise ValueError(f"the upstream sent {len(answer.data)} vectors for {expected} inputs")
     ordered = sorted(answer.data, key=lambda d: d.index)
