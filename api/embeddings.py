@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from api.dispatch import Dispatcher, Ticket
-from api.relay import AppState
+from api.dispatch import Dispatcher
+from api.state import AppState
+from api.ticket import Ticket
 from shared.config import Config, Model
 from shared.embeddings import (
     MAX_INPUTS,
@@ -30,7 +31,6 @@ from shared.embeddings import (
     EmbeddingResponse,
     Vector,
     decode_embedding_events,
-    estimate_tokens,
     split,
 )
 from shared.errors import GatewayError, invalid
@@ -68,13 +68,8 @@ async def part_job(dispatcher: Dispatcher, model: Model, part: EmbeddingRequest,
                    max_wait: float | None, priority: Priority) -> Job:
     """The job for one part, routed to the account that can start it soonest (enqueue it with
     `dispatcher.submit`). It reserves the part's input estimate and no output."""
-    job: Job = dispatcher.new_job(ChatRequest(model=part.model, messages=[]), model, "", "", client, max_wait,
-                                  priority)
-    job.embedding = part
-    job.input_estimate = estimate_tokens(part.inputs)
-    job.output_reserve = 0  # an embedding generates nothing
-    job.account, job.upstream_model = await dispatcher.choose_route(model, job.input_estimate)
-    return job
+    return await dispatcher.new_job(ChatRequest(model=part.model, messages=[]), model, client, max_wait, priority,
+                                    embedding=part)
 
 
 def answer_of(payload: bytes) -> EmbeddingComplete | None:

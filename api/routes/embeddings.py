@@ -10,7 +10,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,29 +18,29 @@ from starlette.types import Receive
 from api.auth import authenticate
 from api.dialects import GEMINI, OPENAI_CHAT, Dialect
 from api.embeddings import Embedded, account_result, embed
-from api.relay import AppState, _max_wait, _priority, error_response
+from api.errors import error_response
+from api.state import state_of
+from api.submission import JobOptions
 from shared.embeddings import EmbeddingRequest
 from shared.errors import GatewayError
 from shared.protocols import gemini_embeddings, openai_embeddings
 
 log = logging.getLogger("sluice.api")
 
-router = APIRouter()
-
 
 async def _serve(request: Request, dialect: Dialect, label: str, parse: Callable[[bytes], EmbeddingRequest],
                  render: Callable[[Embedded, EmbeddingRequest], bytes], input_field: str) -> Response:
     """`label` names the endpoint in the metrics (the chat dialect only lends its error format)."""
     started = time.monotonic()
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     client = ""
     model = ""
     try:
         client = authenticate(request, state.clients)
         req = parse(await request.body())
         model = req.model
-        headers = request.headers
-        work = embed(state, client, req, priority=_priority(headers), max_wait=_max_wait(headers),
+        options = JobOptions.from_headers(request.headers)
+        work = embed(state, client, req, priority=options.priority, max_wait=options.max_wait,
                      input_field=input_field)
         done = await _unless_abandoned(work, request.receive)
         if done is None:
@@ -78,7 +77,6 @@ async def _unless_abandoned(work: Coroutine[Any, Any, Embedded], receive: Receiv
     return None
 
 
-@router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     return await _serve(request, OPENAI_CHAT, "openai_embeddings", openai_embeddings.parse_request,
                         lambda done, req: openai_embeddings.render_response(done.response, req.model,

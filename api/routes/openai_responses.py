@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -10,9 +9,6 @@ from api.dialects import OPENAI_RESPONSES
 from api.routes.common import serve
 from shared.protocols import openai_responses
 
-router = APIRouter()
 
-
-@router.post("/v1/responses")
 async def responses(request: Request) -> Response:
     return await serve(request, OPENAI_RESPONSES, openai_responses.parse_request)

@@ -8,8 +8,8 @@ from api.embeddings import answer_of, join, plan
 from shared.config import parse_config
 from shared.embeddings import EmbeddingComplete, EmbeddingRequest, EmbeddingResponse
 from shared.errors import GatewayError
-from shared.jobs import encode_events
 from shared.model import ErrorInfo, StreamError
+from shared.redis.record import encode_events
 
 CONFIG = parse_config("""
 accounts:

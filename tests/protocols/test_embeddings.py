@@ -24,9 +24,9 @@ from shared.embeddings import (
     split,
 )
 from shared.errors import GatewayError
-from shared.jobs import encode_events
 from shared.model import StreamEvent
 from shared.protocols import gemini_embeddings, mistral_embeddings, openai_embeddings
+from shared.redis.record import encode_events
 
 float32s = st.floats(width=32, allow_nan=False)
 
