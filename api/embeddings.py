@@ -13,7 +13,6 @@ of them and `join`s the vectors in input order. The HTTP routes (api/routes/embe
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 import msgspec
@@ -21,6 +20,7 @@ import msgspec
 from api.dispatch import Dispatcher
 from api.state import AppState
 from api.ticket import Ticket
+from api.timing import timing_headers
 from shared.config import Config, Model
 from shared.embeddings import (
     MAX_INPUTS,
@@ -141,13 +141,14 @@ async def _withdraw(state: AppState, tickets: list[Ticket]) -> None:
 
 
 def account_result(state: AppState, client: str, dialect: str, done: Embedded, started: float) -> dict[str, str]:
-    """Counts the request in the metrics and returns its response headers."""
-    total = (time.monotonic() - started) * 1000
-    overhead = total - (done.timing.upstream_ms if done.timing is not None else 0.0)
+    """Counts the request in the metrics and returns its response headers (the timing ones are
+    the slowest part's, as for a chat answer: `x-sluice-overhead-ms`, `server-timing`)."""
+    headers, overhead = timing_headers(done.timing, started)
     metrics = state.metrics
     metrics.request(client, done.response.model, dialect, 200)
     metrics.usage(client, Usage(input_tokens=done.response.input_tokens))
     if done.timing is not None:
         metrics.timing(done.response.model, done.timing, overhead)
-    return {"x-sluice-request-id": done.job_ids[0], "x-sluice-upstream-calls": str(len(done.job_ids)),
-            "x-sluice-overhead-ms": f"{max(0.0, overhead):.2f}"}
+    headers["x-sluice-request-id"] = done.job_ids[0]
+    headers["x-sluice-upstream-calls"] = str(len(done.job_ids))
+    return headers

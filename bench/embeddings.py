@@ -49,6 +49,7 @@ def body(n: int, i: int) -> dict[str, Any]:
 async def constant_rate(url: str, model: str, key: str, seconds: int) -> dict[str, Any]:
     total = RATE * seconds
     latencies: list[float] = []
+    overheads: list[float] = []  # what Sluice says it added (x-sluice-overhead-ms)
     errors: dict[str, int] = {}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=10, limits=limits, headers={"authorization": f"Bearer {key}"}) as http:
@@ -67,6 +68,8 @@ async def constant_rate(url: str, model: str, key: str, seconds: int) -> dict[st
                 return
             if reply.status_code == 200 and len(reply.json()["data"]) == INPUTS:
                 latencies.append((time.monotonic() - scheduled) * 1000)
+                if "x-sluice-overhead-ms" in reply.headers:
+                    overheads.append(float(reply.headers["x-sluice-overhead-ms"]))
             else:
                 errors[f"HTTP {reply.status_code}"] = errors.get(f"HTTP {reply.status_code}", 0) + 1
 
@@ -74,7 +77,8 @@ async def constant_rate(url: str, model: str, key: str, seconds: int) -> dict[st
     latencies.sort()
     return {"sent": total, "ok": len(latencies), "errors": errors,
             "p50": statistics.median(latencies), "p90": latencies[int(len(latencies) * 0.9)],
-            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
+            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "overhead_p50": statistics.median(overheads) if overheads else None}
 
 
 async def burst(url: str, model: str, key: str, n: int, patience: float) -> dict[str, Any]:
@@ -131,7 +135,8 @@ def main() -> None:
             rows[target] = asyncio.run(constant_rate(url, model, key, seconds))
             row = rows[target]
             print(f"  {target:7} ok {row['ok']}/{row['sent']}  p50 {row['p50']:.2f} ms  p90 {row['p90']:.2f} ms  "
-                  f"p99 {row['p99']:.2f} ms  errors {row['errors'] or 0}")
+                  f"p99 {row['p99']:.2f} ms  errors {row['errors'] or 0}"
+                  + (f"  self-reported overhead p50 {row['overhead_p50']:.2f} ms" if row["overhead_p50"] else ""))
         print(f"  added   p50 {rows['sluice']['p50'] - rows['direct']['p50']:+.2f} ms  "
               f"p99 {rows['sluice']['p99'] - rows['direct']['p99']:+.2f} ms")
 
