@@ -175,6 +175,7 @@ def test_a_long_list_is_split_into_calls_the_upstream_takes(system: SluiceSystem
                                                                   encoding_format="float")
         reply = raw.parse()
         assert raw.headers["x-sluice-upstream-calls"] == "3"
+        assert "upstream;dur=" in raw.headers["server-timing"]  # the slowest part's timing
         assert system.mock_stats()["requests"] - before == 3  # 3 + 3 + 2
         assert system.counter("up-small", "completed") - completed == 3  # each part a job of its own
         want = direct(system, "compat", texts[:3]) + direct(system, "compat", texts[3:6]) + \
