@@ -266,3 +266,10 @@ def test_a_failing_part_fails_the_request_in_the_clients_protocol(system: Sluice
     status, error = _gemini_error(system, "emb-small", "batchEmbedContents", {"requests": [
         {"model": "models/emb-small", "content": {"parts": [{"text": t}]}} for t in texts]})
     assert status == 400 and error["status"] == "INVALID_ARGUMENT"
+
+
+def test_gemini_model_list_says_which_models_embed(system: SluiceSystem) -> None:
+    client = _gemini(system)
+    actions = {m.name: m.supported_actions for m in client.models.list()}
+    assert actions["models/emb-google"] == ["embedContent", "batchEmbedContents"]
+    assert actions["models/chat-model"] == ["generateContent", "streamGenerateContent"]
