@@ -18,6 +18,7 @@ from api.hub import ReplyHub
 from api.routing import AccountState, WeightedRotation, choose
 from api.ticket import Ticket
 from shared.config import Config, Model
+from shared.embeddings import EmbeddingRequest, estimate_tokens
 from shared.errors import GatewayError
 from shared.jobs import Job, Priority, encode_job
 from shared.model import ChatRequest
@@ -42,21 +43,29 @@ class Dispatcher:
         self._routing: Counter[str] = Counter()
 
     async def new_job(self, req: ChatRequest, model: Model, client: str, max_wait: float | None,
-                      priority: Priority = "interactive", pinned: str | None = None) -> Job:
-        """The job for `req`, bound to the account (of the model's route) that can start it soonest."""
-        estimate = estimate_input_tokens(req)
-        reserve = self.output_reserve(req, model)
+                      priority: Priority = "interactive", pinned: str | None = None,
+                      embedding: EmbeddingRequest | None = None) -> Job:
+        """The job for `req`, bound to the account (of the model's route) that can start it soonest.
+        An embedding job (`embedding` set; `req` then only names the model) reserves its input
+        estimate and no output."""
+        estimate, reserve = self._reservation(req, model, embedding)
         account, upstream_model = await self.choose_route(model, estimate + reserve, priority == "batch", pinned)
-        return self.job_for(req, model, client, max_wait, priority, account, upstream_model)
+        return self.job_for(req, model, client, max_wait, priority, account, upstream_model, embedding)
 
     def output_reserve(self, req: ChatRequest, model: Model) -> int:
         return (req.max_tokens or model.default_max_tokens or self.config.queue.default_max_tokens) * req.n
 
+    def _reservation(self, req: ChatRequest, model: Model, embedding: EmbeddingRequest | None) -> tuple[int, int]:
+        if embedding is not None:
+            return estimate_tokens(embedding.inputs), 0
+        return estimate_input_tokens(req), self.output_reserve(req, model)
+
     def job_for(self, req: ChatRequest, model: Model, client: str, max_wait: float | None, priority: Priority,
-                account: str, upstream_model: str) -> Job:
+                account: str, upstream_model: str, embedding: EmbeddingRequest | None = None) -> Job:
         """The job for `req` on a route already chosen (a batch feed routes many lines at once)."""
         now_ms = int(time.time() * 1000)
         wait = self.config.queue.max_wait_seconds if max_wait is None else max_wait
+        input_estimate, output_reserve = self._reservation(req, model, embedding)
         return Job(
             id=secrets.token_hex(12),
             account=account,
@@ -65,10 +74,11 @@ class Dispatcher:
             reply_to=self.hub.channel,
             enqueued_ms=now_ms,
             deadline_ms=now_ms + int(wait * 1000),
-            input_estimate=estimate_input_tokens(req),
-            output_reserve=self.output_reserve(req, model),
+            input_estimate=input_estimate,
+            output_reserve=output_reserve,
             priority=priority,
             client=client,
+            embedding=embedding,
         )
 
     async def choose_route(self, model: Model, cost_tokens: int, batch: bool = False,

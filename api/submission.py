@@ -47,8 +47,9 @@ class JobOptions:
 async def submit(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers) -> Ticket:
     """Queues `req` on the account that can start it soonest; the ticket reads its answer back."""
     model = state.config.model(req.model)
-    if model is None:
-        raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
+    if model is None or model.kind != "chat":
+        raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not a chat model.",
+                           param="model")
     options = JobOptions.from_headers(headers)
     job = await state.dispatcher.new_job(req, model, client, options.max_wait, options.priority, options.account)
     replay = ReplayInfo(dialect.name, req.model, client, req.include_usage) if req.stream else None

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from shared.embeddings import NO_EMBEDDINGS
+
 Provider = Literal["openai", "openai-compatible", "anthropic", "gemini", "mistral", "deepseek", "mock"]
 
 _DEFAULT_BASE_URLS: dict[str, str] = {
@@ -56,6 +58,7 @@ class Account(msgspec.Struct, forbid_unknown_fields=True):
     connect_timeout_seconds: float = 10.0  # TCP + proxy + TLS handshakes
     total_timeout_seconds: float | None = None  # one whole call, head to last body byte; unset: no limit
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    max_embedding_inputs: int | None = None  # inputs per embeddings call (default by provider)
 
     def __repr__(self) -> str:  # never let the key reach a log line or traceback
         return f"Account(name={self.name!r}, provider={self.provider!r}, base_url={self.base_url!r})"
@@ -70,6 +73,7 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     route: list[RouteTarget]
     default_max_tokens: int | None = None
+    kind: Literal["chat", "embedding"] = "chat"  # which endpoints serve it (shared/embeddings.py)
 
 
 class ClientKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -247,6 +251,8 @@ def _check(config: Config, fail: Any) -> None:
                 raise fail(f"$.accounts[{i}].limits.{field}", "must be a positive number")
         if limits.concurrency <= 0:
             raise fail(f"$.accounts[{i}].limits.concurrency", "must be a positive number")
+        if account.max_embedding_inputs is not None and account.max_embedding_inputs <= 0:
+            raise fail(f"$.accounts[{i}].max_embedding_inputs", "must be a positive number")
     models: set[str] = set()
     for i, model in enumerate(config.models):
         if model.name in models:
@@ -257,6 +263,12 @@ def _check(config: Config, fail: Any) -> None:
         for j, target in enumerate(model.route):
             if target.account not in names:
                 raise fail(f"$.models[{i}].route[{j}].account", f"no account named {target.account!r}")
+            provider = config.account(target.account).provider
+            if model.kind == "embedding" and provider in NO_EMBEDDINGS:
+                raise fail(f"$.models[{i}].route[{j}].account",
+                           f"account {target.account!r} is a {provider} account, and {provider} has no "
+                           f"embeddings API; route embedding model {model.name!r} to an openai, gemini, "
+                           f"mistral or openai-compatible account")
     if not 0 <= config.queue.batch_min_share <= 1:
         raise fail("$.queue.batch_min_share", "must be between 0 and 1")
     keys: set[str] = set()

@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from shared.embeddings import EmbeddingRequest
 from shared.model import ChatRequest
 
 Priority = Literal["interactive", "batch"]
@@ -23,6 +24,8 @@ class Job(msgspec.Struct, omit_defaults=True):
     output_reserve: int
     priority: Priority = "interactive"
     client: str = ""  # client key name, for per-client metrics
+    # Set on an embedding job (worker/embeddings.py runs it); `request` then carries only the model.
+    embedding: EmbeddingRequest | None = None
 
 
 class Claimed(msgspec.Struct):

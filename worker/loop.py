@@ -27,6 +27,7 @@ from shared.model import Complete, MessageStart, StreamError, Timing, UsageEvent
 from shared.protocols.repair import family_of, legalize
 from shared.redis.keys import Keys
 from shared.redis.scripts import ClaimCode, LimitArgs, Outcome, Scripts, is_noscript
+from worker import embeddings
 from worker.providers.base import Provider, UpstreamRequest
 from worker.resume import ResumeFilter, read_record
 from worker.upstream import Transport, UpstreamResult, call, stream
@@ -52,7 +53,11 @@ class Worker:
         self.account = account
         self.redis = client
         self.provider = provider
+<<<<<<< HEAD
         self.family = family_of(account.provider)
+=======
+        self.embedder = embeddings.embedding_upstream(account)
+>>>>>>> wip/embeddings
         self.http = http
         self.id = worker_id or f"{account.name}-{uuid.uuid4().hex[:8]}"
         self.keys = Keys(config.key_prefix)
@@ -189,7 +194,11 @@ class Worker:
             return
         resume = ResumeFilter()
         next_seq = 1
-        if claimed.attempt > 0:  # an earlier worker died holding this job: see what it sent
+        if claimed.attempt > 0 and job.embedding is not None:  # one entry, written only when done
+            if await self.redis.exists(self.keys.out(job.id)):
+                await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.COMPLETED)
+                return
+        elif claimed.attempt > 0:  # an earlier worker died holding this job: see what it sent
             record = await read_record(self.redis, self.keys.out(job.id))
             if record.finished:
                 await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.COMPLETED)
@@ -199,6 +208,7 @@ class Worker:
         writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id,
                              self.config.queue.stream_coalesce_ms, self.config.queue.result_ttl_seconds,
                              next_seq)
+<<<<<<< HEAD
         try:
             # The one place a conversation is made legal for this account's upstream (repairs
             # in shared/protocols/repair.py) and its body built; what cannot be is the client's 400.
@@ -209,6 +219,12 @@ class Worker:
             await writer.close()
             await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED)
             return
+=======
+        if job.embedding is not None:
+            upstream = self.embedder.request(job, job.embedding)
+        else:
+            upstream = self.provider.request(job)
+>>>>>>> wip/embeddings
         seen = UpstreamResult()
         for retry in range(MAX_UPSTREAM_RETRIES + 1):
             try:
@@ -242,6 +258,10 @@ class Worker:
     async def _attempt(self, job: Job, upstream: UpstreamRequest, writer: EventWriter,
                        resume: ResumeFilter, seen: UpstreamResult, timing: Timing,
                        claimed_at: float) -> tuple[int, int] | None:
+        if job.embedding is not None:
+            answer = await embeddings.call(self.http, self.provider, self.embedder, job, upstream, seen)
+            writer.hold([embeddings.complete(answer, _stamped(timing, claimed_at, seen.sent_at, seen.done_at))])
+            return answer.input_tokens, 0
         if not job.request.stream:
             response = await call(self.http, self.provider, upstream, seen)
             writer.hold([Complete(response, _stamped(timing, claimed_at, seen.sent_at, seen.done_at))])

@@ -68,6 +68,19 @@ _TRANSPORT_ERRORS = (httpx.HTTPError, http1.HttpError)
 
 
 async def call(transport: Transport, provider: Provider, req: UpstreamRequest, seen: UpstreamResult) -> ChatResponse:
+    body = await fetch(transport, provider, req, seen)
+    try:
+        return provider.parse_response(body)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise unreadable(exc) from None
+
+
+def unreadable(exc: Exception) -> GatewayError:
+    return GatewayError("upstream_unavailable", f"unreadable upstream answer ({type(exc).__name__})", status=502)
+
+
+async def fetch(transport: Transport, provider: Provider, req: UpstreamRequest, seen: UpstreamResult) -> bytes:
+    """One whole-answer call: the body of a good answer; an error answer raised as GatewayError."""
     seen.sent_at = time.monotonic()
     try:
         reply = await transport.post(req.url, req.headers, req.body)
@@ -79,11 +92,7 @@ async def call(transport: Transport, provider: Provider, req: UpstreamRequest, s
     seen.headers = reply.headers
     if reply.status >= 400:
         raise provider.parse_error(reply.status, body, seen.headers)
-    try:
-        return provider.parse_response(body)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise GatewayError("upstream_unavailable", f"unreadable upstream answer ({type(exc).__name__})",
-                           status=502) from None
+    return body
 
 
 async def stream(transport: Transport, provider: Provider, req: UpstreamRequest,

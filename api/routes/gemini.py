@@ -10,8 +10,9 @@ from api.dialects import GEMINI
 from api.errors import error_response
 from api.routes import gemini_batches
 from api.routes.common import serve
+from api.routes.embeddings import gemini_embed
 from shared.errors import GatewayError
-from shared.protocols import gemini
+from shared.protocols import gemini, gemini_embeddings
 
 
 async def generate(request: Request) -> Response:
@@ -20,6 +21,8 @@ async def generate(request: Request) -> Response:
     model, _, method = target.rpartition(":")
     if method == "batchGenerateContent" and model:
         return await gemini_batches.create(request, model)
+    if method in gemini_embeddings.METHODS and model:
+        return await gemini_embed(request, model, method)
     if method not in ("generateContent", "streamGenerateContent") or not model:
         return error_response(GEMINI, GatewayError("not_found", f"Unknown method '{target}'."))
     stream = method == "streamGenerateContent"

@@ -67,7 +67,8 @@ async def models(request: Request) -> Response:
         return error_response(dialect, err)
     names = [m.name for m in state.config.models]
     if dialect is GEMINI:
-        return Response(gemini.list_models(names), media_type="application/json")
+        embedding = frozenset(m.name for m in state.config.models if m.kind == "embedding")
+        return Response(gemini.list_models(names, embedding), media_type="application/json")
     if dialect is ANTHROPIC:
         data: list[dict[str, object]] = [
             {"type": "model", "id": n, "display_name": n, "created_at": "2025-01-01T00:00:00Z"} for n in names]

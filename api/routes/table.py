@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.routes import anthropic_messages, gemini, openai_chat, openai_responses
+from api.routes import anthropic_messages, embeddings, gemini, openai_chat, openai_responses
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -33,7 +33,9 @@ INFERENCE_ROUTES = (
     InferenceRoute("/v1/chat/completions", openai_chat.chat_completions),
     InferenceRoute("/v1/responses", openai_responses.responses),
     InferenceRoute("/v1/messages", anthropic_messages.messages),
-    # Gemini's `models/{model}:{method}`, under /v1beta and /v1 (the current google-genai SDK
+    InferenceRoute("/v1/embeddings", embeddings.embeddings),
+    # Gemini's `models/{model}:{method}` (generate and stream; embedContent and batchEmbedContents
+    # go on to api/routes/embeddings.py), under /v1beta and /v1 (the current google-genai SDK
     # calls /v1 when given a custom base URL)
     InferenceRoute("/v1beta/models/", gemini.generate, prefix=True),
     InferenceRoute("/v1/models/", gemini.generate, prefix=True),

@@ -8,6 +8,9 @@ no validation framework on the hot path.
     POST /v1beta/models/{model}:generateContent    Gemini, also :streamGenerateContent[?alt=sse]
          (and the same under /v1/models/...)       (gemini.py)
     POST /mistral/v1/chat/completions              Mistral (mistral.py)
+    POST /v1/embeddings, /mistral/v1/embeddings,   embeddings in each dialect, deterministic
+         /v1beta/models/{model}:embedContent and   float32 vectors (embeddings.py)
+         :batchEmbedContents (and under /v1)
     GET  /v1/models, /mistral/v1/models, /v1beta/models
     GET  /_stats, POST /_reset, GET|POST /_config  control (app.py)
 

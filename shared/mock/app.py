@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 import orjson
 
-from shared.mock import anthropic, gemini, openai
+from shared.mock import anthropic, embeddings, gemini, openai
 from shared.mock.core import (
     MockError,
     MockState,
@@ -60,6 +60,9 @@ def create_app(settings: MockSettings) -> MockApp:
 async def _http(state: MockState, scope: Scope, receive: Receive, send: Send) -> None:
     path: str = scope["path"]
     method: str = scope["method"]
+    if (embedder := embeddings.dialect_for(path, method)) is not None:
+        await embeddings.serve(embedder, state, scope, receive, send)
+        return
     dialect = _GENERATION.get(path)
     if dialect is not None:
         if method != "POST":

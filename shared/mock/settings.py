@@ -26,6 +26,10 @@ class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
     """When set, every text answer is this text (split into tokens at spaces)."""
     api_key: str | None = None
     """When set, every generation request must carry it (else 401)."""
+    embedding_dimensions: int = 64
+    """Length of an embedding vector when the request names none (shared/mock/embeddings.py)."""
+    max_embedding_inputs: int = 2048
+    """Most inputs one embeddings call may carry (Gemini's batch also stops at 100)."""
     bucket_seconds: float = 10
     """Limit buckets hold this many seconds' worth of the per-minute rate (at least 2 units):
     real providers enforce over windows shorter than a minute, so a full minute's burst is refused."""
@@ -40,6 +44,8 @@ class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("chunk_tokens must be at least 1")
         if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0):
             raise ValueError("rpm and tpm must be positive (or null for unlimited)")
+        if self.embedding_dimensions < 1 or self.max_embedding_inputs < 1:
+            raise ValueError("embedding_dimensions and max_embedding_inputs must be at least 1")
         if self.bucket_seconds <= 0:
             raise ValueError("bucket_seconds must be positive")
 

@@ -332,8 +332,10 @@ def render_error(err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
     return err.status, orjson.dumps(w.error_body(err)), headers
 
 
-def list_models(names: list[str]) -> bytes:
+def list_models(names: list[str], embedding: frozenset[str] = frozenset()) -> bytes:
+    """`embedding`: the names that are embedding models (they list the embed methods instead)."""
     methods = ["generateContent", "streamGenerateContent"]
+    embed_methods = ["embedContent", "batchEmbedContents"]
     models = [{"name": f"models/{n}", "baseModelId": n, "displayName": n,
-               "supportedGenerationMethods": methods} for n in names]
+               "supportedGenerationMethods": embed_methods if n in embedding else methods} for n in names]
     return orjson.dumps({"models": models})

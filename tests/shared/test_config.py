@@ -66,3 +66,33 @@ def test_broken_yaml_gives_a_position() -> None:
 def test_keys_stay_out_of_reprs() -> None:
     config = parse_config(BASE, "c.yaml", env={"KEY_A": "secret-a", "OPENAI_KEY": "sk-live-123"})
     assert "sk-live-123" not in repr(config.accounts[0]) and "secret-a" not in repr(config.client_keys[0])
+
+
+EMBEDDING = """
+accounts:
+  - {name: acct, provider: PROVIDER, base_url: "http://127.0.0.1:9/v1", api_key: k}
+models:
+  - name: embed
+    kind: embedding
+    route: [{account: acct, model: e}]
+"""
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "deepseek"])
+def test_an_embedding_model_on_a_provider_without_embeddings_is_refused(provider: str) -> None:
+    with pytest.raises(ConfigError, match=rf"c\.yaml:7:\d+: models\[0\]\.route\[0\]\.account: .*{provider} has no "
+                                          r"embeddings API"):
+        parse_config(EMBEDDING.replace("PROVIDER", provider), "c.yaml", env={})
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini", "mistral", "openai-compatible", "mock"])
+def test_an_embedding_model_on_an_embedding_provider_loads(provider: str) -> None:
+    config = parse_config(EMBEDDING.replace("PROVIDER", provider), "c.yaml", env={})
+    model = config.model("embed")
+    assert model is not None and model.kind == "embedding"
+
+
+def test_max_embedding_inputs_must_be_positive() -> None:
+    text = EMBEDDING.replace("PROVIDER", "openai").replace("api_key: k}", "api_key: k, max_embedding_inputs: 0}")
+    with pytest.raises(ConfigError, match=r"accounts\[0\]\.max_embedding_inputs: must be a positive number"):
+        parse_config(text, "c.yaml", env={})

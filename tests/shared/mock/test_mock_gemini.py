@@ -152,7 +152,7 @@ async def test_unknown_top_level_field_and_snake_case(client_for: Any) -> None:
     async with client_for() as (client, _):
         unknown = await client.post(GENERATE, json=body(temperature=0.5))
         snake = await client.post(GENERATE, json=body(generation_config={"max_output_tokens": 1}))
-        method = await client.post("/v1beta/models/m:embedContent", json=body())
+        method = await client.post("/v1beta/models/m:countTokens", json=body())  # embedContent is served now
     assert unknown.status_code == 400
     assert 'Unknown name "temperature"' in error_of(unknown)["message"]
     assert snake.status_code == 200
