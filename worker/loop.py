@@ -53,11 +53,8 @@ class Worker:
         self.account = account
         self.redis = client
         self.provider = provider
-<<<<<<< HEAD
         self.family = family_of(account.provider)
-=======
         self.embedder = embeddings.embedding_upstream(account)
->>>>>>> wip/embeddings
         self.http = http
         self.id = worker_id or f"{account.name}-{uuid.uuid4().hex[:8]}"
         self.keys = Keys(config.key_prefix)
@@ -208,23 +205,19 @@ class Worker:
         writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id,
                              self.config.queue.stream_coalesce_ms, self.config.queue.result_ttl_seconds,
                              next_seq)
-<<<<<<< HEAD
         try:
-            # The one place a conversation is made legal for this account's upstream (repairs
-            # in shared/protocols/repair.py) and its body built; what cannot be is the client's 400.
-            job = msgspec.structs.replace(job, request=legalize(job.request, self.family))
-            upstream = self.provider.request(job)
+            if job.embedding is not None:
+                upstream = self.embedder.request(job, job.embedding)
+            else:
+                # The one place a conversation is made legal for this account's upstream (repairs
+                # in shared/protocols/repair.py) and its body built; what cannot be is the client's 400.
+                job = msgspec.structs.replace(job, request=legalize(job.request, self.family))
+                upstream = self.provider.request(job)
         except GatewayError as err:
             writer.hold([StreamError(err.info())])
             await writer.close()
             await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED)
             return
-=======
-        if job.embedding is not None:
-            upstream = self.embedder.request(job, job.embedding)
-        else:
-            upstream = self.provider.request(job)
->>>>>>> wip/embeddings
         seen = UpstreamResult()
         for retry in range(MAX_UPSTREAM_RETRIES + 1):
             try:
