@@ -84,6 +84,10 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     result_ttl_seconds: int = 900  # how long a finished stream stays resumable
 
 
+class ResponsesSettings(msgspec.Struct, forbid_unknown_fields=True):
+    ttl_seconds: int = 30 * 86400  # how long a stored Response (`store: true`) is kept
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "sluice"
@@ -91,6 +95,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     accounts: list[Account] = msgspec.field(default_factory=list)
     models: list[Model] = msgspec.field(default_factory=list)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
+    responses: ResponsesSettings = msgspec.field(default_factory=ResponsesSettings)
 
     def account(self, name: str) -> Account:
         for account in self.accounts:

@@ -50,7 +50,8 @@ class SluiceSystem:
     def __init__(self, tmp: Path, redis_url: str, accounts: list[dict[str, Any]], models: list[dict[str, Any]],
                  queue: dict[str, Any] | None = None, mock: MockSettings | None = None,
                  replicas: int = 1, base_url_placeholder: str | None = None,
-                 mock_args: list[str] | None = None) -> None:
+                 mock_args: list[str] | None = None, extra_client_keys: list[dict[str, str]] | None = None,
+                 ) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         if mock_args:  # `sluice mock-upstream` flags, read by the command's own parser
             mock = mock_settings(build_parser().parse_args(["mock-upstream", *mock_args]))
@@ -65,7 +66,7 @@ class SluiceSystem:
         config = {
             "redis_url": redis_url,
             "key_prefix": self.prefix,
-            "client_keys": [{"name": "tester", "key": CLIENT_KEY}],
+            "client_keys": [{"name": "tester", "key": CLIENT_KEY}, *(extra_client_keys or [])],
             "accounts": accounts,
             "models": models,
             "queue": queue or {},

@@ -4,9 +4,9 @@ A client's Responses body -> ChatRequest (here); ChatResponse and stream events 
 object and the typed `event:`+`data:` SSE stream (`response.created` ... `response.completed`)
 in `openai_responses_render.py`. Upstreams stay Chat/Anthropic/Gemini: no upstream side.
 
-Sluice is stateless: `previous_response_id`, `conversation`, `background`, `prompt` and
-`item_reference` inputs get a 400 naming the field; `store` is accepted and ignored (a Response
-says `"store": false`). Clients send the whole history in `input`, reasoning items included.
+Responses are stored (`store`, default true) and chained (`previous_response_id`) by
+api/routes/stored_responses.py around this parser; `conversation`, `background`, `prompt` and
+`item_reference` inputs get a 400 naming the field.
 A rendered reasoning item's `encrypted_content` is a Sluice envelope ("sluice." + base64url JSON
 of provider, signature, redacted data) so the blob returns to the provider that made it; any
 other `encrypted_content` is taken as OpenAI's own (provider "openai").
@@ -40,7 +40,8 @@ from shared.protocols.openai_chat import render_error
 from shared.protocols.openai_responses_render import render_response, renderer
 from shared.protocols.sse import KEEPALIVE
 
-__all__ = ["keepalive", "name", "parse_request", "render_error", "render_response", "renderer", "sse_ids"]
+__all__ = ["decode", "keepalive", "name", "parse_request", "render_error", "render_response", "renderer", "sse_ids",
+           "to_request"]
 
 name = "openai_responses"
 sse_ids = True
@@ -70,13 +71,23 @@ def _convert(value: Any, type_: type[Any], param: str) -> Any:
 
 
 def parse_request(body: bytes, model: str | None = None, stream: bool = False) -> ChatRequest:
-    """`model` and `stream` come from the body; the arguments are the contract's, unused here."""
+    """`model` and `stream` come from the body; the arguments are the contract's, unused here.
+    A `previous_response_id` is the caller's to resolve (api/routes/stored_responses.py)."""
+    return to_request(decode(body))
+
+
+def decode(body: bytes) -> wt.RequestBody:
+    """The body as its wire struct (the stored-Responses route reads `store` and
+    `previous_response_id` from it before converting)."""
     try:
-        wire = _request_decoder.decode(body)
+        return _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc) from None
     except msgspec.DecodeError:
         raise invalid("The request body is not valid JSON.") from None
+
+
+def to_request(wire: wt.RequestBody) -> ChatRequest:
     _refuse_stateful(wire)
     if wire.input is None:
         raise invalid("'input' is required.", "input")
@@ -110,11 +121,9 @@ def parse_request(body: bytes, model: str | None = None, stream: bool = False) -
 
 
 def _refuse_stateful(wire: wt.RequestBody) -> None:
-    stateless = "Sluice is stateless and stores no responses; send the whole conversation in 'input'."
-    if wire.previous_response_id is not None:
-        raise _unsupported("previous_response_id", f"'previous_response_id' is not supported: {stateless}")
     if wire.conversation is not None:
-        raise _unsupported("conversation", f"'conversation' is not supported: {stateless}")
+        raise _unsupported("conversation", "'conversation' objects are not supported; chain responses "
+                           "with 'previous_response_id' or send the whole conversation in 'input'.")
     if wire.background:
         raise _unsupported("background", "'background' responses are not supported: Sluice stores none.")
     if wire.prompt is not None:

@@ -109,7 +109,7 @@ class RequestBody(msgspec.Struct):
     stream: bool | None = False
     user: str | None = None
     safety_identifier: str | None = None
-    store: bool | None = None  # accepted and ignored: nothing is stored
+    store: bool | None = None  # None means true, as in OpenAI's API
     include: list[str] | None = None  # accepted: encrypted reasoning is always included
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None

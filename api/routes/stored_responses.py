@@ -1,0 +1,154 @@
+"""Stored Responses: `POST /v1/responses` with `store` (default true) and `previous_response_id`,
+`GET`/`DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`.
+
+The answer itself goes through the same queue and relay as any request; around it, this module
+rebuilds a chained conversation from the stored record before enqueueing (so any upstream gets
+the whole history in its own format), and stores the finished answer: a whole answer before it
+is returned, a stream just before its final event is sent, so a client that reads the end of
+its answer can chain from it at once. Records: shared/redis/stored_responses.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from api.auth import authenticate
+from api.dialects import OPENAI_RESPONSES
+from api.relay import AppState, error_response, handle, parse_event_id, resume
+from shared.errors import GatewayError, invalid
+from shared.jobs import decode_events
+from shared.model import ChatRequest
+from shared.protocols import openai_responses, openai_responses_items
+from shared.redis import stored_responses
+from shared.redis.stored_responses import StoredResponse
+
+log = logging.getLogger("sluice.api")
+router = APIRouter()
+
+# The SSE events a Responses stream ends with when it produced an answer worth storing.
+_FINAL_EVENTS = (b"event: response.completed\n", b"event: response.incomplete\n")
+_KEPT_HEADERS = ("x-sluice-request-id", "x-sluice-overhead-ms", "server-timing")
+
+
+class _Store:
+    """What one request stores once its answer is in the record."""
+
+    def __init__(self, state: AppState, client: str, req: ChatRequest, items: list[dict[str, object]],
+                 previous: str | None) -> None:
+        self.state, self.client, self.req, self.items, self.previous = state, client, req, items, previous
+
+    async def save(self, job_id: str) -> StoredResponse | None:
+        state = self.state
+        entries = await state.redis.xrange(state.dispatcher.keys.out(job_id))
+        events = [e for _, fields in entries for e in decode_events(fields[b"d"])]
+        answer = stored_responses.fold(events)
+        if answer is None:
+            return None  # failed answers are not kept: nothing to chain from
+        record = StoredResponse(job_id, int(time.time()), self.req, answer, self.items, self.previous)
+        await stored_responses.save(state.redis, state.config.key_prefix, self.client, record,
+                                    state.config.responses.ttl_seconds)
+        return record
+
+    async def around(self, job_id: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        stored = False
+        async for chunk in body:
+            if not stored and any(final in chunk for final in _FINAL_EVENTS):
+                stored = True
+                try:
+                    await self.save(job_id)
+                except RedisError:
+                    log.exception("could not store a streamed response", extra={"request_id": job_id})
+            yield chunk
+
+
+async def create(request: Request) -> Response:
+    started = time.monotonic()
+    state: AppState = request.app.state.sluice
+    try:
+        client = authenticate(request, state.clients)
+        last_event_id = request.headers.get("last-event-id")
+        if last_event_id:  # a client resuming its stream: the original request stores the answer
+            job_id, seq, n = parse_event_id(last_event_id)
+            return await resume(state, client, job_id, (seq, n), OPENAI_RESPONSES)
+        wire = openai_responses.decode(await request.body())
+        req = openai_responses.to_request(wire)
+        if wire.previous_response_id is not None:
+            previous = await _load(state, client, wire.previous_response_id, "previous_response_id")
+            stored_responses.continue_from(previous, req)
+        response = await handle(state, OPENAI_RESPONSES, client, req, request.headers, started, request.receive)
+        if wire.store is False or response.status_code != 200:
+            return response
+        job_id = response.headers["x-sluice-request-id"]
+        items = openai_responses_items.input_items(wire.input or [], job_id)
+        store = _Store(state, client, req, items, wire.previous_response_id)  # type: ignore[arg-type]
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = store.around(job_id, response.body_iterator)  # type: ignore[arg-type]
+            return response
+        record = await store.save(job_id)
+        if record is None:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k in _KEPT_HEADERS}
+        return Response(openai_responses_items.stored_response(record), 200, headers=headers,
+                        media_type="application/json")
+    except GatewayError as err:
+        return error_response(OPENAI_RESPONSES, err)
+    except RedisError:
+        log.exception("redis unavailable", extra={"path": request.url.path})
+        return error_response(OPENAI_RESPONSES, GatewayError(
+            "upstream_unavailable", "The queue is unavailable; retry shortly.", status=503, retry_after=1.0))
+
+
+async def _load(state: AppState, client: str, response_id: str, param: str) -> StoredResponse:
+    """The caller's own stored response; anyone else's, an expired or a made-up id is a 404."""
+    record = None
+    if response_id.startswith("resp_"):
+        record = await stored_responses.load(state.redis, state.config.key_prefix, client, response_id[5:])
+    if record is None:
+        raise GatewayError("not_found", f"Response with id '{response_id}' not found.", param=param)
+    return record
+
+
+@router.get("/v1/responses/{response_id}")
+async def retrieve(response_id: str, request: Request) -> Response:
+    state: AppState = request.app.state.sluice
+    try:
+        record = await _load(state, authenticate(request, state.clients), response_id, "response_id")
+        return Response(openai_responses_items.stored_response(record), media_type="application/json")
+    except GatewayError as err:
+        return error_response(OPENAI_RESPONSES, err)
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete(response_id: str, request: Request) -> Response:
+    state: AppState = request.app.state.sluice
+    try:
+        client = authenticate(request, state.clients)
+        gone = response_id.startswith("resp_") and await stored_responses.delete(
+            state.redis, state.config.key_prefix, client, response_id[5:])
+        if not gone:
+            raise GatewayError("not_found", f"Response with id '{response_id}' not found.", param="response_id")
+        return Response(openai_responses_items.deleted(response_id[5:]), media_type="application/json")
+    except GatewayError as err:
+        return error_response(OPENAI_RESPONSES, err)
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def input_items(response_id: str, request: Request, after: str | None = None, before: str | None = None,
+                      limit: str | None = None, order: str | None = None) -> Response:
+    state: AppState = request.app.state.sluice
+    try:
+        if limit is not None and not limit.isdigit():
+            raise invalid("'limit' must be an integer between 1 and 100.", "limit")
+        record = await _load(state, authenticate(request, state.clients), response_id, "response_id")
+        return Response(openai_responses_items.item_page(record.input_items, after, before,
+                                                                        None if limit is None else int(limit), order),
+                        media_type="application/json")
+    except GatewayError as err:
+        return error_response(OPENAI_RESPONSES, err)
