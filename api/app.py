@@ -17,7 +17,16 @@ from api.fastpath import FastPath, Handler
 from api.hub import ReplyHub
 from api.metrics import Metrics
 from api.relay import AppState
-from api.routes import anthropic_messages, gemini, health, openai_chat, openai_responses, stored_responses, streams
+from api.routes import (
+    anthropic_messages,
+    gemini,
+    health,
+    ollama,
+    openai_chat,
+    openai_responses,
+    stored_responses,
+    streams,
+)
 from shared.config import Config
 from shared.heap import freeze_startup_heap
 from shared.redis.keys import Keys
@@ -48,7 +57,8 @@ def create_app(config: Config) -> FastPath:
             await client.aclose()
 
     app = FastAPI(title="Sluice", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    for module in (openai_chat, openai_responses, stored_responses, anthropic_messages, gemini, streams, health):
+    for module in (openai_chat, openai_responses, stored_responses, anthropic_messages, gemini, ollama, streams,
+                   health):
         app.include_router(module.router)
 
     @app.exception_handler(404)
@@ -60,6 +70,7 @@ def create_app(config: Config) -> FastPath:
         "/v1/chat/completions": openai_chat.chat_completions,
         "/v1/responses": openai_responses.responses,
         "/v1/messages": anthropic_messages.messages,
+        "/api/chat": ollama.chat,
     }
     return FastPath(app, exact, [("/v1beta/models/", gemini.generate), ("/v1/models/", gemini.generate)])
 
