@@ -189,7 +189,13 @@ class Worker:
         writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id,
                              self.config.queue.stream_coalesce_ms, self.config.queue.result_ttl_seconds,
                              next_seq)
-        upstream = self.provider.request(job)
+        try:
+            upstream = self.provider.request(job)
+        except GatewayError as err:  # no faithful form for this upstream (a PDF to Mistral): a refusal
+            writer.hold([StreamError(err.info())])
+            await writer.close()
+            await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed")
+            return
         seen = UpstreamResult()
         for retry in range(MAX_UPSTREAM_RETRIES + 1):
             try:

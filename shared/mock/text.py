@@ -83,6 +83,12 @@ class Conversation:
     include_usage: bool = False
 
 
+def media_chars(data: str) -> int:
+    """What an attachment (image, PDF) counts towards input tokens: a quarter of its base64, so a
+    test can see in the usage that the attachment reached the upstream."""
+    return len(data) // 4
+
+
 def tokens_for_chars(chars: int) -> int:
     return max(1, (chars + 3) // 4)
 

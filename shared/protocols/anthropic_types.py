@@ -12,7 +12,8 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from shared.model import Image, Part, Reasoning, Text, ToolCall, ToolChoice, ToolResult
+from shared.model import Document, Image, Part, Reasoning, Text, ToolCall, ToolChoice, ToolResult
+from shared.protocols.common import PDF, PLAIN_TEXT, document_from_data
 
 PROVIDER = "anthropic"
 
@@ -47,6 +48,29 @@ class ImageBlock(msgspec.Struct, tag_field="type", tag="image"):
         if isinstance(src, UrlSource):
             return [Image(url=src.url)]
         return [Image(data=src.data, media_type=src.media_type)]
+
+
+class TextSource(msgspec.Struct, tag_field="type", tag="text"):
+    data: str
+    media_type: str = "text/plain"
+
+
+class DocumentBlock(msgspec.Struct, tag_field="type", tag="document"):
+    """A PDF (base64 or URL) or plain text; `context` and `citations` have no counterpart in
+    other protocols and are not carried."""
+
+    source: Base64Source | UrlSource | TextSource
+    title: str | None = None
+    context: str | None = None
+    citations: dict[str, Any] | None = None
+
+    def parts(self) -> list[Part]:
+        src = self.source
+        if isinstance(src, UrlSource):
+            return [Document(url=src.url, media_type=PDF, title=self.title)]
+        if isinstance(src, TextSource):
+            return [Document(text=src.data, media_type=PLAIN_TEXT, title=self.title)]
+        return [document_from_data(src.media_type, src.data, self.title, "source.media_type")]
 
 
 class ToolUseBlock(msgspec.Struct, tag_field="type", tag="tool_use"):
@@ -86,7 +110,7 @@ class RedactedThinkingBlock(msgspec.Struct, tag_field="type", tag="redacted_thin
         return [Reasoning(redacted=self.data, provider=PROVIDER)]
 
 
-Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
+Block = TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
 
 
 class MessageParam(msgspec.Struct):

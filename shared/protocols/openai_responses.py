@@ -23,6 +23,7 @@ import msgspec
 from shared.errors import GatewayError, invalid
 from shared.model import (
     ChatRequest,
+    Document,
     Image,
     Message,
     Part,
@@ -35,7 +36,7 @@ from shared.model import (
     ToolResult,
 )
 from shared.protocols import openai_responses_types as wt
-from shared.protocols.common import append_turn, check_range, image_from_url
+from shared.protocols.common import PDF, append_turn, check_range, document_from_data_uri, image_from_url
 from shared.protocols.openai_chat import render_error
 from shared.protocols.openai_responses_render import render_response, renderer
 from shared.protocols.sse import KEEPALIVE
@@ -171,6 +172,8 @@ def _content_in(content: str | list[wt.ContentPart], where: str, role: str) -> l
     for j, p in enumerate(content):
         if isinstance(p, wt.InputImage) and role == "user":
             parts.append(_image_in(p, f"{where}.content[{j}]"))
+        elif isinstance(p, wt.InputFile) and role == "user":
+            parts.append(_file_in(p, f"{where}.content[{j}]"))
         else:
             parts.append(Text(_part_text(p, f"{where}.content[{j}]")))
     return parts
@@ -197,6 +200,17 @@ def _image_in(p: wt.InputImage, where: str) -> Image:
     if not p.image_url:
         raise invalid("'image_url' is required for input_image.", f"{where}.image_url")
     return image_from_url(p.image_url)
+
+
+def _file_in(p: wt.InputFile, where: str) -> Document:
+    if p.file_id is not None:
+        raise _unsupported(f"{where}.file_id", "Files by 'file_id' are not supported (Sluice stores no files); "
+                           "send 'file_data' or 'file_url'.")
+    if p.file_url is not None:
+        return Document(url=p.file_url, media_type=PDF, title=p.filename)
+    if p.file_data is None:
+        raise invalid("'file_data' or 'file_url' is required for input_file.", f"{where}.file_data")
+    return document_from_data_uri(p.file_data, p.filename, f"{where}.file_data")
 
 
 def _reasoning_in(item: wt.ReasoningItem, where: str) -> Reasoning:

@@ -32,7 +32,10 @@ class InputImage(msgspec.Struct, tag_field="type", tag="input_image"):
 
 
 class InputFile(msgspec.Struct, tag_field="type", tag="input_file"):
-    pass
+    file_data: str | None = None  # data:application/pdf;base64,...
+    file_url: str | None = None
+    filename: str | None = None
+    file_id: str | None = None
 
 
 class InputAudio(msgspec.Struct, tag_field="type", tag="input_audio"):

@@ -143,7 +143,7 @@ def test_parse_text_format_and_tool_choice_modes() -> None:
      "input[1].type"),
     ({"input": [{"type": "web_search_call", "id": "ws_1"}]}, "input[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
-     "input[0].content[0].type"),
+     "input[0].content[0].file_id"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
      "input[0].content[0].file_id"),
 ])
