@@ -10,9 +10,11 @@ its answer can chain from it at once. Records: shared/redis/stored_responses.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
 from redis.exceptions import RedisError
@@ -24,23 +26,26 @@ from api.dialects import OPENAI_RESPONSES
 from api.relay import AppState, error_response, handle, parse_event_id, resume
 from shared.errors import GatewayError, invalid
 from shared.jobs import decode_events
-from shared.model import ChatRequest
+from shared.model import TERMINAL_EVENTS, ChatRequest
 from shared.protocols import openai_responses, openai_responses_items
+from shared.protocols.openai_responses_items import StoringDialect
+from shared.protocols.openai_responses_render import Storage
 from shared.redis import stored_responses
 from shared.redis.stored_responses import StoredResponse
 
 log = logging.getLogger("sluice.api")
 router = APIRouter()
 
+_ABANDONED_WAIT_SECONDS = 3600.0  # how long a stream the client left may run on and still be stored
+_pending: set[asyncio.Task[None]] = set()  # background stores, referenced until done
 # The SSE events a Responses stream ends with when it produced an answer worth storing.
 _FINAL_EVENTS = (b"event: response.completed\n", b"event: response.incomplete\n")
-_KEPT_HEADERS = ("x-sluice-request-id", "x-sluice-overhead-ms", "server-timing")
 
 
 class _Store:
     """What one request stores once its answer is in the record."""
 
-    def __init__(self, state: AppState, client: str, req: ChatRequest, items: list[dict[str, object]],
+    def __init__(self, state: AppState, client: str, req: ChatRequest, items: list[dict[str, Any]],
                  previous: str | None) -> None:
         self.state, self.client, self.req, self.items, self.previous = state, client, req, items, previous
 
@@ -58,14 +63,34 @@ class _Store:
 
     async def around(self, job_id: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         stored = False
-        async for chunk in body:
-            if not stored and any(final in chunk for final in _FINAL_EVENTS):
-                stored = True
-                try:
-                    await self.save(job_id)
-                except RedisError:
-                    log.exception("could not store a streamed response", extra={"request_id": job_id})
-            yield chunk
+        try:
+            async for chunk in body:
+                if not stored and any(final in chunk for final in _FINAL_EVENTS):
+                    stored = True
+                    try:
+                        await self.save(job_id)
+                    except RedisError:
+                        log.exception("could not store a streamed response", extra={"request_id": job_id})
+                yield chunk
+        finally:
+            if not stored:  # the client left mid-stream: the job runs on, so store it when it ends
+                task = asyncio.get_running_loop().create_task(self._save_when_finished(job_id))
+                _pending.add(task)
+                task.add_done_callback(_pending.discard)
+
+    async def _save_when_finished(self, job_id: str) -> None:
+        redis, key = self.state.redis, self.state.dispatcher.keys.out(job_id)
+        last, deadline = "0-0", time.monotonic() + _ABANDONED_WAIT_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                reply = await redis.xread({key: last}, count=256, block=5000)
+                for entry_id, fields in reply[0][1] if reply else ():
+                    last = entry_id.decode()
+                    if any(isinstance(e, TERMINAL_EVENTS) for e in decode_events(fields[b"d"])):
+                        await self.save(job_id)
+                        return
+        except RedisError:
+            log.exception("could not store an abandoned stream", extra={"request_id": job_id})
 
 
 async def create(request: Request) -> Response:
@@ -82,21 +107,19 @@ async def create(request: Request) -> Response:
         if wire.previous_response_id is not None:
             previous = await _load(state, client, wire.previous_response_id, "previous_response_id")
             stored_responses.continue_from(previous, req)
-        response = await handle(state, OPENAI_RESPONSES, client, req, request.headers, started, request.receive)
-        if wire.store is False or response.status_code != 200:
+        stored = wire.store is not False  # OpenAI's default is to store
+        dialect = StoringDialect(Storage(stored, wire.previous_response_id))
+        response = await handle(state, dialect, client, req, request.headers, started, request.receive)
+        if not stored or response.status_code != 200:
             return response
         job_id = response.headers["x-sluice-request-id"]
         items = openai_responses_items.input_items(wire.input or [], job_id)
-        store = _Store(state, client, req, items, wire.previous_response_id)  # type: ignore[arg-type]
+        store = _Store(state, client, req, items, wire.previous_response_id)
         if isinstance(response, StreamingResponse):
             response.body_iterator = store.around(job_id, response.body_iterator)  # type: ignore[arg-type]
-            return response
-        record = await store.save(job_id)
-        if record is None:
-            return response
-        headers = {k: v for k, v in response.headers.items() if k in _KEPT_HEADERS}
-        return Response(openai_responses_items.stored_response(record), 200, headers=headers,
-                        media_type="application/json")
+        else:
+            await store.save(job_id)
+        return response
     except GatewayError as err:
         return error_response(OPENAI_RESPONSES, err)
     except RedisError:

@@ -1,7 +1,8 @@
-"""Stored Responses in OpenAI's shapes: a stored response re-rendered for `GET /v1/responses/{id}`,
+"""Stored Responses in OpenAI's shapes: the Responses dialect for a request whose answer says
+what is stored (`StoringDialect`), a stored response re-rendered for `GET /v1/responses/{id}`,
 its input items (as the client sent them, with ids) and their cursor pages for
-`GET /v1/responses/{id}/input_items`, and the deletion receipt. Pure functions; the Redis side
-is shared/redis/stored_responses.py, the routes api/routes/stored_responses.py.
+`GET /v1/responses/{id}/input_items`, and the deletion receipt. Pure; the Redis side is
+shared/redis/stored_responses.py, the routes api/routes/stored_responses.py.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from typing import Any, Literal
 
 import orjson
 
-from shared.errors import invalid
-from shared.protocols.openai_responses_render import render_response
+from shared.errors import GatewayError, invalid
+from shared.model import ChatRequest, ChatResponse
+from shared.protocols import openai_responses
+from shared.protocols.contracts import StreamRenderer
+from shared.protocols.openai_responses_render import Storage, render_response, renderer
 from shared.redis.stored_responses import StoredResponse
 
 _ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
@@ -79,12 +83,36 @@ def _position(ids: list[str], cursor: str, field: Literal["after", "before"]) ->
         raise invalid(f"'{field}' is not an item id of this response.", field) from None
 
 
+class StoringDialect:
+    """`openai_responses` for one request, with its Responses saying whether they are stored
+    and which response they continue (a `ClientDialect`: the relay renders with it)."""
+
+    name = openai_responses.name
+    sse_ids = openai_responses.sse_ids
+    keepalive = openai_responses.keepalive
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def parse_request(self, body: bytes, model: str | None = None, stream: bool = False) -> ChatRequest:
+        return openai_responses.parse_request(body, model, stream)
+
+    def render_response(self, response: ChatResponse, model: str, request_id: str,
+                        request: ChatRequest | None = None) -> bytes:
+        return render_response(response, model, request_id, request, storage=self.storage)
+
+    def renderer(self, model: str, request_id: str, include_usage: bool,
+                 request: ChatRequest | None = None) -> StreamRenderer:
+        return renderer(model, request_id, include_usage, request, storage=self.storage)
+
+    def render_error(self, err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
+        return openai_responses.render_error(err)
+
+
 def stored_response(record: StoredResponse) -> bytes:
     """The Response object as `GET /v1/responses/{id}` returns it."""
-    body = orjson.loads(render_response(record.response, record.request.model, record.id, record.request))
-    body.update(store=True, created_at=record.created_at,
-                previous_response_id=record.previous_response_id)
-    return orjson.dumps(body)
+    storage = Storage(True, record.previous_response_id, record.created_at)
+    return render_response(record.response, record.request.model, record.id, record.request, storage=storage)
 
 
 def deleted(response_id: str) -> bytes:

@@ -8,10 +8,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
-from tests.conftest import CLIENT_KEY, SluiceSystem
+from tests.conftest import CLIENT_KEY, SluiceSystem, wait_until
 
 UPSTREAMS = ["mistral", "anthropic", "gemini"]
 OTHER_KEY = "sk-test-other"
@@ -60,8 +61,7 @@ def test_tool_loop_chained_by_previous_response_id(system: SluiceSystem, upstrea
     output = [{"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 21}'}]
     second = _create(client, stream, model=model, input=output, tools=TOOLS, previous_response_id=first.id)
     assert second.output_text.startswith("Tool result received:"), second.output_text
-    if not stream:  # a stream's own events do not echo the stored fields; retrieve does
-        assert second.previous_response_id == first.id
+    assert first.store is True and second.previous_response_id == first.id
     third = _create(client, stream, model=model, input="Thanks. And in Rome?", previous_response_id=second.id)
     alone = client.responses.create(model=model, input="Thanks. And in Rome?", store=False)
     assert third.usage is not None and alone.usage is not None
@@ -92,6 +92,7 @@ def test_retrieve_delete_and_other_keys(system: SluiceSystem) -> None:
 def test_store_false_keeps_nothing(system: SluiceSystem) -> None:
     client = _client(system)
     made = client.responses.create(model="via-anthropic", input="Hello there", store=False)
+    assert made.store is False
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(made.id)
 
@@ -112,3 +113,28 @@ def test_input_items_pages(system: SluiceSystem) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.input_items.list(made.id, limit=1000)
     assert info.value.param == "limit"
+
+
+def test_stream_left_midway_is_still_stored(system: SluiceSystem) -> None:
+    """The job runs on after its client leaves (it may resume): its answer is stored when it ends."""
+    client = _client(system)
+    system.mock_config(tokens_per_second=16)  # a one-second stream: the client leaves long before its end
+    try:
+        with httpx.stream("POST", f"{system.base_url}/v1/responses", timeout=10,
+                          headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                          json={"model": "via-anthropic", "input": "Hello there", "stream": True}) as r:
+            response_id = f"resp_{r.headers['x-sluice-request-id']}"
+            first = next(r.iter_bytes())
+            assert b"response.created" in first and b"response.completed" not in first
+
+        def stored() -> bool:
+            try:
+                client.responses.retrieve(response_id)
+            except openai.NotFoundError:
+                return False
+            return True
+
+        wait_until(stored, timeout=20, what="the abandoned stream's response to be stored")
+        assert client.responses.retrieve(response_id).output_text.startswith("Hello")
+    finally:
+        system.mock_config(tokens_per_second=0)
