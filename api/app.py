@@ -6,39 +6,27 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import ClientKeys
 from api.dispatch import Dispatcher
-from api.fastpath import FastPath, Handler
+from api.fastpath import FastPath
 from api.hub import ReplyHub
 from api.metrics import Metrics
-from api.relay import AppState
-from api.routes import (
-    anthropic_messages,
-    gemini,
-    health,
-    ollama,
-    openai_chat,
-    openai_responses,
-    stored_responses,
-    streams,
-)
+from api.routes import anthropic_messages, health, ollama, stored_responses, streams, table
+from api.state import AppState
 from shared.config import Config
 from shared.heap import freeze_startup_heap
+from shared.redis.client import Role, connect
 from shared.redis.keys import Keys
 
 
 def create_app(config: Config) -> FastPath:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # A blocking pool: a burst past 512 concurrent Redis calls waits for a connection instead
-        # of failing (redis-py's default pool raises when full).
-        pool = aioredis.BlockingConnectionPool.from_url(config.redis_url, max_connections=512, timeout=10)
-        client = aioredis.Redis(connection_pool=pool)
+        client = connect(config.redis_url, Role.API)
         api_id = uuid.uuid4().hex[:12]
         hub = ReplyHub(client, Keys(config.key_prefix).reply_channel(api_id))
         await hub.start()
@@ -57,8 +45,8 @@ def create_app(config: Config) -> FastPath:
             await client.aclose()
 
     app = FastAPI(title="Sluice", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    for module in (openai_chat, openai_responses, stored_responses, anthropic_messages, gemini, ollama, streams,
-                   health):
+    table.register(app)
+    for module in (anthropic_messages, stored_responses, ollama, streams, health):
         app.include_router(module.router)
 
     @app.exception_handler(404)
@@ -66,13 +54,7 @@ def create_app(config: Config) -> FastPath:
         return Response(b'{"error":{"message":"Unknown path.","type":"invalid_request_error","param":null,'
                         b'"code":"unknown_url"}}', 404, media_type="application/json")
 
-    exact: dict[str, Handler] = {
-        "/v1/chat/completions": openai_chat.chat_completions,
-        "/v1/responses": openai_responses.responses,
-        "/v1/messages": anthropic_messages.messages,
-        "/api/chat": ollama.chat,
-    }
-    return FastPath(app, exact, [("/v1beta/models/", gemini.generate), ("/v1/models/", gemini.generate)])
+    return FastPath(app, table.INFERENCE_ROUTES)
 
 
 def from_env() -> FastPath:

@@ -3,30 +3,35 @@
 Profiling showed FastAPI's router, dependency solver and middleware stack costing about a third
 of the API's CPU per request, more than our own handler. The inference POST routes need none of
 it: they read the raw body, authenticate and answer in their own protocol. This ASGI wrapper
-sends exactly those requests straight to the same handler functions the FastAPI routes use and
-passes everything else (health, metrics, model lists, lifespan) to FastAPI unchanged.
+sends exactly those requests (the route table, api/routes/table.py) straight to their
+handlers and passes everything else (health, metrics, model lists, lifespan) to FastAPI unchanged.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-log = logging.getLogger("sluice.api")
+from api.routes.table import Handler, InferenceRoute
 
-Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("sluice.api")
 
 
 class FastPath:
-    def __init__(self, app: FastAPI, exact: dict[str, Handler], prefixed: list[tuple[str, Handler]]) -> None:
+    def __init__(self, app: FastAPI, routes: Iterable[InferenceRoute]) -> None:
         self.app = app
-        self._exact = exact
-        self._prefixed = prefixed
+        self._exact: dict[str, Handler] = {}
+        self._prefixed: list[tuple[str, Handler]] = []
+        for route in routes:
+            if route.prefix:
+                self._prefixed.append((route.path, route.handler))
+            else:
+                self._exact[route.path] = route.handler
 
     def _handler(self, path: str) -> Handler | None:
         handler = self._exact.get(path)

@@ -1,9 +1,10 @@
 """One pub/sub connection per API process, fanned out to the requests waiting on it.
 
 The process subscribes to its own reply channel once, at start-up, before it enqueues
-anything, so no message can be published before the subscription exists. Each message is
-`<job id>|<seq>|<events>`; the hub hands it to that job's queue. If the subscription drops,
-every waiter is told (GAP) and re-reads the job's stream record, which is the source of truth.
+anything, so no message can be published before the subscription exists. Each message is a
+reply frame (shared/redis/reply.py); the hub hands its entry to that job's queue. If the
+subscription drops, every waiter is told (GAP) and re-reads the job's stream record, which is
+the source of truth.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from shared.redis import reply
+from shared.redis.record import Entry
+
 log = logging.getLogger("sluice.api")
 
-GAP = (-1, b"")  # "you may have missed messages: re-read the record"
-
-Entry = tuple[int, bytes]
+GAP: Entry = (-1, b"")  # "you may have missed messages: re-read the record"
 
 
 class ReplyHub:
@@ -48,6 +50,17 @@ class ReplyHub:
     def unregister(self, job_id: str) -> None:
         self._waiters.pop(job_id.encode(), None)
 
+    def deliver(self, message: bytes) -> None:
+        """Hands one reply frame to its job's waiter, if this process still has one."""
+        try:
+            job_id, entry = reply.decode(message)
+        except ValueError:
+            log.error("unreadable reply frame dropped", extra={"channel": self.channel})
+            return
+        waiter = self._waiters.get(job_id)
+        if waiter is not None:
+            waiter.put_nowait(entry)
+
     async def _run(self) -> None:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -59,13 +72,8 @@ class ReplyHub:
                 self._ready.set()
                 while True:
                     message = await pubsub.get_message(timeout=None)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    job, _, rest = message["data"].partition(b"|")
-                    waiter = self._waiters.get(job)
-                    if waiter is not None:
-                        seq, _, payload = rest.partition(b"|")
-                        waiter.put_nowait((int(seq), payload))
+                    if message is not None and message.get("type") == "message":
+                        self.deliver(message["data"])
             except (RedisError, OSError):
                 log.warning("reply subscription lost; resubscribing")
                 await asyncio.sleep(0.2)  # back off before reconnecting

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.config import Account
+from shared.redis.limiter import Dim, LimiterState
 
 TIE_MS = 5.0  # estimates closer than this are the same to a client
 
@@ -19,16 +20,15 @@ TIE_MS = 5.0  # estimates closer than this are the same to a client
 @dataclass(frozen=True, slots=True)
 class AccountState:
     depth: int  # jobs queued ahead
-    tat_requests: float  # limiter TATs, unix ms (0 = idle)
-    tat_tokens: float
-    blocked_until: float
+    limiter: LimiterState
 
 
 def estimate_wait_ms(account: Account, state: AccountState, cost_tokens: int, now_ms: float) -> float:
     limits = account.limits
     request_ms = 60000 / limits.rpm if limits.rpm else 0.0
     token_ms = 60000 / limits.tpm if limits.tpm else 0.0
-    busy = max(state.blocked_until - now_ms, state.tat_requests - now_ms, state.tat_tokens - now_ms, 0.0)
+    lim = state.limiter
+    busy = max(lim.blocked_ms(now_ms), lim.wait_ms(Dim.REQUESTS, now_ms), lim.wait_ms(Dim.TOKENS, now_ms))
     # jobs ahead are assumed to cost about what this one does
     per_job = max(request_ms, token_ms * cost_tokens)
     return busy + state.depth * per_job

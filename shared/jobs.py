@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from shared.model import ChatRequest, StreamEvent
+from shared.model import ChatRequest
 
 Priority = Literal["interactive", "batch"]
 
@@ -32,8 +32,6 @@ class Claimed(msgspec.Struct):
 
 _job_encoder = msgspec.json.Encoder()
 _job_decoder = msgspec.json.Decoder(Job)
-_events_encoder = msgspec.json.Encoder()
-_events_decoder = msgspec.json.Decoder(list[StreamEvent])
 
 
 def encode_job(job: Job) -> bytes:
@@ -43,10 +41,3 @@ def encode_job(job: Job) -> bytes:
 def decode_job(payload: bytes) -> Job:
     return _job_decoder.decode(payload)
 
-
-def encode_events(events: list[StreamEvent]) -> bytes:
-    return _events_encoder.encode(events)
-
-
-def decode_events(payload: bytes) -> list[StreamEvent]:
-    return _events_decoder.decode(payload)

@@ -1,4 +1,9 @@
-"""`sluice status`: per account, what the limiter and the queue hold right now."""
+"""`sluice status`: per account, what the limiter and the queue hold right now.
+
+One pipelined read per account; the limiter's fields are read and interpreted by
+shared/redis/limiter.py, with the scripts' own rules (a provider's stated cap below the
+configured rate is the rate).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,17 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from shared.config import Config
+from shared.config import Account, Config
+from shared.redis import limiter
+from shared.redis.client import Role, connect
 from shared.redis.keys import Keys
+from shared.redis.limiter import Dim, LimiterState
+
+WORKER_STALE_MS = 60_000  # a worker silent this long is not live (heartbeat.lua forgets it then too)
 
 
 async def collect(config: Config, shared_client: aioredis.Redis | None = None) -> dict[str, Any]:
-    client = shared_client or aioredis.Redis.from_url(config.redis_url)
+    client = shared_client or connect(config.redis_url, Role.TOOL)
     keys = Keys(config.key_prefix)
     try:
         (sec, usec) = await client.time()
@@ -25,44 +35,46 @@ async def collect(config: Config, shared_client: aioredis.Redis | None = None) -
             pipe.zcard(k.ready)
             pipe.zcount(k.ready, "-inf", now_ms + 1)  # interactive: ranked at enqueue time
             pipe.zcard(k.inflight)
-            pipe.hgetall(k.rl)
-            pipe.zcount(k.workers, now_ms - 60000, "+inf")
+            limiter.queue_read(pipe, k.rl)
+            pipe.zcount(k.workers, now_ms - WORKER_STALE_MS, "+inf")
             pipe.zcard(k.dlq)
             pipe.hgetall(k.stats)
             depth, interactive, inflight, rl, workers, dead, stats = await pipe.execute()
-            rl = {key.decode(): float(value) for key, value in rl.items()}
-            lim = account.limits
-            blocked = rl.get("blocked", 0.0)
-            accounts.append({
-                "account": account.name,
-                "provider": account.provider,
-                "limits": {"rpm": lim.rpm, "tpm": lim.tpm, "concurrency": lim.concurrency},
-                "left_now": {
-                    "requests": _left(lim.rpm, rl.get("tat_r", 0.0), now_ms),
-                    "tokens": _left(lim.tpm, rl.get("tat_t", 0.0), now_ms),
-                    "concurrency": lim.concurrency - inflight,
-                },
-                "queue": {"interactive": interactive, "batch": depth - interactive},
-                "in_flight": inflight,
-                "blocked_for_s": round(max(0.0, blocked - now_ms) / 1000, 2),
-                "provider_caps": {k[4:]: int(v) for k, v in rl.items() if k.startswith("cap_")},
-                "drain_s": round(depth * 60 / lim.rpm, 1) if lim.rpm else None,
-                "live_workers": workers,
-                "dead_letters": dead,
-                "counters": {key.decode(): int(value) for key, value in stats.items()},
-            })
+            accounts.append(_account_report(account, LimiterState.decode(rl), now_ms, depth, interactive,
+                                            inflight, workers, dead, stats))
         return {"at": time.time(), "accounts": accounts}
     finally:
         if shared_client is None:
             await client.aclose()
 
 
-def _left(per_minute: int | None, tat: float, now_ms: float) -> float | None:
-    """GCRA: how much of the per-minute budget could start right now (negative = in debt)."""
-    if not per_minute:
-        return None
-    interval = 60000 / per_minute
-    return round(max(0.0, now_ms - tat) / interval if tat < now_ms else -(tat - now_ms) / interval, 1)
+def _account_report(account: Account, state: LimiterState, now_ms: float, depth: int, interactive: int,
+                    inflight: int, workers: int, dead: int, stats: dict[bytes, bytes]) -> dict[str, Any]:
+    lim = account.limits
+    rpm = state.per_minute(Dim.REQUESTS, lim.rpm)
+    tpm = state.per_minute(Dim.TOKENS, lim.tpm)
+    return {
+        "account": account.name,
+        "provider": account.provider,
+        "limits": {"rpm": lim.rpm, "tpm": lim.tpm, "concurrency": lim.concurrency},
+        "left_now": {
+            "requests": _rounded(state.left(Dim.REQUESTS, rpm, now_ms)),
+            "tokens": _rounded(state.left(Dim.TOKENS, tpm, now_ms)),
+            "concurrency": lim.concurrency - inflight,
+        },
+        "queue": {"interactive": interactive, "batch": depth - interactive},
+        "in_flight": inflight,
+        "blocked_for_s": round(state.blocked_ms(now_ms) / 1000, 2),
+        "provider_caps": {str(dim): cap for dim, cap in state.caps.items()},
+        "drain_s": round(depth * 60 / rpm, 1) if rpm else None,
+        "live_workers": workers,
+        "dead_letters": dead,
+        "counters": {key.decode(): int(value) for key, value in stats.items()},
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def render(report: dict[str, Any], as_json: bool = False) -> str:

@@ -24,7 +24,7 @@ from shared.errors import GatewayError
 from shared.jobs import Claimed, Job, decode_job
 from shared.model import Complete, MessageStart, StreamError, Timing, UsageEvent
 from shared.redis.keys import Keys
-from shared.redis.scripts import LimitArgs, Scripts, is_noscript
+from shared.redis.scripts import ClaimCode, LimitArgs, Outcome, Scripts, is_noscript
 from worker.providers.base import Provider, UpstreamRequest
 from worker.resume import ResumeFilter, read_record
 from worker.upstream import Transport, UpstreamResult, call, stream
@@ -60,7 +60,6 @@ class Worker:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._bell_client = aioredis.Redis(connection_pool=client.connection_pool)
         self._consecutive_failures = 0
         self._learned: dict[str, int] = {}  # the caps this process last wrote, to write only changes
 
@@ -102,19 +101,19 @@ class Worker:
                     job = decode_job(payload)
                 except msgspec.DecodeError:  # never let one bad record stop the worker
                     log.error("unreadable job dropped", extra={"request_id": job_id})
-                    await self.scripts.ack(self.akeys, self.limits, job_id, None, "failed")
+                    await self.scripts.ack(self.akeys, self.limits, job_id, None, Outcome.FAILED)
                     continue
                 self._start(Claimed(job, attempt), job_id)
-            if result.code == 0 and len(result.claimed) == asked:
+            if result.code is ClaimCode.CLAIMED and len(result.claimed) == asked:
                 continue  # there may be more right behind
-            if result.code == 0:
+            if result.code is ClaimCode.CLAIMED:
                 # Fewer than asked: the script found the queue empty and cleared the doorbell in
                 # the same step, so an enqueue from here on rings it. Asking again before
                 # waiting would cost a round trip per job and find nothing.
                 await self._wait_for_bell()
-            elif result.code in (1, 3):
+            elif result.code in (ClaimCode.LIMITER_WAIT, ClaimCode.BLOCKED):
                 await self._wait(self._stopping.wait(), result.wait_ms / 1000)
-            else:  # concurrency full across replicas: a release anywhere frees a slot
+            else:  # CONCURRENCY_FULL across replicas: a release anywhere frees a slot
                 self._slot_freed.clear()
                 await self._wait(self._slot_freed.wait(), 0.25)
 
@@ -122,7 +121,7 @@ class Worker:
         # BLPOP returns as soon as an enqueue rings; the timeout bounds how stale lease reaping
         # and shutdown can get.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._bell_client.blpop([self.akeys.bell], timeout=1), 1.5)  # type: ignore[arg-type]
+            await asyncio.wait_for(self.redis.blpop([self.akeys.bell], timeout=1), 1.5)  # type: ignore[arg-type]
 
     async def _wait(self, awaitable: Coroutine[Any, Any, Any], seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -165,8 +164,9 @@ class Worker:
             raise
         except Exception:
             log.exception("job crashed", extra={"request_id": job.id})
-            await self._finish(job, None, "failed", [StreamError(GatewayError(
-                "internal", "the worker failed while running this request").info())])
+            await self._end_with_error(job.id, job.reply_to, GatewayError(
+                "internal", "the worker failed while running this request"))
+            await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED)
         finally:
             log.debug("job done", extra={"request_id": job.id, "ms": (time.monotonic() - start) * 1000})
 
@@ -175,14 +175,14 @@ class Worker:
         claimed_at = time.monotonic()
         queue_ms = max(0.0, time.time() * 1000 - job.enqueued_ms)
         if job.deadline_ms and time.time() * 1000 > job.deadline_ms:
-            await self.scripts.ack(self.akeys, self.limits, job.id, (0, 0), "expired")
+            await self.scripts.ack(self.akeys, self.limits, job.id, (0, 0), Outcome.EXPIRED)
             return
         resume = ResumeFilter()
         next_seq = 1
         if claimed.attempt > 0:  # an earlier worker died holding this job: see what it sent
             record = await read_record(self.redis, self.keys.out(job.id))
             if record.finished:
-                await self.scripts.ack(self.akeys, self.limits, job.id, None, "completed")
+                await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.COMPLETED)
                 return
             resume = ResumeFilter(record.events)
             next_seq = record.next_seq
@@ -194,7 +194,7 @@ class Worker:
         except GatewayError as err:  # no faithful form for this upstream (a PDF to Mistral): a refusal
             writer.hold([StreamError(err.info())])
             await writer.close()
-            await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed")
+            await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED)
             return
         seen = UpstreamResult()
         for retry in range(MAX_UPSTREAM_RETRIES + 1):
@@ -213,13 +213,13 @@ class Worker:
                 await self._note_failure(err)
                 writer.hold([StreamError(err.info())])
                 await writer.close()
-                await self.scripts.ack(self.akeys, self.limits, job.id, None, "failed", seen.status,
+                await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED, seen.status,
                                        job.upstream_model)
                 return
         acked = await writer.close(also=lambda pipe: self.scripts.ack_in_pipeline(
-            pipe, self.akeys, self.limits, job.id, usage, "completed", seen.status, job.upstream_model))
+            pipe, self.akeys, self.limits, job.id, usage, Outcome.COMPLETED, seen.status, job.upstream_model))
         if is_noscript(acked):  # Redis lost its scripts (restart, failover): ack the slow way
-            await self.scripts.ack(self.akeys, self.limits, job.id, usage, "completed", seen.status,
+            await self.scripts.ack(self.akeys, self.limits, job.id, usage, Outcome.COMPLETED, seen.status,
                                    job.upstream_model)
         elif isinstance(acked, Exception):
             raise acked
@@ -281,14 +281,13 @@ class Worker:
                  extra={"request_id": job.id, "account": self.account.name, "block_s": block})
         await self.scripts.release(self.akeys, self.limits, job.id, int(block * 1000), "upstream_429")
 
-    async def _finish(self, job: Job, usage: tuple[int, int] | None, outcome: str,
-                      events: list[StreamError]) -> None:
-        writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id, 0,
-                             self.config.queue.result_ttl_seconds,
-                             (await read_record(self.redis, self.keys.out(job.id))).next_seq)
-        writer.hold(list(events))
+    async def _end_with_error(self, job_id: str, reply_to: str, error: GatewayError) -> None:
+        """Appends the error that ends a job's record (after whatever an earlier attempt wrote)."""
+        record = await read_record(self.redis, self.keys.out(job_id))
+        writer = EventWriter(self.redis, self.keys.out(job_id), reply_to, job_id, 0,
+                             self.config.queue.result_ttl_seconds, record.next_seq)
+        writer.hold([StreamError(error.info())])
         await writer.close()
-        await self.scripts.ack(self.akeys, self.limits, job.id, usage, outcome)
 
     async def _dead_letter(self, job_id: str, payload: bytes) -> None:
         log.error("job dead-lettered after repeated lease expiry", extra={"request_id": job_id})
@@ -296,13 +295,8 @@ class Worker:
             job = decode_job(payload)
         except Exception:
             return
-        record = await read_record(self.redis, self.keys.out(job_id))
-        writer = EventWriter(self.redis, self.keys.out(job_id), job.reply_to, job_id, 0,
-                             self.config.queue.result_ttl_seconds, record.next_seq)
-        writer.hold([StreamError(GatewayError(
-            "upstream_unavailable", "the request was abandoned after its workers stopped repeatedly",
-            status=503).info())])
-        await writer.close()
+        await self._end_with_error(job_id, job.reply_to, GatewayError(
+            "upstream_unavailable", "the request was abandoned after its workers stopped repeatedly", status=503))
 
 
 def _stamped(timing: Timing, claimed_at: float, sent_at: float, answered_at: float) -> Timing:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import redis.asyncio as aioredis
-
 from shared.config import Config
 from shared.heap import freeze_startup_heap
 from shared.logs import setup_logging
+from shared.redis.client import Role, connect
 from worker.loop import Worker
 from worker.providers import provider_for
 from worker.upstream import make_transport
@@ -17,7 +16,7 @@ from worker.upstream import make_transport
 
 async def serve(config: Config, account_name: str) -> None:
     account = config.account(account_name)
-    client = aioredis.Redis.from_url(config.redis_url, max_connections=account.limits.concurrency + 16)
+    client = connect(config.redis_url, Role.WORKER, connections=account.limits.concurrency)
     http = make_transport(account)
     worker = Worker(config, account, client, provider_for(account), http)
     loop = asyncio.get_running_loop()

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import msgspec
 import redis.asyncio as aioredis
 
-from shared.jobs import decode_events
 from shared.model import (
     TERMINAL_EVENTS,
     BlockStart,
@@ -24,6 +23,8 @@ from shared.model import (
     TextDelta,
     ToolArgsDelta,
 )
+from shared.redis import record as stream_record
+from shared.redis.record import decode_events
 
 
 @dataclass(slots=True)
@@ -34,11 +35,10 @@ class Record:
 
 
 async def read_record(client: aioredis.Redis, key: str) -> Record:
-    entries = await client.xrange(key)
     record = Record()
-    for entry_id, fields in entries:
-        record.events.extend(decode_events(fields[b"d"]))
-        record.next_seq = int(entry_id.split(b"-")[1]) + 1
+    for seq, events in await stream_record.read(client, key):
+        record.events.extend(decode_events(events))
+        record.next_seq = seq + 1
     record.finished = any(isinstance(e, TERMINAL_EVENTS) for e in record.events)
     return record
 
@@ -49,6 +49,7 @@ class ResumeFilter:
         self._opened: set[int] = set()
         self._closed: set[int] = set()
         self._chars: dict[int, int] = {}
+        self._signed: set[int] = set()  # reasoning blocks whose signature the record holds
         for event in sent or []:
             if isinstance(event, MessageStart):
                 self._started = True
@@ -58,6 +59,8 @@ class ResumeFilter:
                 self._closed.add(event.index)
             elif isinstance(event, TextDelta | ReasoningDelta):
                 self._chars[event.index] = self._chars.get(event.index, 0) + len(event.text)
+                if isinstance(event, ReasoningDelta) and (event.signature or event.redacted is not None):
+                    self._signed.add(event.index)
             elif isinstance(event, ToolArgsDelta):
                 self._chars[event.index] = self._chars.get(event.index, 0) + len(event.json)
         self.active = bool(sent)
@@ -86,8 +89,13 @@ class ResumeFilter:
                     out.append(ToolArgsDelta(event.index, rest))
             elif isinstance(event, ReasoningDelta):
                 rest = self._skip(event.index, event.text)
-                if rest or event.signature or event.redacted is not None:
-                    out.append(msgspec.structs.replace(event, text=rest))
+                # The opaque parts (signature, redacted payload) go out once: drop them when the
+                # record already holds this block's.
+                held = event.index in self._signed
+                signature = None if held else event.signature
+                redacted = None if held else event.redacted
+                if rest or signature or redacted is not None:
+                    out.append(msgspec.structs.replace(event, text=rest, signature=signature, redacted=redacted))
             else:
                 out.append(event)
         return out

@@ -1,9 +1,8 @@
 """Writes one job's events back through Redis: the stream record plus the live pub/sub tap.
 
-Each write is one pipelined round trip: XADD to `out:{req}` with an explicit id `0-<n>` (so the
-id is known before the write and can go out on pub/sub in the same trip, and so two workers
-writing one job can never both succeed at the same position) and PUBLISH `<job>|<n>|<events>`
-to the waiting API process. Everything up to and including the first token goes out at once
+Each write is one pipelined round trip: the record entry (shared/redis/record.py) and the same
+bytes as a reply frame to the waiting API process (shared/redis/reply.py); the events are
+encoded once for both. Everything up to and including the first token goes out at once
 (a role or block-start chunk ahead of it must not start the coalescing window, or it would hold
 the first token back); after it, deltas that arrive within `coalesce_ms` share one write.
 """
@@ -17,8 +16,9 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from shared.jobs import encode_events
 from shared.model import ReasoningDelta, StreamEvent, TextDelta, ToolArgsDelta
+from shared.redis import record, reply
+from shared.redis.record import encode_events
 
 # Events that carry generated tokens: the first write holding one opens the coalescing window.
 TOKEN_EVENTS = (TextDelta, ToolArgsDelta, ReasoningDelta)
@@ -30,7 +30,7 @@ class EventWriter:
         self._client = client
         self._key = out_key
         self._channel = channel
-        self._prefix = job_id.encode() + b"|"
+        self._job_id = job_id.encode()
         self._coalesce = coalesce_ms / 1000
         self._ttl = ttl_seconds
         self._seq = next_seq
@@ -98,11 +98,11 @@ class EventWriter:
         seq = self._seq
         self._seq += 1
         pipe = self._client.pipeline(transaction=False)
-        pipe.xadd(self._key, {"d": payload}, id=f"0-{seq}")
+        record.append(pipe, self._key, seq, payload)
         if seq == 1 or final:
             pipe.expire(self._key, self._ttl)
         if self._channel:
-            pipe.publish(self._channel, self._prefix + str(seq).encode() + b"|" + payload)
+            pipe.publish(self._channel, reply.encode(self._job_id, seq, payload))
         if also is not None:
             also(pipe)
         if self._last_write or any(isinstance(event, TOKEN_EVENTS) for event in events):
@@ -114,7 +114,7 @@ class EventWriter:
 
 def _last(replies: list[object]) -> object:
     """The extra command's reply; any failure of the record's own writes is raised."""
-    for reply in replies[:-1]:
-        if isinstance(reply, Exception):
-            raise reply
+    for answer in replies[:-1]:
+        if isinstance(answer, Exception):
+            raise answer
     return replies[-1]

@@ -1,4 +1,4 @@
-"""`POST /v1/messages` and `/v1/messages/count_tokens` (Anthropic Messages).
+"""`POST /v1/messages` (listed in api/routes/table.py) and `/v1/messages/count_tokens` (Anthropic Messages).
 
 The current anthropic SDK may authenticate with `Authorization: Bearer` instead of
 `x-api-key`; both map to the same client keys (api/auth.py).
@@ -13,22 +13,22 @@ from starlette.responses import Response
 
 from api.auth import authenticate
 from api.dialects import ANTHROPIC
-from api.relay import AppState, error_response
+from api.errors import error_response
 from api.routes.common import serve
+from api.state import state_of
 from shared.errors import GatewayError
 from shared.protocols import anthropic_messages
 
 router = APIRouter()
 
 
-@router.post("/v1/messages")
 async def messages(request: Request) -> Response:
     return await serve(request, ANTHROPIC, anthropic_messages.parse_request)
 
 
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request) -> Response:
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     try:
         authenticate(request, state.clients)
         req = anthropic_messages.parse_count_tokens_request(await request.body())

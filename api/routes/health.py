@@ -12,13 +12,13 @@ from starlette.responses import Response
 
 from api.auth import authenticate
 from api.dialects import ANTHROPIC, GEMINI, OPENAI_CHAT
-from api.relay import AppState, error_response
+from api.errors import error_response
+from api.state import state_of
 from shared.errors import GatewayError
 from shared.protocols import gemini
+from shared.status import WORKER_STALE_MS
 
 router = APIRouter()
-
-WORKER_STALE_MS = 60_000
 
 
 @router.get("/healthz")
@@ -29,14 +29,14 @@ async def healthz() -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus text format; like /healthz it needs no client key (expose it internally only)."""
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     body = await state.metrics.render(state.config, state.redis)
     return Response(body, media_type="text/plain; version=0.0.4")
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     keys = state.dispatcher.keys
     try:
         pipe = state.redis.pipeline(transaction=False)
@@ -56,7 +56,7 @@ async def readyz(request: Request) -> Response:
 @router.get("/v1beta/models")
 async def models(request: Request) -> Response:
     """The model list in the shape of whichever SDK is asking (told apart by its auth header)."""
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     headers = request.headers
     is_gemini = request.url.path.startswith("/v1beta") or "x-goog-api-key" in headers or \
         "key" in request.query_params

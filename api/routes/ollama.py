@@ -3,7 +3,7 @@
 
 Ollama has no API keys of its own; its clients send Sluice's in a header they are configured
 with (`Authorization: Bearer ...`, e.g. `ollama.Client(headers=...)`). Chat goes through the same
-`serve` as every dialect; its stream, which the relay writes as SSE frames with no ids or event
+`serve` as every dialect; its stream, which api/streaming.py writes as SSE frames with no ids or event
 names, leaves here as NDJSON (one JSON object per line), which is what Ollama clients read.
 """
 
@@ -17,8 +17,9 @@ from starlette.responses import Response, StreamingResponse
 
 from api.auth import authenticate
 from api.dialects import OLLAMA
-from api.relay import AppState, error_response
+from api.errors import error_response
 from api.routes.common import serve
+from api.state import state_of
 from shared.errors import GatewayError
 from shared.protocols import ollama
 
@@ -34,7 +35,7 @@ async def version() -> Response:
 
 @router.get("/api/tags")
 async def tags(request: Request) -> Response:
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     try:
         authenticate(request, state.clients)
     except GatewayError as err:
@@ -44,7 +45,7 @@ async def tags(request: Request) -> Response:
 
 @router.post("/api/show")
 async def show(request: Request) -> Response:
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     try:
         authenticate(request, state.clients)
         model = ollama.parse_show_request(await request.body())
@@ -55,7 +56,6 @@ async def show(request: Request) -> Response:
     return Response(ollama.show_model(model), media_type="application/json")
 
 
-@router.post("/api/chat")
 async def chat(request: Request) -> Response:
     response = await serve(request, OLLAMA, ollama.parse_request)
     if isinstance(response, StreamingResponse):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -10,9 +9,6 @@ from api.dialects import OPENAI_CHAT
 from api.routes.common import serve
 from shared.protocols import openai_chat
 
-router = APIRouter()
 
-
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     return await serve(request, OPENAI_CHAT, openai_chat.parse_request)

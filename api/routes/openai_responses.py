@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.routes import stored_responses
 
-router = APIRouter()
 
-
-@router.post("/v1/responses")
 async def responses(request: Request) -> Response:
     return await stored_responses.create(request)

@@ -1,7 +1,7 @@
 """Stored Responses: `POST /v1/responses` with `store` (default true) and `previous_response_id`,
 `GET`/`DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`.
 
-The answer itself goes through the same queue and relay as any request; around it, this module
+The answer itself goes through `serve` (api/routes/common.py) like any request; around it, this module
 rebuilds a chained conversation from the stored record before enqueueing (so any upstream gets
 the whole history in its own format), and stores the finished answer: a whole answer before it
 is returned, a stream just before its final event is sent, so a client that reads the end of
@@ -23,14 +23,15 @@ from starlette.responses import Response, StreamingResponse
 
 from api.auth import authenticate
 from api.dialects import OPENAI_RESPONSES
-from api.relay import AppState, error_response, handle, parse_event_id, resume
+from api.errors import error_response
+from api.routes.common import serve
+from api.state import AppState, state_of
 from shared.errors import GatewayError, invalid
-from shared.jobs import decode_events
 from shared.model import TERMINAL_EVENTS, ChatRequest
 from shared.protocols import openai_responses, openai_responses_items
 from shared.protocols.openai_responses_items import StoringDialect
 from shared.protocols.openai_responses_render import Storage
-from shared.redis import stored_responses
+from shared.redis import record, stored_responses
 from shared.redis.stored_responses import StoredResponse
 
 log = logging.getLogger("sluice.api")
@@ -51,15 +52,14 @@ class _Store:
 
     async def save(self, job_id: str) -> StoredResponse | None:
         state = self.state
-        entries = await state.redis.xrange(state.dispatcher.keys.out(job_id))
-        events = [e for _, fields in entries for e in decode_events(fields[b"d"])]
-        answer = stored_responses.fold(events)
+        entries = await record.read(state.redis, state.dispatcher.keys.out(job_id))
+        answer = stored_responses.fold([e for _, payload in entries for e in record.decode_events(payload)])
         if answer is None:
             return None  # failed answers are not kept: nothing to chain from
-        record = StoredResponse(job_id, int(time.time()), self.req, answer, self.items, self.previous)
-        await stored_responses.save(state.redis, state.config.key_prefix, self.client, record,
+        stored = StoredResponse(job_id, int(time.time()), self.req, answer, self.items, self.previous)
+        await stored_responses.save(state.redis, state.config.key_prefix, self.client, stored,
                                     state.config.responses.ttl_seconds)
-        return record
+        return stored
 
     async def around(self, job_id: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         stored = False
@@ -80,13 +80,12 @@ class _Store:
 
     async def _save_when_finished(self, job_id: str) -> None:
         redis, key = self.state.redis, self.state.dispatcher.keys.out(job_id)
-        last, deadline = "0-0", time.monotonic() + _ABANDONED_WAIT_SECONDS
+        seq, deadline = 0, time.monotonic() + _ABANDONED_WAIT_SECONDS
         try:
             while time.monotonic() < deadline:
-                reply = await redis.xread({key: last}, count=256, block=5000)
-                for entry_id, fields in reply[0][1] if reply else ():
-                    last = entry_id.decode()
-                    if any(isinstance(e, TERMINAL_EVENTS) for e in decode_events(fields[b"d"])):
+                entries = await record.read_after(redis, key, seq, 256, 5000)
+                seq = entries[-1][0] if entries else seq
+                if any(isinstance(e, TERMINAL_EVENTS) for _, payload in entries for e in record.decode_events(payload)):
                         await self.save(job_id)
                         return
         except RedisError:
@@ -94,38 +93,42 @@ class _Store:
 
 
 async def create(request: Request) -> Response:
-    started = time.monotonic()
-    state: AppState = request.app.state.sluice
+    """Resolves `previous_response_id` and picks the storing dialect, then serves the request
+    like any other (api/routes/common.py), then stores its answer."""
+    if request.headers.get("last-event-id"):  # a client resuming its stream: the original request stores
+        return await serve(request, OPENAI_RESPONSES, openai_responses.parse_request)
+    state = state_of(request)
     try:
         client = authenticate(request, state.clients)
-        last_event_id = request.headers.get("last-event-id")
-        if last_event_id:  # a client resuming its stream: the original request stores the answer
-            job_id, seq, n = parse_event_id(last_event_id)
-            return await resume(state, client, job_id, (seq, n), OPENAI_RESPONSES)
         wire = openai_responses.decode(await request.body())
         req = openai_responses.to_request(wire)
         if wire.previous_response_id is not None:
             previous = await _load(state, client, wire.previous_response_id, "previous_response_id")
             stored_responses.continue_from(previous, req)
-        stored = wire.store is not False  # OpenAI's default is to store
-        dialect = StoringDialect(Storage(stored, wire.previous_response_id))
-        response = await handle(state, dialect, client, req, request.headers, started, request.receive)
-        if not stored or response.status_code != 200:
-            return response
-        job_id = response.headers["x-sluice-request-id"]
-        items = openai_responses_items.input_items(wire.input or [], job_id)
-        store = _Store(state, client, req, items, wire.previous_response_id)
-        if isinstance(response, StreamingResponse):
-            response.body_iterator = store.around(job_id, response.body_iterator)  # type: ignore[arg-type]
-        else:
-            await store.save(job_id)
-        return response
     except GatewayError as err:
         return error_response(OPENAI_RESPONSES, err)
     except RedisError:
         log.exception("redis unavailable", extra={"path": request.url.path})
         return error_response(OPENAI_RESPONSES, GatewayError(
             "upstream_unavailable", "The queue is unavailable; retry shortly.", status=503, retry_after=1.0))
+    store = wire.store is not False  # OpenAI's default is to store
+    response = await serve(request, StoringDialect(Storage(store, wire.previous_response_id)), lambda _: req)
+    if not store or response.status_code != 200:
+        return response
+    job_id = response.headers["x-sluice-request-id"]
+    saver = _Store(state, client, req, openai_responses_items.input_items(wire.input or [], job_id),
+                   wire.previous_response_id)
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = saver.around(job_id, response.body_iterator)  # type: ignore[arg-type]
+    else:
+        try:
+            await saver.save(job_id)
+        except RedisError:
+            log.exception("could not store a response", extra={"request_id": job_id})
+            return error_response(OPENAI_RESPONSES, GatewayError(
+                "upstream_unavailable", "The response could not be stored; retry shortly.", status=503,
+                retry_after=1.0))
+    return response
 
 
 async def _load(state: AppState, client: str, response_id: str, param: str) -> StoredResponse:
@@ -140,7 +143,7 @@ async def _load(state: AppState, client: str, response_id: str, param: str) -> S
 
 @router.get("/v1/responses/{response_id}")
 async def retrieve(response_id: str, request: Request) -> Response:
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     try:
         record = await _load(state, authenticate(request, state.clients), response_id, "response_id")
         return Response(openai_responses_items.stored_response(record), media_type="application/json")
@@ -150,7 +153,7 @@ async def retrieve(response_id: str, request: Request) -> Response:
 
 @router.delete("/v1/responses/{response_id}")
 async def delete(response_id: str, request: Request) -> Response:
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     try:
         client = authenticate(request, state.clients)
         gone = response_id.startswith("resp_") and await stored_responses.delete(
@@ -165,7 +168,7 @@ async def delete(response_id: str, request: Request) -> Response:
 @router.get("/v1/responses/{response_id}/input_items")
 async def input_items(response_id: str, request: Request, after: str | None = None, before: str | None = None,
                       limit: str | None = None, order: str | None = None) -> Response:
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     try:
         if limit is not None and not limit.isdigit():
             raise invalid("'limit' must be an integer between 1 and 100.", "limit")

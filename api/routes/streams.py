@@ -8,7 +8,9 @@ from starlette.responses import Response
 
 from api.auth import authenticate
 from api.dialects import OPENAI_CHAT
-from api.relay import AppState, error_response, parse_event_id, resume
+from api.errors import error_response
+from api.resume import parse_event_id, resume
+from api.state import state_of
 from shared.errors import GatewayError, invalid
 
 router = APIRouter()
@@ -16,7 +18,7 @@ router = APIRouter()
 
 @router.get("/v1/streams/{job_id}")
 async def resume_stream(job_id: str, request: Request) -> Response:
-    state: AppState = request.app.state.sluice
+    state = state_of(request)
     try:
         client = authenticate(request, state.clients)
         last_event_id = request.headers.get("last-event-id")

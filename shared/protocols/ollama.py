@@ -2,7 +2,7 @@
 
 For tools that speak only Ollama (VS Code Copilot's Ollama provider, Open WebUI, Continue). A
 client's body -> ChatRequest; ChatResponse and stream events -> Ollama's JSON and its NDJSON
-stream (one object per line, the last one `"done": true` with the token counts). The relay
+stream (one object per line, the last one `"done": true` with the token counts). The API
 writes every stream as SSE frames; the Ollama route re-frames them as lines (api/routes/ollama.py),
 so this module renders plain JSON objects with no event names.
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from shared.redis.client import connect_sync
+
 
 def redis_binary() -> str | None:
     try:
@@ -37,7 +39,7 @@ def free_port() -> int:
 
 def reachable(url: str) -> bool:
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        client = connect_sync(url, timeout=0.5)
         try:
             return bool(client.ping())
         finally:

@@ -6,7 +6,7 @@ Per account (hash tag `{acct}`, so one Lua script can touch them all on one Clus
     {p}:{acct}:inflight   ZSET  job id -> lease deadline ms; claimed, not yet acknowledged
     {p}:{acct}:jobs       HASH  job id -> Job (msgspec JSON)
     {p}:{acct}:meta       HASH  job id -> reserved token cost; "<id>:s" -> rank; "<id>:a" -> attempts
-    {p}:{acct}:rl         HASH  the account's limiter: tat_r, tat_t, tat_i, tat_o, blocked (ms)
+    {p}:{acct}:rl         HASH  the account's limiter state (fields: shared/redis/limiter.py)
     {p}:{acct}:bell       LIST  doorbell: one token per enqueue wakes one waiting worker
     {p}:{acct}:dlq        ZSET  job id -> ms when it was dead-lettered
     {p}:{acct}:workers    ZSET  worker id -> last heartbeat ms (liveness for /readyz and status)
@@ -14,8 +14,8 @@ Per account (hash tag `{acct}`, so one Lua script can touch them all on one Clus
 
 Per request (hash tag `{req}`):
 
-    {p}:out:{req}         STREAM  the request's event log; SSE ids point into it (resume)
-    {p}:outmeta:{req}     HASH    how to re-render it for a resuming client (dialect, model, client)
+    {p}:out:{req}         STREAM  the request's event log; SSE ids point into it (shared/redis/record.py)
+    {p}:outmeta:{req}     HASH    how to re-render it for a resuming client (record.py: ReplayInfo)
 
 Per client (the client's configured name, never its key; built in shared/redis/stored_responses.py):
 
@@ -23,7 +23,7 @@ Per client (the client's configured name, never its key; built in shared/redis/s
 
 Per API process:
 
-    {p}:reply:<api id>    CHANNEL live tap: the worker publishes each stream entry here too
+    {p}:reply:<api id>    CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py)
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ prelude shared by the scripts that consult or adjust an account's limits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum, StrEnum
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -25,9 +26,30 @@ def _source(name: str) -> str:
     return prelude + "\n" + (lua / f"{name}.lua").read_text()
 
 
+class ClaimCode(IntEnum):
+    """Why claim.lua stopped handing out jobs (its first return value)."""
+
+    CLAIMED = 0  # it claimed what there was (fewer than asked: the queue is now empty)
+    LIMITER_WAIT = 1  # the head job waits `wait_ms` for the limiter
+    CONCURRENCY_FULL = 2  # every slot is taken: wait for a release
+    BLOCKED = 3  # the account is blocked for `wait_ms`
+
+
+class Outcome(StrEnum):
+    """How a claimed job ended (ack.lua counts it under this name)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"  # its client's deadline passed before it started
+
+
+# enqueue.lua's answer when the account's queue is at its cap (otherwise: the depth, >= 1).
+QUEUE_FULL: Final = -1
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
-    code: int  # 0 claimed what there was, 1 limiter wait, 2 concurrency full, 3 account blocked
+    code: ClaimCode
     wait_ms: int
     claimed: list[tuple[str, bytes, int]]  # (job id, payload, attempts so far)
     dead: list[tuple[str, bytes]]  # jobs moved to the dead-letter queue by this call
@@ -79,7 +101,7 @@ class Scripts:
         self, keys: AccountKeys, job_id: str, payload: bytes, cost: tuple[int, int], delay_ms: int, max_depth: int,
         pipe: Pipeline | None = None,
     ) -> int:
-        """The queue depth including this job, or -1 when the queue is full (with `pipe`: queued only)."""
+        """The queue depth including this job, or QUEUE_FULL (with `pipe`: queued only)."""
         result = await self._call(
             self._enqueue,
             [keys.ready, keys.jobs, keys.meta, keys.bell],
@@ -106,10 +128,10 @@ class Scripts:
         )
         claimed = [(_s(flat[i]), flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
         dead = [(_s(dead_flat[i]), dead_flat[i + 1]) for i in range(0, len(dead_flat), 2)]
-        return ClaimResult(int(code), int(wait), claimed, dead)
+        return ClaimResult(ClaimCode(int(code)), int(wait), claimed, dead)
 
     async def ack(
-        self, keys: AccountKeys, limits: LimitArgs, job_id: str, used: tuple[int, int] | None, outcome: str,
+        self, keys: AccountKeys, limits: LimitArgs, job_id: str, used: tuple[int, int] | None, outcome: Outcome,
         status: int = 0, model: str = "", pipe: Pipeline | None = None,
     ) -> bool:
         used_in, used_out = used if used is not None else (-1, -1)
@@ -152,7 +174,7 @@ class Scripts:
         return bool(result)
 
     def ack_in_pipeline(self, pipe: Pipeline, keys: AccountKeys, limits: LimitArgs, job_id: str,
-                        used: tuple[int, int] | None, outcome: str, status: int, model: str) -> None:
+                        used: tuple[int, int] | None, outcome: Outcome, status: int, model: str) -> None:
         """Queues the ack as a bare EVALSHA: a Script object in a pipeline costs a SCRIPT EXISTS
         round trip on every execute. The caller must check for NoScriptError (see is_noscript)."""
         used_in, used_out = used if used is not None else (-1, -1)

@@ -6,9 +6,16 @@ from collections import Counter
 
 from api.routing import AccountState, WeightedRotation, choose, estimate_wait_ms
 from shared.config import Account, Limits
+from shared.redis.limiter import Dim, LimiterState
+
+
+def account_state(depth: int = 0, tat_requests: float = 0, tat_tokens: float = 0,
+                  blocked_until: float = 0) -> AccountState:
+    return AccountState(depth, LimiterState({Dim.REQUESTS: tat_requests, Dim.TOKENS: tat_tokens}, blocked_until))
+
 
 NOW = 1_000_000.0
-IDLE = AccountState(depth=0, tat_requests=0, tat_tokens=0, blocked_until=0)
+IDLE = account_state()
 
 
 def account(name: str, rpm: int | None = 60, tpm: int | None = None, weight: float = 1.0) -> Account:
@@ -24,14 +31,14 @@ def test_idle_accounts_share_load_by_weight() -> None:
 
 def test_a_blocked_account_is_avoided() -> None:
     accounts = [account("a"), account("b")]
-    blocked = AccountState(depth=0, tat_requests=0, tat_tokens=0, blocked_until=NOW + 30_000)
+    blocked = account_state(depth=0, tat_requests=0, tat_tokens=0, blocked_until=NOW + 30_000)
     assert all(choose(accounts, [blocked, IDLE], 100, NOW, WeightedRotation()) == 1 for _ in range(10))
 
 
 def test_deeper_queue_at_the_same_rate_loses_but_a_faster_account_can_win() -> None:
     slow, fast = account("slow", rpm=60), account("fast", rpm=600)
-    deep = AccountState(depth=10, tat_requests=0, tat_tokens=0, blocked_until=0)
-    shallow = AccountState(depth=2, tat_requests=0, tat_tokens=0, blocked_until=0)
+    deep = account_state(depth=10, tat_requests=0, tat_tokens=0, blocked_until=0)
+    shallow = account_state(depth=2, tat_requests=0, tat_tokens=0, blocked_until=0)
     assert choose([slow, slow], [deep, shallow], 100, NOW, WeightedRotation()) == 1
     # ten jobs at 600 rpm (1 s) beat two at 60 rpm (2 s)
     assert choose([slow, fast], [shallow, deep], 100, NOW, WeightedRotation()) == 1
@@ -39,7 +46,7 @@ def test_deeper_queue_at_the_same_rate_loses_but_a_faster_account_can_win() -> N
 
 def test_token_rate_binds_for_large_jobs() -> None:
     tokens = account("t", rpm=600, tpm=60_000)  # 1 ms per token
-    state = AccountState(depth=3, tat_requests=0, tat_tokens=NOW + 500, blocked_until=0)
+    state = account_state(depth=3, tat_requests=0, tat_tokens=NOW + 500, blocked_until=0)
     assert estimate_wait_ms(tokens, state, 2_000, NOW) == 500 + 3 * 2_000
 
 

@@ -215,7 +215,8 @@ def test_stream_headers_tell_the_overhead_up_to_the_first_event(system: SluiceSy
     assert set(timing) == {"queue", "dispatch", "upstream", "relay", "total"}
     assert timing["upstream"] >= 300
     overhead = float(raw.headers["x-sluice-overhead-ms"])
-    assert 0 <= overhead <= timing["total"] - timing["upstream"] + 0.01
+    # Each figure is rounded to 0.01 ms on its own, so the sum may be off by up to 1.5 hundredths.
+    assert 0 <= overhead <= timing["total"] - timing["upstream"] + 0.02
     assert raw.headers["x-sluice-stream-url"].endswith(raw.headers["x-sluice-request-id"])
 
 

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from shared.jobs import decode_events
 from shared.model import MessageStart, StreamEvent, TextDelta
+from shared.redis import record as stream_record
+from shared.redis.client import Role, connect
+from shared.redis.record import decode_events
 from worker.writer import EventWriter
 
 pytestmark = pytest.mark.anyio
@@ -21,13 +23,13 @@ WINDOW_MS = 60_000
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = connect(redis_url, Role.TOOL)
     yield redis
     await redis.aclose()
 
 
 async def record(client: aioredis.Redis, key: str) -> list[list[StreamEvent]]:
-    return [decode_events(fields[b"d"]) for _, fields in await client.xrange(key)]
+    return [decode_events(events) for _, events in await stream_record.read(client, key)]
 
 
 async def flushed(writer: EventWriter) -> None:

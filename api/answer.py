@@ -1,0 +1,70 @@
+"""A whole (non-streamed) answer: wait for the job's result and render it in one response."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.responses import Response
+from starlette.types import Receive
+
+from api.dialects import Dialect
+from api.errors import error_response
+from api.state import AppState
+from api.ticket import Ticket
+from api.timing import timing_headers
+from shared.errors import GatewayError
+from shared.model import ChatRequest, Complete, StreamError
+from shared.redis.record import decode_events
+
+log = logging.getLogger("sluice.api")
+
+CLIENT_CLOSED = 499  # nginx's status for "the client hung up first"; it only shows in metrics
+
+
+async def answer(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest, started: float,
+                 receive: Receive | None = None) -> Response:
+    """With `receive`, a client that hangs up takes its job out of the queue (see below)."""
+    try:
+        if receive is None:
+            return await _answer(state, dialect, ticket, req, started)
+        return await _answer_unless_abandoned(state, dialect, ticket, req, started, receive)
+    finally:
+        state.dispatcher.release(ticket)
+
+
+async def _answer_unless_abandoned(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest,
+                                   started: float, receive: Receive) -> Response:
+    """A client that hangs up (an SDK timeout, usually followed by a retry) takes its job out of
+    the queue, so an abandoned request does not spend the account's budget as a duplicate.
+    Streams are different: they keep running so the client can resume them."""
+    result = asyncio.ensure_future(_answer(state, dialect, ticket, req, started))
+    hangup = asyncio.ensure_future(receive())  # the body is read: the next message is the disconnect
+    try:
+        await asyncio.wait((result, hangup), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hangup.cancel()
+    if result.done():
+        return result.result()
+    result.cancel()
+    if await state.dispatcher.withdraw(ticket.job):
+        log.info("client left; queued job dropped", extra={"request_id": ticket.job.id})
+    return Response(b"", CLIENT_CLOSED)
+
+
+async def _answer(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest, started: float) -> Response:
+    async for entry in ticket.entries(state.config.queue.keepalive_seconds):
+        if entry is None:
+            continue
+        for event in decode_events(entry[1]):
+            if isinstance(event, Complete):
+                body = dialect.render_response(event.response, req.model, ticket.job.id, req)
+                headers, overhead = timing_headers(event.timing, started)
+                headers["x-sluice-request-id"] = ticket.job.id
+                state.metrics.usage(ticket.job.client, event.response.usage)
+                if event.timing is not None:
+                    state.metrics.timing(req.model, event.timing, overhead)
+                return Response(body, 200, headers=headers, media_type="application/json")
+            if isinstance(event, StreamError):
+                return error_response(dialect, GatewayError.from_info(event.error))
+    raise GatewayError("internal", "the answer ended without a result")

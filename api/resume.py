@@ -1,0 +1,61 @@
+"""Resuming a stream, on any API process: the record replayed through a fresh renderer.
+
+A client that reconnects with `Last-Event-ID: <job>.<seq>.<n>` (or opens the stream's URL) gets
+exactly the frames after that one; the record's replay info names the dialect to render in and
+the only client allowed to read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from starlette.responses import Response, StreamingResponse
+
+from api.dialects import DIALECTS, Dialect
+from api.errors import error_response
+from api.state import AppState
+from api.streaming import sse_frames, stream_headers
+from shared.errors import GatewayError, invalid
+from shared.redis import record
+from shared.redis.record import Entry
+
+RECORD_READ_COUNT = 256
+
+
+def parse_event_id(value: str) -> tuple[str, int, int]:
+    """(job id, seq, n) of an SSE id this server sent; a clear 400 for anything else."""
+    try:
+        job_id, seq, n = value.rsplit(".", 2)
+        if not job_id or not job_id.isalnum():
+            raise ValueError
+        return job_id, int(seq), int(n)
+    except ValueError:
+        raise invalid("Last-Event-ID is not an id this server sent.", "Last-Event-ID") from None
+
+
+async def resume(state: AppState, client: str, job_id: str, after: tuple[int, int] | None,
+                 fallback: Dialect) -> Response:
+    keys = state.dispatcher.keys
+    info = await record.read_replay_info(state.redis, keys.out_meta(job_id))
+    if info is None or info.client != client:
+        return error_response(fallback, GatewayError("not_found", "No resumable stream with that id.",
+                                                     param="Last-Event-ID"))
+    dialect = DIALECTS[info.dialect]
+    renderer = dialect.renderer(info.model, job_id, info.include_usage, None)
+    entries = _record_entries(state.redis, keys.out(job_id), state.config.queue.keepalive_seconds)
+    return StreamingResponse(sse_frames(entries, renderer, job_id, after, dialect), media_type="text/event-stream",
+                             headers=stream_headers(job_id))
+
+
+async def _record_entries(client: aioredis.Redis, key: str, keepalive: float) -> AsyncIterator[Entry | None]:
+    """The record from its start, then each entry as it is written; None every `keepalive` of silence."""
+    last = 0
+    while True:
+        entries = await record.read_after(client, key, last, RECORD_READ_COUNT, int(keepalive * 1000))
+        if not entries:
+            yield None
+            continue
+        for entry in entries:
+            last = entry[0]
+            yield entry

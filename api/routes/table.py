@@ -1,0 +1,46 @@
+"""Every inference route, listed once.
+
+The table feeds both ways in: the fast path (api/fastpath.py), which serves these POSTs
+without FastAPI's router, and the FastAPI app, which owns everything else about the paths
+(405 for other methods, the 404 for unknown ones). A new inference endpoint is one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.routes import anthropic_messages, gemini, ollama, openai_chat, openai_responses
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRoute:
+    path: str  # the exact path; with `prefix`, every path under it (its last segment is a parameter)
+    handler: Handler
+    prefix: bool = False
+
+    def fastapi_path(self) -> str:
+        return f"{self.path}{{target}}" if self.prefix else self.path
+
+
+INFERENCE_ROUTES = (
+    InferenceRoute("/v1/chat/completions", openai_chat.chat_completions),
+    InferenceRoute("/v1/responses", openai_responses.responses),
+    InferenceRoute("/v1/messages", anthropic_messages.messages),
+    InferenceRoute("/api/chat", ollama.chat),  # Ollama's chat (its other routes: api/routes/ollama.py)
+    # Gemini's `models/{model}:{method}`, under /v1beta and /v1 (the current google-genai SDK
+    # calls /v1 when given a custom base URL)
+    InferenceRoute("/v1beta/models/", gemini.generate, prefix=True),
+    InferenceRoute("/v1/models/", gemini.generate, prefix=True),
+)
+
+
+def register(app: FastAPI) -> None:
+    for route in INFERENCE_ROUTES:
+        app.add_api_route(route.fastapi_path(), route.handler, methods=["POST"])

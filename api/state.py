@@ -1,0 +1,28 @@
+"""What every request handler reaches through `request.app.state.sluice`: built once per API
+process, in the app's lifespan (api/app.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from starlette.requests import Request
+
+from api.auth import ClientKeys
+from api.dispatch import Dispatcher
+from api.metrics import Metrics
+from shared.config import Config
+
+
+@dataclass(slots=True)
+class AppState:
+    config: Config
+    redis: aioredis.Redis
+    dispatcher: Dispatcher
+    clients: ClientKeys  # client key digests -> client names
+    metrics: Metrics
+
+
+def state_of(request: Request) -> AppState:
+    state: AppState = request.app.state.sluice
+    return state

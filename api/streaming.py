@@ -1,0 +1,104 @@
+"""A streamed answer: the job's record entries rendered as SSE in the client's dialect.
+
+Every frame carries `id: <job>.<seq>.<n>`: the job, the record entry, and the frame's position
+among the frames rendered from that entry, so a client can resume after any frame (api/resume.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from starlette.responses import Response, StreamingResponse
+
+from api.dialects import Dialect, Renderer
+from api.errors import error_response
+from api.state import AppState
+from api.ticket import Ticket
+from api.timing import timing_headers
+from shared.errors import GatewayError
+from shared.model import TERMINAL_EVENTS, MessageStart, StreamError, Timing, Usage, UsageEvent
+from shared.protocols.sse import frame
+from shared.redis.record import Entry, decode_events, encode_events
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def stream_headers(job_id: str) -> dict[str, str]:
+    return {**SSE_HEADERS, "x-sluice-stream-url": f"/v1/streams/{job_id}", "x-sluice-request-id": job_id}
+
+
+async def stream(state: AppState, dialect: Dialect, ticket: Ticket, renderer: Renderer, started: float) -> Response:
+    """Holds the status line back until the first entry, so an early failure can still be a real
+    HTTP error."""
+    entries = ticket.entries(state.config.queue.keepalive_seconds)
+    job = ticket.job
+    first = None
+    try:
+        first = await anext(entries)
+    except GatewayError as err:
+        state.dispatcher.release(ticket)
+        return error_response(dialect, err)
+    timing: Timing | None = None
+    if first is not None:
+        events = decode_events(first[1])
+        if len(events) == 1 and isinstance(events[0], StreamError):
+            state.dispatcher.release(ticket)
+            return error_response(dialect, GatewayError.from_info(events[0].error))
+        timing = next((e.timing for e in events if isinstance(e, MessageStart)), None)
+
+    async def replay_first() -> AsyncIterator[Entry | None]:
+        yield first
+        async for item in entries:
+            yield item
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in sse_frames(_with_late_errors(replay_first()), renderer, job.id, None, dialect,
+                                          lambda usage: state.metrics.usage(job.client, usage)):
+                yield chunk
+        finally:
+            state.dispatcher.release(ticket)
+
+    headers = stream_headers(job.id)
+    if first is not None:  # None: a keep-alive came first (a long queue wait); no timing to tell yet
+        more_headers, overhead = timing_headers(timing, started)
+        headers.update(more_headers)
+        if timing is not None:
+            state.metrics.timing(job.request.model, timing, overhead)
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+async def _with_late_errors(entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]:
+    """After the status line has gone out, a deadline can only be reported inside the stream."""
+    try:
+        async for entry in entries:
+            yield entry
+    except GatewayError as err:
+        yield 0, encode_events([StreamError(err.info())])
+
+
+async def sse_frames(entries: AsyncIterator[Entry | None], renderer: Renderer, job_id: str,
+                     after: tuple[int, int] | None, dialect: Dialect,
+                     on_usage: Callable[[Usage], None] | None = None) -> AsyncIterator[bytes]:
+    """The SSE bytes for each entry (None: a keep-alive), skipping every frame up to `after`
+    ((seq, n) of the last frame a resuming client has); ends after a terminal event."""
+    ids = dialect.sse_ids
+    async for entry in entries:
+        if entry is None:
+            yield dialect.keepalive
+            continue
+        seq, payload = entry
+        events = decode_events(payload)
+        out: list[bytes] = []
+        n = 0
+        for event in events:
+            if on_usage is not None and isinstance(event, UsageEvent):
+                on_usage(event.usage)
+            for name, data in renderer.render(event):
+                if after is None or (seq, n) > after:
+                    out.append(frame(data, name, f"{job_id}.{seq}.{n}" if ids else None))
+                n += 1
+        if out:
+            yield b"".join(out)
+        if any(isinstance(e, TERMINAL_EVENTS) for e in events):
+            return

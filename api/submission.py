@@ -1,0 +1,53 @@
+"""From a parsed request to a queued job: the client's options, the model, the job, the enqueue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers
+
+from api.dialects import Dialect
+from api.state import AppState
+from api.ticket import Ticket
+from shared.errors import GatewayError, invalid
+from shared.jobs import Priority
+from shared.model import ChatRequest
+from shared.redis.record import ReplayInfo
+
+MAX_WAIT_LIMIT_SECONDS = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What a client may ask of the queue, in `x-sluice-*` headers."""
+
+    priority: Priority = "interactive"
+    max_wait: float | None = None  # seconds it will wait for a start (None: the configured default)
+
+    @classmethod
+    def from_headers(cls, headers: Headers) -> JobOptions:
+        priority = headers.get("x-sluice-priority", "interactive")
+        if priority not in ("interactive", "batch"):
+            raise invalid("The x-sluice-priority header must be 'interactive' or 'batch'.", "x-sluice-priority")
+        raw = headers.get("x-sluice-max-wait")
+        if raw is None:
+            return cls(priority)  # type: ignore[arg-type]
+        try:
+            max_wait = float(raw)
+        except ValueError:
+            raise invalid("The x-sluice-max-wait header must be a number of seconds.", "x-sluice-max-wait") from None
+        if not 0 <= max_wait <= MAX_WAIT_LIMIT_SECONDS:
+            raise invalid(f"The x-sluice-max-wait header must be between 0 and {MAX_WAIT_LIMIT_SECONDS}.",
+                          "x-sluice-max-wait")
+        return cls(priority, max_wait)  # type: ignore[arg-type]
+
+
+async def submit(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers) -> Ticket:
+    """Queues `req` on the account that can start it soonest; the ticket reads its answer back."""
+    model = state.config.model(req.model)
+    if model is None:
+        raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
+    options = JobOptions.from_headers(headers)
+    job = await state.dispatcher.new_job(req, model, client, options.max_wait, options.priority)
+    replay = ReplayInfo(dialect.name, req.model, client, req.include_usage) if req.stream else None
+    return await state.dispatcher.submit(job, replay)
