@@ -145,7 +145,11 @@ async def _load(state: AppState, client: str, response_id: str, param: str) -> S
 async def retrieve(response_id: str, request: Request) -> Response:
     state = state_of(request)
     try:
-        record = await _load(state, authenticate(request, state.clients), response_id, "response_id")
+        client = authenticate(request, state.clients)
+        if request.query_params.get("stream", "false") != "false":
+            raise GatewayError("unsupported", "A stored response is retrieved whole: 'stream' is not supported.",
+                               param="stream")
+        record = await _load(state, client, response_id, "response_id")
         return Response(openai_responses_items.stored_response(record), media_type="application/json")
     except GatewayError as err:
         return error_response(OPENAI_RESPONSES, err)

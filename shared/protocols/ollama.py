@@ -150,6 +150,7 @@ def parse_request(body: bytes, model: str | None = None, stream: bool = False) -
         top_k=options.top_k,
         stop=options.stop or [],
         seed=options.seed,
+        reasoning_effort=_effort_in(wire.think),
         stream=wire.stream,
         include_usage=True,  # the final object always carries the counts
     )
@@ -226,6 +227,17 @@ def _format_in(fmt: str | dict[str, Any] | None) -> ResponseFormat | None:
     if isinstance(fmt, dict):
         return ResponseFormat(type="json_schema", name="response", schema=fmt)
     raise invalid("'format' must be \"json\" or a JSON schema.", "format")
+
+
+def _effort_in(think: bool | str | None) -> str | None:
+    """`think: true` is a medium effort; Ollama's levels are the effort names; false is none."""
+    if think is None:
+        return None
+    if isinstance(think, bool):
+        return "medium" if think else "none"
+    if think not in ("low", "medium", "high"):
+        raise invalid("'think' must be true, false, \"low\", \"medium\" or \"high\".", "think")
+    return think
 
 
 def parse_show_request(body: bytes) -> str:

@@ -81,6 +81,9 @@ def test_retrieve_delete_and_other_keys(system: SluiceSystem) -> None:
                  lambda: other.responses.create(model="via-mistral", input="x", previous_response_id=made.id)):
         with pytest.raises(openai.NotFoundError):
             call()
+    with pytest.raises(openai.BadRequestError) as streamed:
+        client.responses.retrieve(made.id, stream=True)
+    assert streamed.value.param == "stream"
     client.responses.delete(made.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(made.id)

@@ -56,6 +56,9 @@ def test_parse_conversation_with_tools_and_images() -> None:
     assert (req.temperature, req.max_tokens, req.stop, req.seed, req.stream) == (0.5, 64, ["\n"], 7, False)
     assert req.response_format is not None and req.response_format.schema == {"type": "object"}
     assert ollama.parse_request(body(messages=[{"role": "user", "content": "x"}])).stream is True
+    efforts = [ollama.parse_request(body(messages=[{"role": "user", "content": "x"}], think=t)).reasoning_effort
+               for t in (True, False, "high")]
+    assert efforts == ["medium", "none", "high"]
 
 
 @pytest.mark.parametrize(("fields", "param"), [
@@ -65,6 +68,7 @@ def test_parse_conversation_with_tools_and_images() -> None:
     ({"messages": [{"role": "user", "content": "x"}], "options": {"temperature": 9}}, "options.temperature"),
     ({"messages": [{"role": "user", "content": "x"}], "format": "yaml"}, "format"),
     ({"messages": []}, "messages"),
+    ({"messages": [{"role": "user", "content": "x"}], "think": "max"}, "think"),
 ])
 def test_bad_requests_name_the_field(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(GatewayError) as info:
