@@ -161,6 +161,9 @@ def _messages_in(wire: list[WireMessage], system: list[Text]) -> list[Message]:
     unanswered: list[ToolCall] = []
     for i, m in enumerate(wire):
         where = f"messages[{i}]"
+        if m.images and m.role != "user":
+            raise GatewayError("unsupported", f"Images are only supported in user messages, not '{m.role}'.",
+                               param=f"{where}.images")
         if m.role == "system":
             system.append(Text(m.content))
         elif m.role == "user":

@@ -69,6 +69,8 @@ def test_parse_conversation_with_tools_and_images() -> None:
     ({"messages": [{"role": "user", "content": "x"}], "format": "yaml"}, "format"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "user", "content": "x"}], "think": "max"}, "think"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "images": [PNG]}]},
+     "messages[1].images"),
 ])
 def test_bad_requests_name_the_field(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(GatewayError) as info:
