@@ -113,9 +113,16 @@ def _effort_in(wire: w.Request) -> str | None:
 
 def _messages_in(wire: list[w.MessageParam]) -> list[Message]:
     messages: list[Message] = []
-    for m in wire:
+    for i, m in enumerate(wire):
         blocks: list[w.Block] = [w.TextBlock(m.content)] if isinstance(m.content, str) else m.content
-        append_turn(messages, m.role, [p for b in blocks for p in b.parts()])
+        parts: list[Part] = []
+        for j, b in enumerate(blocks):
+            try:
+                parts += b.parts()
+            except GatewayError as err:  # a block names its own field; the client needs the whole path
+                err.param = f"messages[{i}].content[{j}].{err.param}" if err.param else err.param
+                raise
+        append_turn(messages, m.role, parts)
     return messages
 
 

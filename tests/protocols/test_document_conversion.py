@@ -41,11 +41,11 @@ def test_anthropic_document_blocks() -> None:
     blocks = [{"type": "document", "title": "a.pdf",
                "source": {"type": "base64", "media_type": "application/pdf", "data": PDF64}},
               {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"},
-               "citations": {"enabled": True}},
+               "citations": {"enabled": False}, "context": "From 2024."},
               {"type": "document", "title": "notes", "source": {"type": "text", "media_type": "text/plain",
                                                                 "data": "Line one."}}]
     body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": blocks}]}
-    assert _parsed(anthropic_messages, body) == [PDF_DOC, URL_DOC, TEXT_DOC]
+    assert _parsed(anthropic_messages, body) == [PDF_DOC, URL_DOC, Text("From 2024."), TEXT_DOC]
 
 
 def test_openai_chat_file_part() -> None:
@@ -80,7 +80,10 @@ def test_gemini_pdf_parts() -> None:
         {"type": "input_file", "file_id": "file-1"}]}]}, "input[0].content[0].file_id"),
     (anthropic_messages, {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "document", "source": {"type": "base64", "media_type": "image/png", "data": "x"}}]}]},
-     "source.media_type"),
+     "messages[0].content[0].source.media_type"),
+    (anthropic_messages, {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "text", "data": "x"}, "citations": {"enabled": True}}]}]},
+     "messages[0].content[0].citations.enabled"),
 ])
 def test_client_refusals_name_the_field(dialect: Any, body: dict[str, Any], param: str) -> None:
     with pytest.raises(GatewayError) as info:
