@@ -108,9 +108,7 @@ async def create(request: Request) -> Response:
     except GatewayError as err:
         return error_response(OPENAI_RESPONSES, err)
     except RedisError:
-        log.exception("redis unavailable", extra={"path": request.url.path})
-        return error_response(OPENAI_RESPONSES, GatewayError(
-            "upstream_unavailable", "The queue is unavailable; retry shortly.", status=503, retry_after=1.0))
+        return _unavailable(request)
     store = wire.store is not False  # OpenAI's default is to store
     response = await serve(request, StoringDialect(Storage(store, wire.previous_response_id)), lambda _: req)
     if not store or response.status_code != 200:
@@ -123,22 +121,26 @@ async def create(request: Request) -> Response:
     else:
         try:
             await saver.save(job_id)
-        except RedisError:
+        except RedisError:  # the answer is good: returned unstored rather than retried as a duplicate job
             log.exception("could not store a response", extra={"request_id": job_id})
-            return error_response(OPENAI_RESPONSES, GatewayError(
-                "upstream_unavailable", "The response could not be stored; retry shortly.", status=503,
-                retry_after=1.0))
     return response
 
 
 async def _load(state: AppState, client: str, response_id: str, param: str) -> StoredResponse:
     """The caller's own stored response; anyone else's, an expired or a made-up id is a 404."""
-    record = None
+    stored = None
     if response_id.startswith("resp_"):
-        record = await stored_responses.load(state.redis, state.config.key_prefix, client, response_id[5:])
-    if record is None:
+        stored = await stored_responses.load(state.redis, state.config.key_prefix, client, response_id[5:])
+    if stored is None:
         raise GatewayError("not_found", f"Response with id '{response_id}' not found.", param=param)
-    return record
+    return stored
+
+
+def _unavailable(request: Request) -> Response:
+    """Redis unreachable or saturated: a retryable 503 in OpenAI's shape, never a bare 500."""
+    log.exception("redis unavailable", extra={"path": request.url.path})
+    return error_response(OPENAI_RESPONSES, GatewayError(
+        "upstream_unavailable", "The store is unavailable; retry shortly.", status=503, retry_after=1.0))
 
 
 @router.get("/v1/responses/{response_id}")
@@ -149,10 +151,12 @@ async def retrieve(response_id: str, request: Request) -> Response:
         if request.query_params.get("stream", "false") != "false":
             raise GatewayError("unsupported", "A stored response is retrieved whole: 'stream' is not supported.",
                                param="stream")
-        record = await _load(state, client, response_id, "response_id")
-        return Response(openai_responses_items.stored_response(record), media_type="application/json")
+        stored = await _load(state, client, response_id, "response_id")
+        return Response(openai_responses_items.stored_response(stored), media_type="application/json")
     except GatewayError as err:
         return error_response(OPENAI_RESPONSES, err)
+    except RedisError:
+        return _unavailable(request)
 
 
 @router.delete("/v1/responses/{response_id}")
@@ -167,6 +171,8 @@ async def delete(response_id: str, request: Request) -> Response:
         return Response(openai_responses_items.deleted(response_id[5:]), media_type="application/json")
     except GatewayError as err:
         return error_response(OPENAI_RESPONSES, err)
+    except RedisError:
+        return _unavailable(request)
 
 
 @router.get("/v1/responses/{response_id}/input_items")
@@ -174,11 +180,14 @@ async def input_items(response_id: str, request: Request, after: str | None = No
                       limit: str | None = None, order: str | None = None) -> Response:
     state = state_of(request)
     try:
+        client = authenticate(request, state.clients)
         if limit is not None and not limit.isdigit():
             raise invalid("'limit' must be an integer between 1 and 100.", "limit")
-        record = await _load(state, authenticate(request, state.clients), response_id, "response_id")
-        return Response(openai_responses_items.item_page(record.input_items, after, before,
-                                                                        None if limit is None else int(limit), order),
-                        media_type="application/json")
+        stored = await _load(state, client, response_id, "response_id")
+        size = None if limit is None else int(limit)
+        page = openai_responses_items.item_page(stored.input_items, after, before, size, order)
+        return Response(page, media_type="application/json")
     except GatewayError as err:
         return error_response(OPENAI_RESPONSES, err)
+    except RedisError:
+        return _unavailable(request)
