@@ -24,6 +24,7 @@ from shared.model import ChatRequest
 from shared.redis import limiter, record
 from shared.redis.keys import AccountKeys, Keys
 from shared.redis.limiter import Dim
+from shared.redis.moves import Moves
 from shared.redis.record import Entry, ReplayInfo
 from shared.redis.scripts import QUEUE_FULL, Scripts
 from shared.tokens import estimate_input_tokens
@@ -38,6 +39,7 @@ class Dispatcher:
         self.hub = hub
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts(client)
+        self.moves = Moves(client, self.keys)
         self._rotations: dict[str, WeightedRotation] = {}
         # Jobs this process has routed but not yet enqueued: concurrent requests read the same
         # Redis snapshot, and without this they would all herd onto whichever account it favours.
@@ -126,8 +128,16 @@ class Dispatcher:
         self.hub.unregister(ticket.job.id)
 
     async def withdraw(self, job: Job) -> bool:
-        """Takes the job out of its queue; False when a worker already has it."""
-        return await self.scripts.cancel(self.keys.account(job.account), job.id)
+        """Takes the job out of its queue; False when a worker already has it. A job a worker
+        pulled to another account (worker/rebalance.py) is followed there."""
+        account: str | None = job.account
+        for _ in range(len(self.config.accounts) + 1):
+            if account is None:
+                return False
+            if await self.scripts.cancel(self.keys.account(account), job.id):
+                return True
+            account = await self.moves.moved_to(account, job.id)
+        return False
 
     async def give_up(self, ticket: Ticket) -> None:
         """The job waited past its deadline: drop it if no worker has it yet."""

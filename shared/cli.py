@@ -28,8 +28,12 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
-def _uvicorn_kwargs() -> dict[str, object]:
-    kwargs: dict[str, object] = {"log_level": "warning", "access_log": False, "http": "httptools"}
+def _uvicorn_kwargs(config: Config) -> dict[str, object]:
+    # On SIGTERM uvicorn stops accepting at once, lets open requests (streams included) finish for
+    # up to `drain_seconds`, then closes them; a cut stream's client resumes from its
+    # x-sluice-stream-url with Last-Event-ID on another API process.
+    kwargs: dict[str, object] = {"log_level": "warning", "access_log": False, "http": "httptools",
+                                 "timeout_graceful_shutdown": max(1, round(config.queue.drain_seconds))}
     try:
         import uvloop  # noqa: F401
 
@@ -52,11 +56,11 @@ def cmd_api(args: argparse.Namespace) -> None:
         if args.redis_url:
             os.environ["SLUICE_REDIS_URL"] = args.redis_url
         uvicorn.run("api.app:from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-                    **_uvicorn_kwargs())  # type: ignore[arg-type]
+                    **_uvicorn_kwargs(config))  # type: ignore[arg-type]
         return
     from api.app import create_app
 
-    uvicorn.run(create_app(config), host=args.host, port=args.port, **_uvicorn_kwargs())  # type: ignore[arg-type]
+    uvicorn.run(create_app(config), host=args.host, port=args.port, **_uvicorn_kwargs(config))  # type: ignore[arg-type]
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

@@ -82,6 +82,7 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_delay_seconds: float = 60.0  # batch work ranks as if enqueued this much later
     stream_coalesce_ms: float = 15.0  # after the first token, deltas are written at most this often
     result_ttl_seconds: int = 900  # how long a finished stream stays resumable
+    drain_seconds: float = 30.0  # on SIGTERM: how long workers finish jobs and the API its open streams
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):

@@ -23,6 +23,7 @@ class Job(msgspec.Struct, omit_defaults=True):
     output_reserve: int
     priority: Priority = "interactive"
     client: str = ""  # client key name, for per-client metrics
+    moves: int = 0  # times it moved to another account while queued (shared/redis/moves.py)
 
 
 class Claimed(msgspec.Struct):

@@ -1,0 +1,72 @@
+"""Queued jobs are not stranded on an account that cannot serve them: a sibling's worker pulls
+them over (worker/rebalance.py, shared/redis/moves.py) and serves them within their deadline."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openai
+
+from tests.conftest import CLIENT_KEY, SluiceSystem, wait_until
+
+MESSAGES: Any = [{"role": "user", "content": "hello there"}]
+MAX_WAIT = 20.0  # each request's queue deadline (x-sluice-max-wait)
+
+
+def ask(system: SluiceSystem, n: int, stream_every: int = 2) -> list[str | int]:
+    """n concurrent requests, every other one streaming: the text, or the HTTP status of a failure."""
+    client = openai.OpenAI(base_url=f"{system.base_url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60,
+                           default_headers={"x-sluice-max-wait": str(MAX_WAIT)})
+
+    def one(i: int) -> str | int:
+        try:
+            if i % stream_every == 0:
+                chunks = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+                return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            return client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content or ""
+        except openai.APIStatusError as err:
+            return err.status_code
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_a_key_refused_mid_run_has_its_queued_jobs_served_by_the_sibling(make_system: Any) -> None:
+    accounts = [{"name": "bad", "api_key": "sk-revoked", "limits": {"concurrency": 1}},
+                {"name": "good", "api_key": "sk-right", "limits": {"concurrency": 32}}]
+    models = [{"name": "m", "route": [{"account": "bad", "model": "x"}, {"account": "good", "model": "x"}]}]
+    system: SluiceSystem = make_system(accounts=accounts, models=models, mock_args=["--latency-ms", "200"])
+    warm = ask(system, 4)
+    assert all(isinstance(r, str) and r for r in warm), warm
+    assert system.counter("bad", "completed") >= 1  # both keys worked
+
+    system.mock_config(api_key="sk-right")  # the provider revokes the bad account's key
+    started = time.monotonic()
+    results = ask(system, 24)
+    elapsed = time.monotonic() - started
+    failed = [r for r in results if not isinstance(r, str)]
+    # only the job the bad account had in flight when the key was refused fails (with a 502);
+    # every job queued behind it was pulled over and answered by the sibling, well inside MAX_WAIT
+    assert failed in ([], [502]), results
+    assert all(r for r in results if isinstance(r, str))
+    assert elapsed < MAX_WAIT - 5, elapsed
+    wait_until(lambda: system.counter("good", "claimed") >= 24 - len(failed) - 0, what="good claimed the rest")
+    pulled = int(system.redis.hlen(f"{system.prefix}:{{bad}}:moved"))
+    assert pulled >= 1, "nothing moved: the bad account's queue was never stranded"
+    assert system.redis.zcard(f"{system.prefix}:{{bad}}:ready") == 0
+
+
+def test_an_account_whose_workers_all_died_has_its_queue_served_by_the_sibling(make_system: Any) -> None:
+    accounts = [{"name": "orphan", "limits": {"concurrency": 4}}, {"name": "good", "limits": {"concurrency": 32}}]
+    models = [{"name": "m", "route": [{"account": "orphan", "model": "x"}, {"account": "good", "model": "x"}]}]
+    # lease 3 s: a worker heartbeats every second, so its account counts as gone after ~4 s of silence
+    system: SluiceSystem = make_system(accounts=accounts, models=models, queue={"lease_seconds": 3},
+                                       mock_args=["--latency-ms", "100"])
+    for proc in system.workers["orphan"]:
+        proc.kill()
+        proc.wait()
+    results = ask(system, 16)
+    assert all(isinstance(r, str) and r for r in results), results
+    assert int(system.redis.hlen(f"{system.prefix}:{{orphan}}:moved")) >= 1
