@@ -125,6 +125,18 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(render(report, as_json=args.json))
 
 
+def cmd_dlq(args: argparse.Namespace) -> None:
+    from shared.dlq_command import run
+
+    config = _load(args)
+    if args.action in ("show", "replay", "purge") and not args.ids and not args.all:
+        print(f"sluice dlq {args.action}: name job ids, or --all", file=sys.stderr)
+        raise SystemExit(2)
+    code, output = asyncio.run(run(config, args.action, args.ids, args.account, args.all, args.json))
+    print(output, file=sys.stderr if code else sys.stdout)
+    raise SystemExit(code)
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     """Everything on one machine: Redis (embedded if none answers), mock upstreams, workers, API."""
     from shared.system import StartupError, System, SystemOptions
@@ -220,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--redis-url", default=None)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    dlq = sub.add_parser("dlq", help="dead-lettered jobs: list, show, replay (re-queue) or purge them")
+    dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
+    dlq.add_argument("ids", nargs="*", help="job ids (show/replay/purge)")
+    dlq.add_argument("--all", action="store_true", help="every dead letter (of --account, if given)")
+    dlq.add_argument("--account", default=None, help="only this account's")
+    dlq.add_argument("--config", default=None)
+    dlq.add_argument("--redis-url", default=None)
+    dlq.add_argument("--json", action="store_true")
+    dlq.set_defaults(func=cmd_dlq)
     return parser
 
 

@@ -22,6 +22,7 @@ from shared.mock import MockSettings
 from shared.model import ChatRequest, Complete, Message, MessageStart, MessageStop, StreamError, Text
 from shared.redis import record, reply
 from shared.redis.client import Role, connect
+from shared.redis.dlq import DeadLetters
 from shared.redis.keys import Keys
 from shared.redis.scripts import LimitArgs, Scripts
 from worker.loop import Worker
@@ -160,7 +161,9 @@ async def test_a_job_past_its_deadline_is_never_sent_upstream(redis_url: str, li
             stats = await h.stats()
             late_record = await read_record(h.redis, h.keys.out(late.id))
         assert upstream_requests(base) == 1
-    assert stats["expired"] == 1 and late_record.events == []
+    # its client (if still waiting) is answered, never left in silence
+    assert stats["expired"] == 1 and [type(e) for e in late_record.events] == [StreamError]
+    assert late_record.events[0].error.kind == "rate_limited"
 
 
 async def test_a_refused_key_fails_the_job_and_cools_the_account_down(redis_url: str, live_upstream: Live) -> None:
@@ -229,3 +232,21 @@ async def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_a_503(redis_
             dead = await h.redis.zcard(h.acct.dlq)
         assert upstream_requests(base) == 0
     assert isinstance(events[-1], StreamError) and events[-1].error.status == 503 and dead == 1
+
+
+async def test_a_provider_that_keeps_failing_dead_letters_the_job_with_its_status(redis_url: str,
+                                                                                   live_upstream: Live) -> None:
+    with live_upstream(MockSettings()) as base:
+        config = config_for(redis_url, base)
+        config.accounts[0].headers = {"x-mock-fail": "503"}  # the mock answers every call with a 503
+        async with running(config) as h:
+            job = new_job(stream=True)
+            await h.enqueue(job)
+            events = await eventually(lambda: h.finished(job.id), "the failure")
+            letters = await eventually(lambda: DeadLetters(h.redis, h.keys).list("acct"), "the dead letter")
+            still_there = await h.redis.hget(h.acct.jobs, job.id)  # type: ignore[misc]
+        assert upstream_requests(base) == 3  # the first call and its two retries
+    assert isinstance(events[-1], StreamError) and events[-1].error.kind == "upstream_unavailable"
+    assert [(d.job_id, d.status, d.kind, d.attempts) for d in letters] == [(job.id, 503, "upstream_unavailable", 3)]
+    assert "upstream failed after 3 attempts" in letters[0].reason
+    assert still_there is not None  # kept for `sluice dlq replay`
