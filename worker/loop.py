@@ -75,6 +75,7 @@ class Worker:
         self.limits = LimitArgs.of(account)
         self.capacity = account.limits.concurrency
         self.running: dict[str, asyncio.Task[None]] = {}
+        self._writers: dict[str, EventWriter] = {}  # of the running jobs: a drain asks what they wrote
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._consecutive_failures = 0
@@ -121,12 +122,15 @@ class Worker:
         if not pending:
             return
         left = [job_id for job_id, task in self.running.items() if task in pending]
+        writers = {job_id: self._writers.get(job_id) for job_id in left}
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for job_id in left:
+            writer = writers[job_id]
             try:
-                partial = bool(await self.redis.exists(self.keys.out(job_id)))
+                # partial: the next worker must resume after what the record holds (or may hold)
+                partial = writer is None or await writer.abandon()
                 await self.hand_back(self.akeys, self.limits, job_id, partial)
             except (RedisError, OSError):  # its lease expires instead
                 log.warning("hand-back failed; the lease will expire", extra={"request_id": job_id})
@@ -235,6 +239,7 @@ class Worker:
             await self._end_with_error(job.id, job.reply_to, error)
             await self._fail_for_good(job, claimed.attempt, error, 0, "the worker crashed running it")
         finally:
+            self._writers.pop(job.id, None)
             log.debug("job done", extra={"request_id": job.id, "ms": (time.monotonic() - start) * 1000})
 
     async def _run_job_inner(self, claimed: Claimed) -> None:
@@ -260,6 +265,7 @@ class Worker:
         writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id,
                              self.config.queue.stream_coalesce_ms, self.config.queue.result_ttl_seconds,
                              next_seq)
+        self._writers[job.id] = writer
         upstream = self.provider.request(job)
         seen = UpstreamResult()
         for retry in range(MAX_UPSTREAM_RETRIES + 1):
