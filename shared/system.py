@@ -221,7 +221,7 @@ class System:
     def _start_redis(self) -> None:
         policy = self.options.embedded_redis
         if policy == "always" or (policy == "if-unreachable" and not reachable(self.redis_url)):
-            self.embedded = EmbeddedRedis()
+            self.embedded = EmbeddedRedis(appendonly=True)  # a Redis restart loses no queued job
             self.redis_url = self.embedded.url
 
     def _start_mock(self, mock: MockOptions) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections.abc import Coroutine
@@ -25,6 +24,7 @@ from shared.config import Account, Config
 from shared.errors import GatewayError
 from shared.jobs import Claimed, Job, decode_job
 from shared.model import Complete, MessageStart, StreamError, Timing, UsageEvent
+from shared.redis.client import backoff_seconds
 from shared.redis.dlq import DeadLetter, DeadLetters
 from shared.redis.handback import HandBack
 from shared.redis.keys import Keys
@@ -46,15 +46,6 @@ MAX_UPSTREAM_RETRIES = 2
 # provider refuses (401/403) is held back for five minutes.
 COOLDOWN_AFTER_FAILURES = 3
 AUTH_COOLDOWN_SECONDS = 300.0
-# While Redis is unreachable the claim loop retries after 0.1 s doubling to this, with jitter, so
-# a fleet of workers neither spins nor reconnects in lockstep when Redis comes back.
-REDIS_BACKOFF_MAX_SECONDS = 5.0
-
-
-def backoff_seconds(failures: int) -> float:
-    """Exponential backoff with equal jitter: half the step fixed, half random."""
-    step: float = min(REDIS_BACKOFF_MAX_SECONDS, 0.1 * 2.0 ** min(failures, 10))
-    return step / 2 + random.uniform(0, step / 2)
 
 
 class Worker:
