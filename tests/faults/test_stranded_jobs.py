@@ -37,25 +37,26 @@ def test_a_key_refused_mid_run_has_its_queued_jobs_served_by_the_sibling(make_sy
     accounts = [{"name": "bad", "api_key": "sk-revoked", "limits": {"concurrency": 1}},
                 {"name": "good", "api_key": "sk-right", "limits": {"concurrency": 32}}]
     models = [{"name": "m", "route": [{"account": "bad", "model": "x"}, {"account": "good", "model": "x"}]}]
-    system: SluiceSystem = make_system(accounts=accounts, models=models, mock_args=["--latency-ms", "200"])
-    warm = ask(system, 4)
-    assert all(isinstance(r, str) and r for r in warm), warm
-    assert system.counter("bad", "completed") >= 1  # both keys worked
-
-    system.mock_config(api_key="sk-right")  # the provider revokes the bad account's key
-    started = time.monotonic()
-    results = ask(system, 24)
+    system: SluiceSystem = make_system(accounts=accounts, models=models, mock_args=["--latency-ms", "1000"])
+    ready = f"{system.prefix}:{{bad}}:ready"
+    with ThreadPoolExecutor(1) as background:
+        started = time.monotonic()
+        running = background.submit(ask, system, 24)  # idle accounts alternate: 12 each
+        # the bad account (one at a time, 1 s each) has a queue when the provider revokes its key
+        wait_until(lambda: int(system.redis.zcard(ready)) >= 5, what="a queue on the bad account")
+        queued = int(system.redis.zcard(ready))
+        system.mock_config(api_key="sk-right")
+        results = running.result(timeout=60)
     elapsed = time.monotonic() - started
     failed = [r for r in results if not isinstance(r, str)]
-    # only the job the bad account had in flight when the key was refused fails (with a 502);
-    # every job queued behind it was pulled over and answered by the sibling, well inside MAX_WAIT
+    # at most the one job the bad account claims next fails (a 502: its key is refused, then the
+    # account is blocked for minutes); every job queued behind it is pulled over and answered
     assert failed in ([], [502]), results
     assert all(r for r in results if isinstance(r, str))
-    assert elapsed < MAX_WAIT - 5, elapsed
-    wait_until(lambda: system.counter("good", "claimed") >= 24 - len(failed) - 0, what="good claimed the rest")
-    pulled = int(system.redis.hlen(f"{system.prefix}:{{bad}}:moved"))
-    assert pulled >= 1, "nothing moved: the bad account's queue was never stranded"
-    assert system.redis.zcard(f"{system.prefix}:{{bad}}:ready") == 0
+    assert elapsed < MAX_WAIT - 5, elapsed  # well inside every request's deadline
+    assert int(system.redis.hlen(f"{system.prefix}:{{bad}}:moved")) >= queued - 1
+    assert system.redis.zcard(ready) == 0
+    print(f"\n24 requests, {queued} queued on the refused account, {len(failed)} failed, {elapsed:.1f} s")
 
 
 def test_an_account_whose_workers_all_died_has_its_queue_served_by_the_sibling(make_system: Any) -> None:
@@ -67,6 +68,9 @@ def test_an_account_whose_workers_all_died_has_its_queue_served_by_the_sibling(m
     for proc in system.workers["orphan"]:
         proc.kill()
         proc.wait()
+    started = time.monotonic()
     results = ask(system, 16)
+    print(f"\n16 requests, {int(system.redis.hlen(f'{system.prefix}:{{orphan}}:moved'))} pulled from the "
+          f"dead account, {time.monotonic() - started:.1f} s")
     assert all(isinstance(r, str) and r for r in results), results
     assert int(system.redis.hlen(f"{system.prefix}:{{orphan}}:moved")) >= 1
