@@ -103,7 +103,8 @@ class Rebalancer:
             pipe.zcard(keys.ready)
             pipe.zrange(keys.workers, -1, -1, withscores=True)
         replies = await pipe.execute()
-        if float(replies[0] or 0) > now_ms or int(replies[1]) >= self.account.limits.concurrency:
+        enough = self.account.limits.concurrency or BATCH  # concurrency 0: unlimited
+        if float(replies[0] or 0) > now_ms or int(replies[1]) >= enough:
             return 0  # not a good home right now, or enough work of our own
         pulled = 0
         for i, name in enumerate(self.siblings):
