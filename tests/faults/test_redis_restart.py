@@ -48,6 +48,10 @@ def test_a_redis_restart_mid_run_loses_nothing_and_every_client_is_answered(tmp_
         assert queued >= 10
         assert results == [want] * REQUESTS, "every client answered, complete, nothing doubled"
         assert all(c.alive() for c in system.system.children), "a process died instead of waiting for Redis"
+        for worker in system.system.of_role("worker"):  # waited with backoff, did not spin
+            assert worker.log_path is not None
+            pauses = worker.log_path.read_text().count("claiming paused")
+            assert pauses < 20, f"{worker.label} retried {pauses} times during one restart"
         after = redis.Redis.from_url(own.url)
         completed = sum(int(after.hget(f"{system.prefix}:{{{a}}}:stats", "completed") or 0)
                         for a in ("acct-a", "acct-b"))
