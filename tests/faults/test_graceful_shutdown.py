@@ -4,13 +4,19 @@ streams finish. Real processes, real signals."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
+import httpx
 import openai
 
+from shared.redis.embedded import free_port
 from tests.conftest import CLIENT_KEY, SluiceSystem, wait_until
 
 MESSAGES: Any = [{"role": "user", "content": "tell me a story"}]
@@ -107,3 +113,59 @@ def test_sigterm_on_the_api_stops_accepting_and_lets_open_streams_finish(make_sy
     assert texts == [want]
     api.wait(20)
     assert api.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
+
+
+def read_sse(lines: Any, seen: dict[str, Any]) -> None:
+    """Collects the OpenAI Chat SSE content and the last event id, until the stream ends or breaks."""
+    try:
+        for line in lines:
+            if line.startswith("id:"):
+                seen["id"] = line[3:].strip()
+            elif line.startswith("data:") and line[5:].strip() != "[DONE]":
+                chunk = json.loads(line[5:])
+                if chunk.get("choices"):
+                    seen["text"] += chunk["choices"][0]["delta"].get("content") or ""
+            elif line.startswith("data:"):
+                seen["done"] = True
+    except httpx.HTTPError:
+        seen["cut"] = True
+
+
+def test_a_stream_cut_by_the_api_drain_limit_resumes_on_another_api_process(make_system: Any) -> None:
+    system = one_account(make_system, {"drain_seconds": 1}, tokens_per_second=5, tokens=25)  # ~5 s a stream
+    want = expected_text(system)
+    seen: dict[str, Any] = {"text": "", "id": None, "done": False, "cut": False}
+    headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+    body = {"model": "m", "messages": MESSAGES, "stream": True}
+    with httpx.stream("POST", f"{system.base_url}/v1/chat/completions", json=body, headers=headers,
+                      timeout=30) as reply:
+        resume_path = reply.headers["x-sluice-stream-url"]
+        lines = reply.iter_lines()
+        while not seen["text"]:
+            read_sse(itertools.islice(lines, 1), seen)
+        api = system.system.of_role("api")[0].process
+        api.send_signal(signal.SIGTERM)  # drains for 1 s, then cuts the stream
+        read_sse(lines, seen)
+    assert not seen["done"] and seen["id"], "the stream should have been cut by the drain limit"
+    api.wait(20)
+    port = free_port()
+    other = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--port", str(port), "--config",
+                              str(system.config_path), "--redis-url", system.redis_url], env=system.env,
+                             start_new_session=True)
+    try:
+        wait_until(lambda: answers(port), timeout=30, what="the other API process")
+        with httpx.stream("GET", f"http://127.0.0.1:{port}{resume_path}", timeout=30,
+                          headers={**headers, "last-event-id": seen["id"]}) as resumed:
+            assert resumed.status_code == 200
+            read_sse(resumed.iter_lines(), seen)
+    finally:
+        other.terminate()
+        other.wait(20)
+    assert seen["done"] and seen["text"] == want, "resumed after the last event id: complete, nothing twice"
+
+
+def answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
