@@ -201,6 +201,9 @@ class Worker:
             await asyncio.sleep(period)  # periodic lease renewal
             try:
                 lost = await self.scripts.heartbeat(self.akeys, lease_ms, self.id, list(self.running))
+            except (RedisError, OSError) as exc:  # Redis away: the leases live in Redis, try next period
+                log.warning("heartbeat failed", extra={"account": self.account.name, "error": type(exc).__name__})
+                continue
             except Exception:
                 log.exception("heartbeat failed", extra={"account": self.account.name})
                 continue
