@@ -23,6 +23,7 @@ from shared.model import ChatRequest, Complete, Message, MessageStart, MessageSt
 from shared.redis import record, reply
 from shared.redis.client import Role, connect
 from shared.redis.dlq import DeadLetters
+from shared.redis.embedded import EmbeddedRedis, free_port
 from shared.redis.keys import Keys
 from shared.redis.scripts import LimitArgs, Scripts
 from worker.loop import Worker
@@ -250,3 +251,31 @@ async def test_a_provider_that_keeps_failing_dead_letters_the_job_with_its_statu
     assert [(d.job_id, d.status, d.kind, d.attempts) for d in letters] == [(job.id, 503, "upstream_unavailable", 3)]
     assert "upstream failed after 3 attempts" in letters[0].reason
     assert still_there is not None  # kept for `sluice dlq replay`
+
+
+async def test_a_worker_started_before_redis_waits_for_it_and_then_serves(live_upstream: Live) -> None:
+    port = free_port()
+    with live_upstream(MockSettings()) as base:
+        config = config_for(f"redis://127.0.0.1:{port}/0", base)
+        client = connect(config.redis_url, Role.WORKER, connections=4)
+        account = config.account("acct")
+        http = make_transport(account)
+        worker = Worker(config, account, client, provider_for(account), http)
+        task = asyncio.create_task(worker.run())
+        server = None
+        try:
+            await asyncio.sleep(0.5)  # let it fail to reach Redis a few times (the fault, not a sync)
+            assert not task.done(), "the worker gave up instead of waiting for Redis"
+            server = await asyncio.to_thread(EmbeddedRedis, port)
+            h = Harness(config, client)
+            job = new_job(stream=False)
+            await h.enqueue(job)
+            events = await eventually(lambda: h.finished(job.id), "the job, once Redis is up", within=20)
+            assert isinstance(events[-1], Complete)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+            await http.aclose()
+            await client.aclose()
+            if server is not None:
+                server.stop()
