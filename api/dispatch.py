@@ -78,14 +78,18 @@ class Dispatcher:
             keys = self.keys.account(target.account)
             pipe.zcard(keys.ready)
             limiter.queue_read(pipe, keys.rl)
+            pipe.zrange(keys.workers, -1, -1, withscores=True)
         replies = await pipe.execute()
+        now_ms = time.time() * 1000
         states = []
         for i in range(len(model.route)):
-            depth = int(replies[2 * i]) + self._routing[model.route[i].account]
-            states.append(AccountState(depth, limiter.LimiterState.decode(replies[2 * i + 1])))
+            depth = int(replies[3 * i]) + self._routing[model.route[i].account]
+            newest = replies[3 * i + 2]
+            alive = bool(newest) and now_ms - float(newest[0][1]) < self.config.queue.liveness_ms()
+            states.append(AccountState(depth, limiter.LimiterState.decode(replies[3 * i + 1]), alive))
         accounts = [self.config.account(t.account) for t in model.route]
         rotation = self._rotations.setdefault(model.name, WeightedRotation())
-        target = model.route[choose(accounts, states, cost_tokens, time.time() * 1000, rotation)]
+        target = model.route[choose(accounts, states, cost_tokens, now_ms, rotation)]
         self._routing[target.account] += 1  # until submit() has enqueued it
         return target.account, target.model
 

@@ -59,12 +59,6 @@ def siblings_of(config: Config, account: str) -> list[str]:
     return found
 
 
-def liveness_ms(config: Config) -> int:
-    """How long without a heartbeat before an account's workers count as gone: three missed beats."""
-    period = max(0.2, config.queue.lease_seconds / 3)
-    return int(3 * period * 1000) + 1000
-
-
 class Rebalancer:
     def __init__(self, config: Config, account: Account, client: aioredis.Redis) -> None:
         self.config = config
@@ -74,7 +68,7 @@ class Rebalancer:
         self.moves = Moves(client, self.keys)
         self.siblings = siblings_of(config, account.name)
         self.rewrite = rewrite_for(config)
-        self.liveness_ms = liveness_ms(config)
+        self.liveness_ms = config.queue.liveness_ms()
         self.pulled = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
