@@ -231,7 +231,7 @@ class Worker:
             log.exception("job crashed", extra={"request_id": job.id})
             error = GatewayError("internal", "the worker failed while running this request")
             await self._end_with_error(job.id, job.reply_to, error)
-            await self._fail_for_good(job, claimed.attempt, error, 0, "the worker crashed running it")
+            await self._fail_for_good(job, claimed.attempt + 1, error, 0, "the worker crashed running it")
         finally:
             self._writers.pop(job.id, None)
             log.debug("job done", extra={"request_id": job.id, "ms": (time.monotonic() - start) * 1000})
