@@ -47,6 +47,8 @@ async def _answer_unless_abandoned(state: AppState, dialect: Dialect, ticket: Ti
     if result.done():
         return result.result()
     result.cancel()
+    if ticket.follows:
+        return Response(b"", CLIENT_CLOSED)  # an Idempotency-Key retry left: the first request runs on
     if await state.dispatcher.withdraw(ticket.job):
         log.info("client left; queued job dropped", extra={"request_id": ticket.job.id})
     return Response(b"", CLIENT_CLOSED)

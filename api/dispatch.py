@@ -11,24 +11,30 @@ import asyncio
 import secrets
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 
 from api.hub import ReplyHub
 from api.routing import AccountState, WeightedRotation, choose
-from api.ticket import Ticket
+from api.ticket import Ticket, follow_record
 from shared.config import Config, Model
 from shared.errors import GatewayError
 from shared.jobs import Job, Priority, encode_job
-from shared.model import ChatRequest
+from shared.model import ChatRequest, StreamError
 from shared.redis import limiter, record
+from shared.redis.idempotency import IdempotencyStore
 from shared.redis.keys import AccountKeys, Keys
 from shared.redis.limiter import Dim
-from shared.redis.record import Entry, ReplayInfo
+from shared.redis.record import Entry, ReplayInfo, encode_events
 from shared.redis.scripts import QUEUE_FULL, Scripts
 from shared.tokens import estimate_input_tokens
 
 PRIORITY_DELAY = {"interactive": 0}
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(12)
 
 
 class Dispatcher:
@@ -38,13 +44,14 @@ class Dispatcher:
         self.hub = hub
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts(client)
+        self.idempotency = IdempotencyStore(client)
         self._rotations: dict[str, WeightedRotation] = {}
         # Jobs this process has routed but not yet enqueued: concurrent requests read the same
         # Redis snapshot, and without this they would all herd onto whichever account it favours.
         self._routing: Counter[str] = Counter()
 
     async def new_job(self, req: ChatRequest, model: Model, client: str, max_wait: float | None,
-                      priority: Priority = "interactive") -> Job:
+                      priority: Priority = "interactive", job_id: str | None = None) -> Job:
         """The job for `req`, bound to the account (of the model's route) that can start it soonest."""
         now_ms = int(time.time() * 1000)
         wait = self.config.queue.max_wait_seconds if max_wait is None else max_wait
@@ -53,7 +60,7 @@ class Dispatcher:
         output_reserve = reserve * req.n
         account, upstream_model = await self.choose_route(model, input_estimate + output_reserve)
         return Job(
-            id=secrets.token_hex(12),
+            id=job_id or new_job_id(),
             account=account,
             upstream_model=upstream_model,
             request=req,
@@ -109,7 +116,7 @@ class Dispatcher:
             if replay is not None:  # what a resuming client needs to re-render this stream, same round trip
                 pipe = self.redis.pipeline(transaction=False)
                 record.write_replay_info(pipe, self.keys.out_meta(job.id), replay,
-                                         self.config.queue.result_ttl_seconds)
+                                         job.record_ttl_seconds or self.config.queue.result_ttl_seconds)
                 await self.scripts.enqueue(*args, pipe=pipe)
                 depth = int((await pipe.execute())[-1])
             else:
@@ -122,12 +129,46 @@ class Dispatcher:
             raise await self._rate_limited(job.account, self.config.queue.max_depth, "the queue is full")
         return ticket
 
+    def follow(self, job: Job) -> Ticket:
+        """A ticket for a job another request submitted (an Idempotency-Key retry): it reads the
+        job's record, on whichever API process the job was submitted."""
+        return Ticket(job, asyncio.Queue(), self, follows=True)
+
     def release(self, ticket: Ticket) -> None:
-        self.hub.unregister(ticket.job.id)
+        if not ticket.follows:
+            self.hub.unregister(ticket.job.id)
 
     async def withdraw(self, job: Job) -> bool:
         """Takes the job out of its queue; False when a worker already has it."""
-        return await self.scripts.cancel(self.keys.account(job.account), job.id)
+        taken = await self.scripts.cancel(self.keys.account(job.account), job.id)
+        if taken and job.idempotency_key:
+            await self._forget_idempotency(job)
+        return taken
+
+    async def _forget_idempotency(self, job: Job) -> None:
+        """A withdrawn job never ran: its key is released, so the client's next retry runs
+        afresh, and a retry already following its record is told so instead of waiting forever."""
+        await self.idempotency.release(job.idempotency_key, job.id)
+        error = GatewayError("upstream_unavailable", "The first request with this Idempotency-Key was withdrawn "
+                             "before it started; retry it.", status=503, retry_after=1.0, retryable=True)
+        pipe = self.redis.pipeline(transaction=False)
+        record.append(pipe, self.keys.out(job.id), 1, encode_events([StreamError(error.info())]))
+        pipe.expire(self.keys.out(job.id), self.config.queue.result_ttl_seconds)
+        await pipe.execute()
+
+    async def follow_record(self, job: Job, keepalive: float) -> AsyncIterator[Entry | None]:
+        """The job's record from its start, then each entry as it is written; None every
+        `keepalive` of silence. Nothing by the job's deadline: the original is not answering."""
+        waited = follow_record(self.redis, self.keys.out(job.id), keepalive)
+        async for entry in waited:
+            if entry is None and time.time() * 1000 >= job.deadline_ms:
+                raise GatewayError("upstream_unavailable", "The first request with this Idempotency-Key has "
+                                   "not answered yet; retry later.", status=503, retry_after=1.0)
+            yield entry
+            if entry is not None:
+                break
+        async for entry in waited:
+            yield entry
 
     async def give_up(self, ticket: Ticket) -> None:
         """The job waited past its deadline: drop it if no worker has it yet."""

@@ -62,6 +62,9 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     route: list[RouteTarget]
     default_max_tokens: int | None = None
+    # Other models (possibly on other providers) tried in order when this one's accounts fail
+    # with a provider fault or cannot start the request within its wait (api/fallback.py).
+    fallbacks: list[str] = msgspec.field(default_factory=list)
 
 
 class ClientKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,6 +85,14 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_delay_seconds: float = 60.0  # batch work ranks as if enqueued this much later
     stream_coalesce_ms: float = 15.0  # after the first token, deltas are written at most this often
     result_ttl_seconds: int = 900  # how long a finished stream stays resumable
+    idempotency_ttl_seconds: int = 86400  # how long an Idempotency-Key (and its answer) is kept
+    # A streaming client that hangs up has this long to reconnect with Last-Event-ID before its
+    # job is withdrawn from the queue or its upstream call aborted (docs/reliability.md).
+    stream_cancel_grace_seconds: float = 30.0
+    cancel_poll_seconds: float = 0.5  # how often a busy worker looks for cancelled jobs
+    upstream_retries: int = 3  # retries of an upstream 5xx, timeout or dropped connection
+    retry_base_seconds: float = 0.25  # first backoff; doubles per retry, with full jitter
+    retry_max_seconds: float = 8.0  # longest single backoff
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
@@ -231,6 +242,17 @@ def _check(config: Config, fail: Any) -> None:
         for j, target in enumerate(model.route):
             if target.account not in names:
                 raise fail(f"$.models[{i}].route[{j}].account", f"no account named {target.account!r}")
+    for i, model in enumerate(config.models):
+        for j, other in enumerate(model.fallbacks):
+            if other not in models or other == model.name:
+                raise fail(f"$.models[{i}].fallbacks[{j}]", f"no other model named {other!r}")
+    queue = config.queue
+    for field in ("idempotency_ttl_seconds", "cancel_poll_seconds", "retry_base_seconds", "retry_max_seconds"):
+        if getattr(queue, field) <= 0:
+            raise fail(f"$.queue.{field}", "must be a positive number")
+    for field in ("stream_cancel_grace_seconds", "upstream_retries"):
+        if getattr(queue, field) < 0:
+            raise fail(f"$.queue.{field}", "must not be negative")
     keys: set[str] = set()
     for i, client in enumerate(config.client_keys):
         if not client.key:

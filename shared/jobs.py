@@ -23,6 +23,10 @@ class Job(msgspec.Struct, omit_defaults=True):
     output_reserve: int
     priority: Priority = "interactive"
     client: str = ""  # client key name, for per-client metrics
+    # With an Idempotency-Key: the Redis key that names this job (shared/redis/idempotency.py),
+    # and the record is kept as long as that key, not just `result_ttl_seconds`.
+    idempotency_key: str = ""
+    record_ttl_seconds: int = 0  # 0: the configured result_ttl_seconds
 
 
 class Claimed(msgspec.Struct):

@@ -187,8 +187,8 @@ class Worker:
             resume = ResumeFilter(record.events)
             next_seq = record.next_seq
         writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id,
-                             self.config.queue.stream_coalesce_ms, self.config.queue.result_ttl_seconds,
-                             next_seq)
+                             self.config.queue.stream_coalesce_ms,
+                             job.record_ttl_seconds or self.config.queue.result_ttl_seconds, next_seq)
         upstream = self.provider.request(job)
         seen = UpstreamResult()
         for retry in range(MAX_UPSTREAM_RETRIES + 1):
