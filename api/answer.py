@@ -36,8 +36,8 @@ async def answer(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatReq
 async def _answer_unless_abandoned(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest,
                                    started: float, receive: Receive) -> Response:
     """A client that hangs up (an SDK timeout, usually followed by a retry) takes its job out of
-    the queue, so an abandoned request does not spend the account's budget as a duplicate.
-    Streams are different: they keep running so the client can resume them."""
+    the queue, or has its upstream call aborted, so an abandoned request does not spend the
+    account's budget as a duplicate. Streams get a grace period to resume first (api/cancel.py)."""
     result = asyncio.ensure_future(_answer(state, dialect, ticket, req, started))
     hangup = asyncio.ensure_future(receive())  # the body is read: the next message is the disconnect
     try:
@@ -51,6 +51,9 @@ async def _answer_unless_abandoned(state: AppState, dialect: Dialect, ticket: Ti
         return Response(b"", CLIENT_CLOSED)  # an Idempotency-Key retry left: the first request runs on
     if await state.dispatcher.withdraw(ticket.job):
         log.info("client left; queued job dropped", extra={"request_id": ticket.job.id})
+    else:  # a worker has it: abort the upstream call (api/cancel.py)
+        await state.dispatcher.cancels.abort_running(ticket.job.account, ticket.job.id)
+        log.info("client left; running job aborted", extra={"request_id": ticket.job.id})
     return Response(b"", CLIENT_CLOSED)
 
 

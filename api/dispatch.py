@@ -8,6 +8,7 @@ subscription exists before any reply can) and hands back the job's `Ticket` (api
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 
+from api.cancel import Cancellations
 from api.hub import ReplyHub
 from api.routing import AccountState, WeightedRotation, choose
 from api.ticket import Ticket, follow_record
@@ -45,6 +47,7 @@ class Dispatcher:
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts(client)
         self.idempotency = IdempotencyStore(client)
+        self.cancels = Cancellations(client, self.keys, self.withdraw, config.queue.stream_cancel_grace_seconds)
         self._rotations: dict[str, WeightedRotation] = {}
         # Jobs this process has routed but not yet enqueued: concurrent requests read the same
         # Redis snapshot, and without this they would all herd onto whichever account it favours.
@@ -109,6 +112,8 @@ class Dispatcher:
     async def _submit(self, job: Job, keys: AccountKeys, queue: asyncio.Queue[Entry],
                       replay: ReplayInfo | None) -> Ticket:
         ticket = Ticket(job, queue, self)
+        if replay is not None and replay.account != job.account:
+            replay = dataclasses.replace(replay, account=job.account)
         try:
             args = (keys, job.id, encode_job(job), (job.input_estimate, job.output_reserve),
                     PRIORITY_DELAY.get(job.priority, int(self.config.queue.batch_delay_seconds * 1000)),
@@ -142,15 +147,17 @@ class Dispatcher:
         """Takes the job out of its queue; False when a worker already has it."""
         taken = await self.scripts.cancel(self.keys.account(job.account), job.id)
         if taken and job.idempotency_key:
-            await self._forget_idempotency(job)
+            # it never ran: the client's next retry with this key runs afresh
+            await self.idempotency.release(job.idempotency_key, job.id)
+        if taken and (job.request.stream or job.idempotency_key):
+            await self._end_withdrawn(job)
         return taken
 
-    async def _forget_idempotency(self, job: Job) -> None:
-        """A withdrawn job never ran: its key is released, so the client's next retry runs
-        afresh, and a retry already following its record is told so instead of waiting forever."""
-        await self.idempotency.release(job.idempotency_key, job.id)
-        error = GatewayError("upstream_unavailable", "The first request with this Idempotency-Key was withdrawn "
-                             "before it started; retry it.", status=503, retry_after=1.0, retryable=True)
+    async def _end_withdrawn(self, job: Job) -> None:
+        """Whoever reads a withdrawn job's record (a client resuming after its grace period, an
+        Idempotency-Key retry following it) is told it never ran, instead of waiting forever."""
+        error = GatewayError("upstream_unavailable", "The request was withdrawn before it started (its client "
+                             "left or its wait ran out); retry it.", status=503, retry_after=1.0, retryable=True)
         pipe = self.redis.pipeline(transaction=False)
         record.append(pipe, self.keys.out(job.id), 1, encode_events([StreamError(error.info())]))
         pipe.expire(self.keys.out(job.id), self.config.queue.result_ttl_seconds)

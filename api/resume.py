@@ -7,6 +7,8 @@ the only client allowed to read it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from starlette.responses import Response, StreamingResponse
 
 from api.dialects import DIALECTS, Dialect
@@ -38,6 +40,17 @@ async def resume(state: AppState, client: str, job_id: str, after: tuple[int, in
                                                      param="Last-Event-ID"))
     dialect = DIALECTS[info.dialect]
     renderer = dialect.renderer(info.model, job_id, info.include_usage, None)
+    await state.dispatcher.cancels.call_off(info.account, job_id)  # back within the grace period
     entries = follow_record(state.redis, keys.out(job_id), state.config.queue.keepalive_seconds)
-    return StreamingResponse(sse_frames(entries, renderer, job_id, after, dialect), media_type="text/event-stream",
-                             headers=stream_headers(job_id))
+
+    async def body() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            async for chunk in sse_frames(entries, renderer, job_id, after, dialect):
+                yield chunk
+            finished = True
+        finally:
+            if not finished and info.account:  # left again: the same grace period from now
+                state.dispatcher.cancels.stream_left(info.account, job_id)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=stream_headers(job_id))

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from shared.config import Account, Config
 from shared.errors import GatewayError
@@ -25,6 +26,7 @@ from shared.jobs import Claimed, Job, decode_job
 from shared.model import Complete, MessageStart, StreamError, Timing, UsageEvent
 from shared.redis.keys import Keys
 from shared.redis.scripts import ClaimCode, LimitArgs, Outcome, Scripts, is_noscript
+from worker.cancel import CancelWatch, partial_usage
 from worker.providers.base import Provider, UpstreamRequest
 from worker.resume import ResumeFilter, read_record
 from worker.upstream import Transport, UpstreamResult, call, stream
@@ -62,6 +64,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._consecutive_failures = 0
         self._learned: dict[str, int] = {}  # the caps this process last wrote, to write only changes
+        self._aborted: set[str] = set()  # jobs cancelled because their client left (worker/cancel.py)
+        self._cancel_watch = CancelWatch(client, self.akeys, config.queue.cancel_poll_seconds)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -71,10 +75,12 @@ class Worker:
         await self.scripts.heartbeat(self.akeys, lease_ms, self.id, [])
         log.info("worker started", extra={"account": self.account.name, "worker": self.id})
         heartbeat = asyncio.create_task(self._heartbeat_loop())
+        cancels = asyncio.create_task(self._cancel_watch.run(self.running, self.abort))
         try:
             await self._claim_loop()
         finally:
             heartbeat.cancel()
+            cancels.cancel()
             # Finish what we hold: a job cut off here would wait out its lease elsewhere.
             if self.running:
                 await asyncio.gather(*self.running.values(), return_exceptions=True)
@@ -82,6 +88,13 @@ class Worker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def abort(self, job_id: str) -> None:
+        """Cuts a running job off: its client left (worker/cancel.py)."""
+        task = self.running.get(job_id)
+        if task is not None and not task.done():
+            self._aborted.add(job_id)
+            task.cancel()
 
     # --- claiming --------------------------------------------------------------------------
 
@@ -161,7 +174,10 @@ class Worker:
         try:
             await self._run_job_inner(claimed)
         except asyncio.CancelledError:
-            raise
+            if job.id not in self._aborted:
+                raise
+            self._aborted.discard(job.id)
+            await self._end_aborted(job)
         except Exception:
             log.exception("job crashed", extra={"request_id": job.id})
             await self._end_with_error(job.id, job.reply_to, GatewayError(
@@ -274,6 +290,20 @@ class Worker:
         log.info("upstream 429; key blocked and job re-queued",
                  extra={"request_id": job.id, "account": self.account.name, "block_s": block})
         await self.scripts.release(self.akeys, self.limits, job.id, int(block * 1000), "upstream_429")
+
+    async def _end_aborted(self, job: Job) -> None:
+        """Ends an aborted job's record (a late resumer is told) and gives back the part of its
+        reservation it did not use."""
+        record = await read_record(self.redis, self.keys.out(job.id))
+        for _ in range(3):
+            try:
+                await self._end_with_error(job.id, job.reply_to, GatewayError(
+                    "cancelled", "The client disconnected; the request was cancelled.", status=499))
+                break
+            except ResponseError:  # the aborted stream's last coalesced write landed first: go after it
+                continue
+        await self.scripts.ack(self.akeys, self.limits, job.id, partial_usage(job, record), Outcome.ABORTED, 0,
+                               job.upstream_model)
 
     async def _end_with_error(self, job_id: str, reply_to: str, error: GatewayError) -> None:
         """Appends the error that ends a job's record (after whatever an earlier attempt wrote)."""

@@ -100,11 +100,27 @@ def _transport_error(exc: Exception) -> GatewayError:
 _TRANSPORT_ERRORS = (httpx.HTTPError, http1.HttpError)
 
 
+def hang_up(reply: Reply) -> None:
+    """Closes the connection of an answer we stop reading part-way (the job was aborted, or the
+    stream broke): the provider sees the hang-up and stops generating, and a half-read
+    connection never goes back to the pool, whose next request would read this one's leftovers.
+    The built-in client's pool cannot tell such a connection apart yet, so its socket is closed
+    here; httpx closes an unfinished response's connection itself."""
+    if isinstance(reply, http1.Response):
+        transport = reply._conn._transport
+        if transport is not None:
+            transport.close()
+
+
 async def call(transport: Transport, provider: Provider, req: UpstreamRequest, seen: UpstreamResult) -> ChatResponse:
     seen.sent_at = time.monotonic()
     try:
         reply = await transport.post(req.url, req.headers, req.body)
-        body = await reply.read()
+        try:
+            body = await reply.read()
+        except BaseException:
+            hang_up(reply)
+            raise
     except _TRANSPORT_ERRORS as exc:
         raise _transport_error(exc) from None
     seen.done_at = time.monotonic()
@@ -132,6 +148,7 @@ async def stream(transport: Transport, provider: Provider, req: UpstreamRequest,
             body = await reply.read()
             raise provider.parse_error(reply.status, body, seen.headers)
         chunks = reply.iter_bytes()
+        read_to_end = False
         try:
             async for chunk in chunks:
                 if parser.done:
@@ -141,7 +158,10 @@ async def stream(transport: Transport, provider: Provider, req: UpstreamRequest,
                     events.extend(parser.feed(frame))
                 if events:
                     yield events
+            read_to_end = True
         finally:
+            if not read_to_end:  # cancelled (the client left) or failed mid-body
+                hang_up(reply)
             await chunks.aclose()  # type: ignore[attr-defined]  # frees the connection, whatever happened
         if parser.done:
             seen.done_at = time.monotonic()

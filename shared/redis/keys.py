@@ -11,6 +11,8 @@ Per account (hash tag `{acct}`, so one Lua script can touch them all on one Clus
     {p}:{acct}:dlq        ZSET  job id -> ms when it was dead-lettered
     {p}:{acct}:workers    ZSET  worker id -> last heartbeat ms (liveness for /readyz and status)
     {p}:{acct}:stats      HASH  counters (claimed, completed, failed, requeued, upstream_429)
+    {p}:{acct}:cancels    ZSET  job id -> ms from which its worker must abort it (its client left;
+                                api/cancel.py writes, worker/cancel.py reads)
 
 Per request (hash tag `{req}`):
 
@@ -38,6 +40,7 @@ class AccountKeys:
     dlq: str
     workers: str
     stats: str
+    cancels: str
 
 
 class Keys:
@@ -59,6 +62,7 @@ class Keys:
                 dlq=f"{base}:dlq",
                 workers=f"{base}:workers",
                 stats=f"{base}:stats",
+                cancels=f"{base}:cancels",
             )
             self._accounts[name] = keys
         return keys
