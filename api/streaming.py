@@ -15,11 +15,12 @@ from starlette.types import Receive
 from api.answer import CLIENT_CLOSED
 from api.dialects import Dialect, Renderer
 from api.errors import error_response
+from api.fallback import Fallbacks
 from api.state import AppState
 from api.ticket import Ticket
 from api.timing import timing_headers
 from shared.errors import GatewayError
-from shared.model import TERMINAL_EVENTS, MessageStart, StreamError, Timing, Usage, UsageEvent
+from shared.model import TERMINAL_EVENTS, MessageStart, StreamError, StreamEvent, Usage, UsageEvent
 from shared.protocols.sse import frame
 from shared.redis.record import Entry, decode_events, encode_events
 
@@ -35,25 +36,32 @@ async def stream(state: AppState, dialect: Dialect, ticket: Ticket, renderer: Re
     """Holds the status line back until the first entry, so an early failure can still be a real
     HTTP error. With `receive`, a client that hangs up meanwhile (or later, mid-stream) has its
     job cancelled after the grace period unless it resumes (api/cancel.py)."""
-    entries = ticket.entries(state.config.queue.keepalive_seconds)
-    job = ticket.job
-    first = None
-    try:
-        first = await (anext(entries) if receive is None else _unless_hung_up(anext(entries), receive))
-    except GatewayError as err:
-        state.dispatcher.release(ticket)
-        return error_response(dialect, err)
-    except _HungUp:
-        state.dispatcher.release(ticket)
-        _client_left(state, ticket)
-        return Response(b"", CLIENT_CLOSED)
-    timing: Timing | None = None
-    if first is not None:
-        events = decode_events(first[1])
-        if len(events) == 1 and isinstance(events[0], StreamError):
+    current = Fallbacks(state, dialect, ticket)
+    while True:
+        entries = ticket.entries(state.config.queue.keepalive_seconds)
+        first = None
+        first_events: list[StreamEvent] = []
+        try:
+            first = await (anext(entries) if receive is None else _unless_hung_up(anext(entries), receive))
+            if first is not None:
+                first_events = decode_events(first[1])
+                if len(first_events) == 1 and isinstance(first_events[0], StreamError):
+                    raise GatewayError.from_info(first_events[0].error)
+        except GatewayError as err:
             state.dispatcher.release(ticket)
-            return error_response(dialect, GatewayError.from_info(events[0].error))
-        timing = next((e.timing for e in events if isinstance(e, MessageStart)), None)
+            if await current.next(err) is None:
+                return error_response(dialect, err)
+            ticket = current.ticket  # a fallback model's job: nothing has been rendered yet
+            req = ticket.job.request
+            renderer = dialect.renderer(req.model, ticket.job.id, req.include_usage, req)
+            continue
+        except _HungUp:
+            state.dispatcher.release(ticket)
+            _client_left(state, ticket)
+            return Response(b"", CLIENT_CLOSED)
+        break
+    job = ticket.job
+    timing = next((e.timing for e in first_events if isinstance(e, MessageStart)), None)
 
     async def replay_first() -> AsyncIterator[Entry | None]:
         yield first

@@ -29,6 +29,7 @@ from shared.redis.scripts import ClaimCode, LimitArgs, Outcome, Scripts, is_nosc
 from worker.cancel import CancelWatch, partial_usage
 from worker.providers.base import Provider, UpstreamRequest
 from worker.resume import ResumeFilter, read_record
+from worker.retry import RetryPolicy
 from worker.upstream import Transport, UpstreamResult, call, stream
 from worker.writer import EventWriter
 
@@ -36,8 +37,6 @@ log = logging.getLogger("sluice.worker")
 
 # How long an upstream 429 without any retry hint blocks the key.
 DEFAULT_429_BLOCK_SECONDS = 1.0
-# In-process retries of a retryable upstream fault (5xx, connection error) before failing.
-MAX_UPSTREAM_RETRIES = 2
 # An account whose calls keep failing cools down (routing then prefers its siblings): after this
 # many consecutive failed jobs, for 5 s doubling per further failure up to a minute. A key the
 # provider refuses (401/403) is held back for five minutes.
@@ -64,6 +63,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._consecutive_failures = 0
         self._learned: dict[str, int] = {}  # the caps this process last wrote, to write only changes
+        self.retry = RetryPolicy.of(config.queue)  # upstream faults: worker/retry.py
         self._aborted: set[str] = set()  # jobs cancelled because their client left (worker/cancel.py)
         self._cancel_watch = CancelWatch(client, self.akeys, config.queue.cancel_poll_seconds)
 
@@ -207,7 +207,8 @@ class Worker:
                              job.record_ttl_seconds or self.config.queue.result_ttl_seconds, next_seq)
         upstream = self.provider.request(job)
         seen = UpstreamResult()
-        for retry in range(MAX_UPSTREAM_RETRIES + 1):
+        retry = 0
+        while True:
             try:
                 usage = await self._attempt(job, upstream, writer, resume, seen,
                                             Timing(queue_ms=queue_ms), claimed_at)
@@ -216,10 +217,14 @@ class Worker:
                 if err.status == 429 or err.kind == "rate_limited":
                     await self._requeue_after_429(job, err)
                     return
-                if err.retryable and writer.written == 0 and retry < MAX_UPSTREAM_RETRIES:
-                    await asyncio.sleep(0.25 * 2**retry)  # back off before retrying the provider
+                wait = self.retry.next_wait(err, retry, writer.written > 0, job.deadline_ms)
+                if wait is not None:
+                    log.info("upstream fault; retrying", extra={"request_id": job.id, "kind": err.kind,
+                                                                "retry": retry + 1, "wait_s": round(wait, 3)})
+                    retry += 1
+                    await asyncio.sleep(wait)  # backoff before calling the provider again
                     continue
-                log.warning("upstream failed", extra={"request_id": job.id, "kind": err.kind})
+                log.warning("upstream failed", extra={"request_id": job.id, "kind": err.kind, "retries": retry})
                 await self._note_failure(err)
                 writer.hold([StreamError(err.info())])
                 await writer.close()
@@ -252,6 +257,9 @@ class Worker:
                 elif isinstance(event, MessageStart) and not timed:
                     timed = True
                     event.timing = _stamped(timing, claimed_at, seen.sent_at, time.monotonic())
+            if writer.written == 0 and isinstance(events[-1], StreamError):
+                # broken before anything reached the client (truncated, unreadable): a retryable fault
+                raise GatewayError.from_info(msgspec.structs.replace(events[-1].error, retryable=True))
             events = resume.filter(events)
             if events:
                 await writer.send(events)

@@ -231,6 +231,8 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
         if settings.truncate_after_chunks is not None:
             stream.chunks = stream.chunks[:settings.truncate_after_chunks]
             stream.tail = []
+            if not stream.chunks:
+                stream.head = []  # nothing at all after the status line
         if not await _send_stream(send, stream, base, delay, gone):
             state.stats.closed_early += 1
             return 499

@@ -29,7 +29,8 @@ class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
     auth and latency, like x-mock-fail); counts down as they arrive."""
     fail_status: int = 500
     truncate_after_chunks: int | None = None
-    """Fault injection: streams stop after this many chunks, without their closing events."""
+    """Fault injection: streams stop after this many chunks, without their closing events (0: right
+    after the status line, before even the opening chunk)."""
     truncate_drop: bool = False
     """With truncate_after_chunks: drop the connection there instead of ending the body cleanly."""
 

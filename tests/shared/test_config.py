@@ -66,3 +66,23 @@ def test_broken_yaml_gives_a_position() -> None:
 def test_keys_stay_out_of_reprs() -> None:
     config = parse_config(BASE, "c.yaml", env={"KEY_A": "secret-a", "OPENAI_KEY": "sk-live-123"})
     assert "sk-live-123" not in repr(config.accounts[0]) and "secret-a" not in repr(config.client_keys[0])
+
+
+def test_fallbacks_must_name_other_models() -> None:
+    config = parse_config(BASE + """  - name: m2
+    route: [{account: acct, model: gpt}]
+    fallbacks: [m]
+""", "c.yaml", env={"KEY_A": "a"})
+    assert config.model("m2").fallbacks == ["m"]  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"c\.yaml:\d+:\d+: models\[1\]\.fallbacks\[0\]: no other model named 'nope'"):
+        parse_config(BASE + """  - name: m2
+    route: [{account: acct, model: gpt}]
+    fallbacks: [nope]
+""", "c.yaml", env={"KEY_A": "a"})
+
+
+def test_reliability_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"queue\.retry_base_seconds: must be a positive number"):
+        parse_config(BASE + "queue: {retry_base_seconds: 0}\n", "c.yaml", env={"KEY_A": "a"})
+    with pytest.raises(ConfigError, match=r"queue\.upstream_retries: must not be negative"):
+        parse_config(BASE + "queue: {upstream_retries: -1}\n", "c.yaml", env={"KEY_A": "a"})
