@@ -14,9 +14,9 @@ import logging
 
 from api.dialects import Dialect
 from api.state import AppState
+from api.submission import replay_info
 from api.ticket import Ticket
 from shared.errors import GatewayError
-from shared.redis.record import ReplayInfo
 
 log = logging.getLogger("sluice.api")
 
@@ -45,7 +45,7 @@ class Fallbacks:
         req = job.request
         wait = max(0.0, (job.deadline_ms - job.enqueued_ms) / 1000)
         new = await self.state.dispatcher.new_job(req, model, job.client, wait, job.priority)
-        replay = ReplayInfo(self.dialect.name, req.model, job.client, req.include_usage) if req.stream else None
+        replay = replay_info(self.dialect, job.client, req)
         log.info("model failed; falling back", extra={"request_id": job.id, "fallback": model.name,
                                                       "fallback_request_id": new.id, "kind": err.kind})
         self.ticket = await self.state.dispatcher.submit(new, replay)

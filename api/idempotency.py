@@ -7,7 +7,9 @@ key is a retry: with the same body it follows the first job's record from its st
 process: a finished answer is replayed, a running one joined, a queued one waited for), so whole
 answers come back identical and streams come back frame for frame, with the same SSE ids; with
 another body it is a 409 naming the header. A first request withdrawn before it ran (its client
-left, or its wait ran out) releases the key, so the next retry runs afresh.
+left, or its wait ran out), or failed for a reason other than the request itself (a provider
+outage; worker/loop.py), releases the key, so the next retry runs afresh; a provider's 4xx
+refusal of the request is replayed.
 """
 
 from __future__ import annotations

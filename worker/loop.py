@@ -24,6 +24,7 @@ from shared.config import Account, Config
 from shared.errors import GatewayError
 from shared.jobs import Claimed, Job, decode_job
 from shared.model import Complete, MessageStart, StreamError, Timing, UsageEvent
+from shared.redis.idempotency import IdempotencyStore
 from shared.redis.keys import Keys
 from shared.redis.scripts import ClaimCode, LimitArgs, Outcome, Scripts, is_noscript
 from worker.cancel import CancelWatch, partial_usage
@@ -64,6 +65,7 @@ class Worker:
         self._consecutive_failures = 0
         self._learned: dict[str, int] = {}  # the caps this process last wrote, to write only changes
         self.retry = RetryPolicy.of(config.queue)  # upstream faults: worker/retry.py
+        self.idempotency = IdempotencyStore(client)
         self._aborted: set[str] = set()  # jobs cancelled because their client left (worker/cancel.py)
         self._cancel_watch = CancelWatch(client, self.akeys, config.queue.cancel_poll_seconds)
 
@@ -230,6 +232,9 @@ class Worker:
                 await writer.close()
                 await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED, seen.status,
                                        job.upstream_model)
+                if job.idempotency_key and err.kind != "upstream_rejected":
+                    # not the request's own fault: a retry with its Idempotency-Key runs afresh
+                    await self.idempotency.release(job.idempotency_key, job.id)
                 return
         acked = await writer.close(also=lambda pipe: self.scripts.ack_in_pipeline(
             pipe, self.akeys, self.limits, job.id, usage, Outcome.COMPLETED, seen.status, job.upstream_model))

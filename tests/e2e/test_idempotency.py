@@ -135,3 +135,21 @@ def test_a_withdrawn_first_request_releases_its_key(system: SluiceSystem) -> Non
     again = httpx.post(f"{system.base_url}/v1/chat/completions", timeout=30, headers=headers,
                        json={"model": "test-model", "messages": MESSAGES})
     assert again.status_code == 200
+
+
+def test_a_provider_fault_is_not_replayed(system: SluiceSystem) -> None:
+    """A first request that failed for the provider's sake (a 503 outlasting the retries) leaves
+    the key free: the client's retry runs afresh instead of getting the 503 again for a day."""
+    system.mock_config(latency_ms=0, tokens_per_second=0, fail_next=100, fail_status=503)
+    api = client(system, f"fault-{uuid.uuid4().hex}")
+    before = upstream_calls(system)
+    try:
+        with pytest.raises(openai.APIStatusError) as caught:
+            api.chat.completions.create(model="test-model", messages=MESSAGES)
+        assert caught.value.status_code == 503
+    finally:
+        system.mock_config(fail_next=0)
+    failed_calls = upstream_calls(system) - before
+    reply = api.chat.completions.create(model="test-model", messages=MESSAGES)
+    assert reply.choices[0].message.content
+    assert upstream_calls(system) - before == failed_calls + 1
