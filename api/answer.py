@@ -54,7 +54,7 @@ async def _answer_unless_abandoned(state: AppState, dialect: Dialect, current: F
     if await state.dispatcher.withdraw(ticket.job):
         log.info("client left; queued job dropped", extra={"request_id": ticket.job.id})
     else:  # a worker has it: abort the upstream call (api/cancel.py)
-        await state.dispatcher.cancels.abort_running(ticket.job.account, ticket.job.id)
+        await state.dispatcher.cancels.abort_running(ticket.job.id)
         log.info("client left; running job aborted", extra={"request_id": ticket.job.id})
     return Response(b"", CLIENT_CLOSED)
 

@@ -8,7 +8,6 @@ subscription exists before any reply can) and hands back the job's `Ticket` (api
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 import time
 from collections import Counter
@@ -112,8 +111,6 @@ class Dispatcher:
     async def _submit(self, job: Job, keys: AccountKeys, queue: asyncio.Queue[Entry],
                       replay: ReplayInfo | None) -> Ticket:
         ticket = Ticket(job, queue, self)
-        if replay is not None and replay.account != job.account:
-            replay = dataclasses.replace(replay, account=job.account)
         try:
             args = (keys, job.id, encode_job(job), (job.input_estimate, job.output_reserve),
                     PRIORITY_DELAY.get(job.priority, int(self.config.queue.batch_delay_seconds * 1000)),

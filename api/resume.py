@@ -40,7 +40,7 @@ async def resume(state: AppState, client: str, job_id: str, after: tuple[int, in
                                                      param="Last-Event-ID"))
     dialect = DIALECTS[info.dialect]
     renderer = dialect.renderer(info.model, job_id, info.include_usage, None)
-    await state.dispatcher.cancels.call_off(info.account, job_id)  # back within the grace period
+    await state.dispatcher.cancels.call_off(job_id)  # back within the grace period
     entries = follow_record(state.redis, keys.out(job_id), state.config.queue.keepalive_seconds)
 
     async def body() -> AsyncIterator[bytes]:
@@ -50,7 +50,7 @@ async def resume(state: AppState, client: str, job_id: str, after: tuple[int, in
                 yield chunk
             finished = True
         finally:
-            if not finished and info.account:  # left again: the same grace period from now
-                state.dispatcher.cancels.stream_left(info.account, job_id)
+            if not finished:  # left again: the same grace period from now
+                state.dispatcher.cancels.stream_left(job_id)
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=stream_headers(job_id))

@@ -109,7 +109,7 @@ async def _unless_hung_up(first: Awaitable[Entry | None], receive: Receive) -> E
 
 def _client_left(state: AppState, ticket: Ticket) -> None:
     if not ticket.follows:  # an Idempotency-Key retry leaving does not end the first request
-        state.dispatcher.cancels.stream_left(ticket.job.account, ticket.job.id, ticket.job)
+        state.dispatcher.cancels.stream_left(ticket.job.id, ticket.job)
 
 
 async def _with_late_errors(entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]:

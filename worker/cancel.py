@@ -1,8 +1,9 @@
 """Aborting jobs whose clients left: the worker's side of api/cancel.py.
 
-While this process has jobs running it reads the account's `cancels` ZSET (job id -> ms from
-which to abort) once per `cancel_poll_seconds`: one pipelined round trip for all its jobs, and
-nothing at all per stream chunk or while idle. A job named there is cancelled where it stands,
+While this process has jobs running it reads the due entries of the `cancels` ZSET (job id -> ms
+from which to abort; one key for the deployment, so a job moved to another account is still
+found) once per `cancel_poll_seconds`: one pipelined round trip for all its jobs, and nothing at
+all per stream chunk or while idle. A job named there is cancelled where it stands,
 which closes its upstream connection (worker/upstream.py), so the provider stops generating.
 Its reservation is then reconciled with what it really used: the prompt (sent in full) and
 the output already streamed into its record (about four characters per token).
@@ -20,19 +21,19 @@ import redis.asyncio as aioredis
 
 from shared.jobs import Job
 from shared.model import ReasoningDelta, TextDelta, ToolArgsDelta
-from shared.redis.keys import AccountKeys
+from shared.redis.keys import Keys
 from worker.resume import Record
 
 log = logging.getLogger("sluice.worker")
 
 # An entry nobody acted on for this long names a job that finished first; it is dropped.
-STALE_MS = 600_000
+STALE_MS = 60_000
 
 
 class CancelWatch:
-    def __init__(self, client: aioredis.Redis, keys: AccountKeys, poll_seconds: float) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, poll_seconds: float) -> None:
         self._redis = client
-        self._key = keys.cancels
+        self._key = keys.cancels()
         self._poll = poll_seconds
 
     async def run(self, running: Mapping[str, object], abort: Callable[[str], None]) -> None:

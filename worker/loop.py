@@ -67,7 +67,7 @@ class Worker:
         self.retry = RetryPolicy.of(config.queue)  # upstream faults: worker/retry.py
         self.idempotency = IdempotencyStore(client)
         self._aborted: set[str] = set()  # jobs cancelled because their client left (worker/cancel.py)
-        self._cancel_watch = CancelWatch(client, self.akeys, config.queue.cancel_poll_seconds)
+        self._cancel_watch = CancelWatch(client, self.keys, config.queue.cancel_poll_seconds)
 
     # --- lifecycle -------------------------------------------------------------------------
 

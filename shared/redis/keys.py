@@ -11,13 +11,16 @@ Per account (hash tag `{acct}`, so one Lua script can touch them all on one Clus
     {p}:{acct}:dlq        ZSET  job id -> ms when it was dead-lettered
     {p}:{acct}:workers    ZSET  worker id -> last heartbeat ms (liveness for /readyz and status)
     {p}:{acct}:stats      HASH  counters (claimed, completed, failed, requeued, upstream_429)
-    {p}:{acct}:cancels    ZSET  job id -> ms from which its worker must abort it (its client left;
-                                api/cancel.py writes, worker/cancel.py reads)
 
 Per request (hash tag `{req}`):
 
     {p}:out:{req}         STREAM  the request's event log; SSE ids point into it (shared/redis/record.py)
     {p}:outmeta:{req}     HASH    how to re-render it for a resuming client (record.py: ReplayInfo)
+
+Per deployment (one key: a job is found there whichever account it runs on, even after a move):
+
+    {p}:cancels           ZSET    job id -> ms from which its worker must abort it (its client
+                                  left; api/cancel.py writes, worker/cancel.py reads)
 
 Per API process:
 
@@ -40,7 +43,6 @@ class AccountKeys:
     dlq: str
     workers: str
     stats: str
-    cancels: str
 
 
 class Keys:
@@ -62,7 +64,6 @@ class Keys:
                 dlq=f"{base}:dlq",
                 workers=f"{base}:workers",
                 stats=f"{base}:stats",
-                cancels=f"{base}:cancels",
             )
             self._accounts[name] = keys
         return keys
@@ -72,6 +73,9 @@ class Keys:
 
     def out_meta(self, request_id: str) -> str:
         return f"{self.prefix}:outmeta:{{{request_id}}}"
+
+    def cancels(self) -> str:
+        return f"{self.prefix}:cancels"
 
     def reply_channel(self, api_id: str) -> str:
         return f"{self.prefix}:reply:{api_id}"

@@ -83,8 +83,7 @@ async def read_after(client: aioredis.Redis, key: str, after_seq: int, count: in
 # --- the record's re-render metadata ----------------------------------------------------------
 #
 #     key     {p}:outmeta:{req}   (Keys.out_meta), a HASH with the record's expiry
-#     fields  dialect, model, client, usage ("1" = the client asked for usage in the stream),
-#             account (where the job is queued: a resuming client calls off its pending cancel)
+#     fields  dialect, model, client, usage ("1" = the client asked for usage in the stream)
 #
 # Written with the enqueue (same round trip) for streams only; read by whichever API process a
 # client resumes on, to render the record again in the client's own dialect.
@@ -96,18 +95,17 @@ class ReplayInfo:
     model: str  # the public model name the client asked for
     client: str  # the client key's name: only its owner may resume the stream
     include_usage: bool
-    account: str = ""  # the account the job is queued on
 
     def fields(self) -> dict[str, str]:
         return {"dialect": self.dialect, "model": self.model, "client": self.client,
-                "usage": "1" if self.include_usage else "0", "account": self.account}
+                "usage": "1" if self.include_usage else "0"}
 
     @classmethod
     def decode(cls, raw: dict[bytes, bytes]) -> ReplayInfo | None:
         """None for a missing (expired, or never a stream) or incomplete hash."""
         try:
             return cls(raw[b"dialect"].decode(), raw[b"model"].decode(), raw[b"client"].decode(),
-                       raw.get(b"usage") == b"1", raw.get(b"account", b"").decode())
+                       raw.get(b"usage") == b"1")
         except KeyError:
             return None
 
