@@ -9,6 +9,7 @@ a 4xx from the provider fails at once; never a hang, never a 500 from Sluice its
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import CLIENT_KEY, SluiceSystem
+from tests.conftest import CLIENT_KEY, SluiceSystem, wait_until
 
 RETRIES = 3
 MESSAGES: list[Any] = [{"role": "user", "content": "Fault tolerance please"}]
@@ -31,12 +32,15 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         # every call to these fails: a provider outage, and a provider refusing the request
         {"name": "down", "headers": {"x-mock-fail": "503"}},
         {"name": "picky", "headers": {"x-mock-fail": "400"}},
+        {"name": "slow", "headers": {"x-mock-latency-ms": "3000"}, "limits": {"concurrency": 1}},
     ]
     models = [
         {"name": "test-model", "route": [{"account": "primary", "model": "mock-small"}]},
         {"name": "outage-model", "route": [{"account": "down", "model": "mock-small"}],
          "fallbacks": ["test-model"]},
         {"name": "picky-model", "route": [{"account": "picky", "model": "mock-small"}],
+         "fallbacks": ["test-model"]},
+        {"name": "busy-model", "route": [{"account": "slow", "model": "mock-small"}],
          "fallbacks": ["test-model"]},
     ]
     queue = {"upstream_retries": RETRIES, "retry_base_seconds": 0.05, "retry_max_seconds": 0.2}
@@ -170,3 +174,17 @@ def test_an_outage_falls_back_to_the_next_model(system: SluiceSystem, stream: bo
         assert reply.model == "outage-model"
     assert text == expected
     assert calls(system) - before == (1 + RETRIES) + 1  # the outage, retried; then the fallback
+
+
+def test_a_model_exhausted_past_the_wait_falls_back(system: SluiceSystem) -> None:
+    """The only slot of busy-model's account is taken for 3 s; a request that will wait 0.3 s is
+    answered by the fallback instead of getting a 429."""
+    expected = expected_text(system)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(api(system).chat.completions.create, model="busy-model", messages=MESSAGES)
+        wait_until(lambda: system.mock_stats()["in_flight"] >= 1, what="the slow account's slot to be taken")
+        impatient = api(system).with_options(default_headers={"x-sluice-max-wait": "0.3"})
+        reply = impatient.chat.completions.create(model="busy-model", messages=MESSAGES)
+        assert reply.choices[0].message.content == expected
+        assert system.mock_stats()["in_flight"] >= 1  # answered while the slow call still runs
+        assert first.result(timeout=30).choices[0].message.content == expected
