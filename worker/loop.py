@@ -263,8 +263,11 @@ class Worker:
                     timed = True
                     event.timing = _stamped(timing, claimed_at, seen.sent_at, time.monotonic())
             if writer.written == 0 and isinstance(events[-1], StreamError):
-                # broken before anything reached the client (truncated, unreadable): a retryable fault
-                raise GatewayError.from_info(msgspec.structs.replace(events[-1].error, retryable=True))
+                # broken before anything reached the client (truncated, unreadable): a provider
+                # fault, retryable like a dropped connection; an error the provider sent stays as it is
+                error = events[-1].error
+                broken = error.kind in ("upstream_unavailable", "upstream_timeout")
+                raise GatewayError.from_info(msgspec.structs.replace(error, retryable=error.retryable or broken))
             events = resume.filter(events)
             if events:
                 await writer.send(events)
@@ -308,6 +311,10 @@ class Worker:
         """Ends an aborted job's record (a late resumer is told) and gives back the part of its
         reservation it did not use."""
         record = await read_record(self.redis, self.keys.out(job.id))
+        if record.finished:
+            # the cut came as it was finishing: its ack went out or not; if not, the lease expires
+            # and the next claim finds the record finished and acknowledges it (no double refund)
+            return
         for _ in range(3):
             try:
                 await self._end_with_error(job.id, job.reply_to, GatewayError(
