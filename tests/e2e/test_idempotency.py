@@ -8,6 +8,8 @@ though the mock is deterministic.
 from __future__ import annotations
 
 import concurrent.futures
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +19,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import CLIENT_KEY, SluiceSystem, wait_until
+from shared.redis.embedded import free_port
+from tests.conftest import CLIENT_KEY, ROOT, SluiceSystem, wait_until
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Remember this once"}]
 
@@ -153,3 +156,41 @@ def test_a_provider_fault_is_not_replayed(system: SluiceSystem) -> None:
     reply = api.chat.completions.create(model="test-model", messages=MESSAGES)
     assert reply.choices[0].message.content
     assert upstream_calls(system) - before == failed_calls + 1
+
+
+def test_a_retry_on_another_api_process_joins_the_first(system: SluiceSystem) -> None:
+    """The first stream runs through one API process; its retry, sent to a second API process
+    while it runs, follows the same record: one upstream call, the same bytes."""
+    port = free_port()
+    other = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--config", str(system.config_path),
+                              "--port", str(port)], cwd=ROOT, env=system.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=30, what="the second API process")
+        system.mock_config(latency_ms=0, tokens_per_second=20)
+        key = f"other-{uuid.uuid4().hex}"
+        before = upstream_calls(system)
+
+        def stream_raw(base_url: str) -> bytes:
+            with httpx.stream("POST", f"{base_url}/v1/chat/completions", timeout=30,
+                              headers={"authorization": f"Bearer {CLIENT_KEY}", "idempotency-key": key},
+                              json={"model": "test-model", "messages": MESSAGES, "stream": True,
+                                    "max_tokens": 12}) as reply:
+                assert reply.status_code == 200
+                return reply.read()
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(stream_raw, system.base_url)
+            wait_until(lambda: system.mock_stats()["in_flight"] >= 1, what="the first stream to be running")
+            joined = stream_raw(f"http://127.0.0.1:{port}")
+            assert joined == first.result()
+        assert upstream_calls(system) - before == 1
+    finally:
+        other.terminate()
+        other.wait(10)
