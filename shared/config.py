@@ -93,6 +93,10 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     upstream_retries: int = 3  # retries of an upstream 5xx, timeout or dropped connection
     retry_base_seconds: float = 0.25  # first backoff; doubles per retry, with full jitter
     retry_max_seconds: float = 8.0  # longest single backoff
+    # A stream broken after its first event is re-run and continued where it broke (the resume
+    # filter drops what the client has). Only for providers that regenerate the same prefix
+    # (temperature 0): otherwise the client sees the old beginning joined to a new ending.
+    rerun_broken_streams: bool = False
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):

@@ -219,12 +219,17 @@ class Worker:
                 if err.status == 429 or err.kind == "rate_limited":
                     await self._requeue_after_429(job, err)
                     return
-                wait = self.retry.next_wait(err, retry, writer.written > 0, job.deadline_ms)
+                streamed = writer.written > 0
+                rerun = self.config.queue.rerun_broken_streams
+                wait = self.retry.next_wait(err, retry, streamed and not rerun, job.deadline_ms)
                 if wait is not None:
                     log.info("upstream fault; retrying", extra={"request_id": job.id, "kind": err.kind,
                                                                 "retry": retry + 1, "wait_s": round(wait, 3)})
                     retry += 1
                     await asyncio.sleep(wait)  # backoff before calling the provider again
+                    if streamed:  # re-run: the client gets only what comes after what it has
+                        await writer.close()
+                        resume = ResumeFilter((await read_record(self.redis, self.keys.out(job.id))).events)
                     continue
                 log.warning("upstream failed", extra={"request_id": job.id, "kind": err.kind, "retries": retry})
                 await self._note_failure(err)
@@ -262,9 +267,9 @@ class Worker:
                 elif isinstance(event, MessageStart) and not timed:
                     timed = True
                     event.timing = _stamped(timing, claimed_at, seen.sent_at, time.monotonic())
-            if writer.written == 0 and isinstance(events[-1], StreamError):
-                # broken before anything reached the client (truncated, unreadable): a provider
-                # fault, retryable like a dropped connection; an error the provider sent stays as it is
+            if isinstance(events[-1], StreamError) and (writer.written == 0 or self.config.queue.rerun_broken_streams):
+                # broken before anything reached the client (or re-runs allowed): a provider fault,
+                # retryable like a dropped connection; an error the provider sent stays as it is
                 error = events[-1].error
                 broken = error.kind in ("upstream_unavailable", "upstream_timeout")
                 raise GatewayError.from_info(msgspec.structs.replace(error, retryable=error.retryable or broken))

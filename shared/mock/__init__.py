@@ -40,7 +40,8 @@ retry after 1s); `x-mock-latency-ms: <ms>` overrides latency_ms for that request
 Fault injection for the whole process (`POST /_config`): `fail_next: N` fails the next N
 generation requests with `fail_status` (like x-mock-fail); `truncate_after_chunks: N` ends every
 stream after N chunks without its closing events (0: not even the opening chunk), and with
-`truncate_drop: true` drops the connection there instead of ending the body. A client that hangs
+`truncate_drop: true` drops the connection there instead of ending the body; `truncate_count: N`
+cuts only the next N streams. A client that hangs
 up during the latency or a paced stream is counted in `/_stats` as `closed_early`.
 
 Order of checks: auth (401) -> x-mock-fail, fail_next -> body parse and dialect validation (400/422) -> rate

@@ -5,7 +5,7 @@ Control endpoints (no auth, not counted in stats):
     POST /_reset   zero the counters and refill the rate-limit buckets
     GET  /_config  the current settings;  POST /_config {field: value, ...} changes them live
                    (fault injection too: fail_next, fail_status, truncate_after_chunks,
-                   truncate_drop; see settings.py)
+                   truncate_drop, truncate_count; see settings.py)
 
 `/_stats` counts `closed_early`: answers whose client hung up before they were complete (during
 the latency, or mid-way through a paced stream): the proof that a cancelled call was cut off.

@@ -228,7 +228,10 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
             await send_body(send, 200, dialect.response(answer), base)
             return 200
         stream = dialect.stream(answer)
-        if settings.truncate_after_chunks is not None:
+        cut = settings.truncate_after_chunks is not None and settings.truncate_count != 0
+        if cut and settings.truncate_after_chunks is not None:
+            if settings.truncate_count is not None:
+                settings.truncate_count -= 1
             stream.chunks = stream.chunks[:settings.truncate_after_chunks]
             stream.tail = []
             if not stream.chunks:
@@ -236,7 +239,7 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
         if not await _send_stream(send, stream, base, delay, gone):
             state.stats.closed_early += 1
             return 499
-        if settings.truncate_after_chunks is not None and settings.truncate_drop:
+        if cut and settings.truncate_drop:
             raise ConnectionAbortedError("mock: connection dropped mid-stream (truncate_drop)")
         return 200
     finally:

@@ -33,6 +33,8 @@ class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
     after the status line, before even the opening chunk)."""
     truncate_drop: bool = False
     """With truncate_after_chunks: drop the connection there instead of ending the body cleanly."""
+    truncate_count: int | None = None
+    """With truncate_after_chunks: how many more streams to cut (counts down; None: every one)."""
 
     def __post_init__(self) -> None:
         # msgspec.convert runs this too, so bad `/_config` bodies are refused with a message.
@@ -48,6 +50,8 @@ class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("bucket_seconds must be positive")
         if self.fail_next < 0 or not 400 <= self.fail_status <= 599:
             raise ValueError("fail_next must not be negative and fail_status must be a 4xx or 5xx")
+        if self.truncate_count is not None and self.truncate_count < 0:
+            raise ValueError("truncate_count must not be negative")
         if self.truncate_after_chunks is not None and self.truncate_after_chunks < 0:
             raise ValueError("truncate_after_chunks must not be negative")
 
