@@ -12,6 +12,7 @@ from api.auth import ClientKeys
 from api.dispatch import Dispatcher
 from api.metrics import Metrics
 from shared.config import Config
+from shared.tenants.keystore import KeyStore
 
 
 @dataclass(slots=True)
@@ -21,6 +22,8 @@ class AppState:
     dispatcher: Dispatcher
     clients: ClientKeys  # client key digests -> client names
     metrics: Metrics
+    keystore: KeyStore | None = None  # None: no shared key secret, so no keys issued at run time
+    admin_token: str | None = None  # None: the admin API refuses every call
 
 
 def state_of(request: Request) -> AppState:

@@ -43,8 +43,18 @@ def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
     from shared.logs import setup_logging
+    from shared.tenants.secrets import ADMIN_TOKEN_ENV, SecretError, is_loopback, read_secret
 
     config = _load(args)
+    try:
+        admin_token = read_secret(ADMIN_TOKEN_ENV, config.security.admin_token_file)
+    except SecretError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if admin_token is None and not is_loopback(args.host):
+        print(f"sluice: refusing to listen on {args.host} without an admin token: set {ADMIN_TOKEN_ENV} "
+              f"(or {ADMIN_TOKEN_ENV}_FILE, or security.admin_token_file)", file=sys.stderr)
+        raise SystemExit(2)
     setup_logging()
     if args.workers > 1:
         # uvicorn's multi-process mode imports the app by name; it reads the same config file.
@@ -119,6 +129,14 @@ def cmd_status(args: argparse.Namespace) -> None:
     config = _load(args)
     report = asyncio.run(collect(config))
     print(render(report, as_json=args.json))
+
+
+def cmd_keys(args: argparse.Namespace) -> None:
+    """`sluice keys …`: the same key store the admin API uses, straight on Redis."""
+    from shared.tenants.keycli import run_keys
+
+    config = _load(args)
+    raise SystemExit(run_keys(config, args))
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -216,6 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--redis-url", default=None)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    keys = sub.add_parser("keys", help="client keys: create, list, rotate, expire, revoke, hash")
+    keys.add_argument("--config", default=None)
+    keys.add_argument("--redis-url", default=None)
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="a new key for a tenant (printed once)")
+    create.add_argument("tenant")
+    create.add_argument("--expires-in", type=float, default=None, help="seconds until it stops working")
+    keys_sub.add_parser("list", help="every key: id, tenant, expiry (never the key)")
+    rotate = keys_sub.add_parser("rotate", help="a new key for the same tenant; the old one overlaps")
+    rotate.add_argument("id")
+    rotate.add_argument("--overlap", type=float, default=3600.0, help="seconds the old key keeps working")
+    expire = keys_sub.add_parser("expire", help="set when a key stops working")
+    expire.add_argument("id")
+    expire.add_argument("--in", dest="in_seconds", type=float, default=0.0, help="seconds from now (0: now)")
+    revoke = keys_sub.add_parser("revoke", help="delete a key: it stops working everywhere within a second")
+    revoke.add_argument("id")
+    hash_ = keys_sub.add_parser("hash", help="print a key_hmac for the config file (key read from stdin)")
+    hash_.add_argument("--key", default=None, help="the key (default: read one line from stdin)")
+    keys.set_defaults(func=cmd_keys)
     return parser
 
 

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.admin.auth import bearer, token_matches
 from api.auth import authenticate
 from api.dialects import ANTHROPIC, GEMINI, OPENAI_CHAT
 from api.errors import error_response
@@ -28,8 +29,11 @@ async def healthz() -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus text format; like /healthz it needs no client key (expose it internally only)."""
+    """Prometheus text format; no client key, and the admin token only with
+    `security.metrics_token: true` (otherwise expose it internally only)."""
     state = state_of(request)
+    if state.config.security.metrics_token and not token_matches(state.admin_token, bearer(request)):
+        return Response(b"admin token required\n", 401, media_type="text/plain")
     body = await state.metrics.render(state.config, state.redis)
     return Response(body, media_type="text/plain; version=0.0.4")
 

@@ -1,0 +1,143 @@
+"""`/admin/…` routes. Every one needs the admin token; none ever shows a provider key, a client
+key (except the new one, once, in the answer that made it) or a secret."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from api.admin.auth import require_admin
+from api.state import AppState, state_of
+from shared.jobs import decode_job
+from shared.status import collect
+from shared.tenants.keystore import KeyRecord, KeyStore
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+MAX_EXPIRY_SECONDS = 10 * 365 * 86400
+DLQ_PAGE = 100
+
+
+class KeyInfo(BaseModel):
+    id: str
+    tenant: str
+    source: str = Field(description="'runtime' (issued through this API or the CLI) or 'config'")
+    created_ms: int = 0
+    expires_ms: int = Field(default=0, description="0: never")
+    live: bool = True
+    hint: str = Field(default="", description="the key's last four characters")
+    rotated_to: str = ""
+
+    @classmethod
+    def of(cls, record: KeyRecord, now_ms: float) -> KeyInfo:
+        return cls(id=record.id, tenant=record.tenant, source="runtime", created_ms=record.created_ms,
+                   expires_ms=record.expires_ms, live=record.live(now_ms), hint=record.hint,
+                   rotated_to=record.rotated_to)
+
+
+class NewKey(BaseModel):
+    key: str = Field(description="the plain key: shown only in this answer, never stored")
+    info: KeyInfo
+
+
+class CreateKey(BaseModel):
+    tenant: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    expires_in_seconds: float | None = Field(None, gt=0, le=MAX_EXPIRY_SECONDS)
+
+
+class RotateKey(BaseModel):
+    overlap_seconds: float = Field(default=3600.0, ge=0, le=MAX_EXPIRY_SECONDS,
+                                   description="how long the old key keeps working")
+
+
+class ExpireKey(BaseModel):
+    in_seconds: float = Field(ge=0, le=MAX_EXPIRY_SECONDS, description="0: now")
+
+
+class DeadLetter(BaseModel):
+    id: str
+    dead_ms: int
+    client: str = ""
+    model: str = ""
+
+
+def _store(state: AppState) -> KeyStore:
+    if state.keystore is None:
+        raise HTTPException(409, "Keys cannot be issued at run time without a shared key secret: "
+                                 "set SLUICE_KEY_SECRET (or a secret file) on every API process.")
+    return state.keystore
+
+
+@router.get("/keys", response_model=list[KeyInfo])
+async def list_keys(request: Request) -> list[KeyInfo]:
+    state = state_of(request)
+    now = time.time() * 1000
+    listed = [KeyInfo(id=f"config:{i}", tenant=k.name, source="config") for i, k in enumerate(state.config.client_keys)]
+    if state.keystore is not None:
+        listed += [KeyInfo.of(r, now) for r in await state.keystore.all()]
+    return listed
+
+
+@router.post("/keys", response_model=NewKey, status_code=201)
+async def create_key(body: CreateKey, request: Request) -> NewKey:
+    plain, record = await _store(state_of(request)).create(body.tenant, body.expires_in_seconds)
+    return NewKey(key=plain, info=KeyInfo.of(record, time.time() * 1000))
+
+
+@router.post("/keys/{key_id}/rotate", response_model=NewKey, status_code=201)
+async def rotate_key(key_id: str, body: RotateKey, request: Request) -> NewKey:
+    made = await _store(state_of(request)).rotate(key_id, body.overlap_seconds)
+    if made is None:
+        raise HTTPException(404, "No such key.")
+    return NewKey(key=made[0], info=KeyInfo.of(made[1], time.time() * 1000))
+
+
+@router.post("/keys/{key_id}/expire", response_model=KeyInfo)
+async def expire_key(key_id: str, body: ExpireKey, request: Request) -> KeyInfo:
+    now = time.time() * 1000
+    record = await _store(state_of(request)).expire(key_id, int(now + body.in_seconds * 1000))
+    if record is None:
+        raise HTTPException(404, "No such key.")
+    return KeyInfo.of(record, now)
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(key_id: str, request: Request) -> Response:
+    if not await _store(state_of(request)).revoke(key_id):
+        raise HTTPException(404, "No such key.")
+    return Response(status_code=204)
+
+
+@router.get("/accounts")
+async def accounts(request: Request) -> dict[str, Any]:
+    """Per account: limits, what its buckets hold now, blocks, queue, in flight, counters."""
+    state = state_of(request)
+    return await collect(state.config, state.redis)
+
+
+@router.get("/queues")
+async def queues(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    report = await collect(state.config, state.redis)
+    return {a["account"]: {"queue": a["queue"], "in_flight": a["in_flight"], "dead_letters": a["dead_letters"]}
+            for a in report["accounts"]}
+
+
+@router.get("/dead-letters/{account}", response_model=list[DeadLetter])
+async def dead_letters(account: str, request: Request,
+                       limit: int = Query(DLQ_PAGE, ge=1, le=1000)) -> list[DeadLetter]:
+    state = state_of(request)
+    if account not in {a.name for a in state.config.accounts}:
+        raise HTTPException(404, "No such account.")
+    keys = state.dispatcher.keys.account(account)
+    dead = await state.redis.zrange(keys.dlq, 0, limit - 1, withscores=True)
+    payloads = await state.redis.hmget(keys.jobs, [d for d, _ in dead]) if dead else []  # type: ignore[misc]
+    out = []
+    for (job_id, ms), payload in zip(dead, payloads, strict=True):
+        job = decode_job(payload) if payload else None
+        out.append(DeadLetter(id=job_id.decode(), dead_ms=int(ms), client=job.client if job else "",
+                              model=job.request.model if job else ""))
+    return out
