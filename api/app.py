@@ -19,6 +19,7 @@ from api.keysync import KeySync
 from api.metrics import Metrics
 from api.routes import anthropic_messages, health, streams, table
 from api.state import AppState
+from api.tenancy import Tenancy
 from shared.config import Config
 from shared.heap import freeze_startup_heap
 from shared.redis.client import Role, connect
@@ -52,6 +53,7 @@ def create_app(config: Config) -> FastPath:
             clients=clients,
             metrics=Metrics(),
             keystore=keystore,
+            tenancy=Tenancy(config, client, keys),
             admin_token=admin_token,
         )
         freeze_startup_heap()

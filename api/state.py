@@ -11,6 +11,7 @@ from starlette.requests import Request
 from api.auth import ClientKeys
 from api.dispatch import Dispatcher
 from api.metrics import Metrics
+from api.tenancy import Tenancy
 from shared.config import Config
 from shared.tenants.keystore import KeyStore
 
@@ -22,6 +23,7 @@ class AppState:
     dispatcher: Dispatcher
     clients: ClientKeys  # client key digests -> client names
     metrics: Metrics
+    tenancy: Tenancy | None = None  # None: no tenant has limits in the config
     keystore: KeyStore | None = None  # None: no shared key secret, so no keys issued at run time
     admin_token: str | None = None  # None: the admin API refuses every call
 

@@ -7,6 +7,7 @@
       not_found            404  unknown model or route
       unsupported          400  a feature the chosen upstream cannot express (names it)
       rate_limited         429  queue deadline or cap reached; carries retry_after
+      quota_exceeded       429  the client key's budget for the period is spent (not worth retrying soon)
       upstream_auth        502  the provider refused our key (the key is taken out of rotation)
       upstream_rejected    4xx  the provider rejected the request as invalid
       upstream_unavailable 503  retryable provider fault (5xx, overloaded, connection error)
@@ -27,6 +28,7 @@ _STATUS = {
     "permission_denied": 403,
     "not_found": 404,
     "rate_limited": 429,
+    "quota_exceeded": 429,
     "upstream_auth": 502,
     "upstream_rejected": 400,
     "upstream_unavailable": 503,

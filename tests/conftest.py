@@ -50,7 +50,7 @@ class SluiceSystem:
     def __init__(self, tmp: Path, redis_url: str, accounts: list[dict[str, Any]], models: list[dict[str, Any]],
                  queue: dict[str, Any] | None = None, mock: MockSettings | None = None,
                  replicas: int = 1, base_url_placeholder: str | None = None,
-                 mock_args: list[str] | None = None) -> None:
+                 mock_args: list[str] | None = None, extra: dict[str, Any] | None = None) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         if mock_args:  # `sluice mock-upstream` flags, read by the command's own parser
             mock = mock_settings(build_parser().parse_args(["mock-upstream", *mock_args]))
@@ -69,6 +69,7 @@ class SluiceSystem:
             "accounts": accounts,
             "models": models,
             "queue": queue or {},
+            **(extra or {}),  # more top-level config (tenants, client keys, limits)
         }
         self.system = System(SystemOptions(config=config, embedded_redis="never", mocks=[upstream],
                                            workers_per_account=replicas, log_dir=tmp / self.prefix,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
@@ -109,6 +110,29 @@ async def revoke_key(key_id: str, request: Request) -> Response:
     if not await _store(state_of(request)).revoke(key_id):
         raise HTTPException(404, "No such key.")
     return Response(status_code=204)
+
+
+@router.get("/tenants")
+async def tenants(request: Request) -> list[dict[str, Any]]:
+    """Every tenant the config sets limits for, and every tenant a key names: its limits and usage."""
+    state = state_of(request)
+    names = {t.name for t in state.config.tenants} | {k.name for k in state.config.client_keys}
+    if state.keystore is not None:
+        names |= {r.tenant for r in await state.keystore.all()}
+    return [await _tenant_report(state, name) for name in sorted(names)]
+
+
+@router.get("/tenants/{name}")
+async def tenant(name: str, request: Request) -> dict[str, Any]:
+    return await _tenant_report(state_of(request), name)
+
+
+async def _tenant_report(state: AppState, name: str) -> dict[str, Any]:
+    policy = state.config.tenant(name)
+    report: dict[str, Any] = {"tenant": name, "limits": msgspec.to_builtins(policy) if policy else None}
+    if state.tenancy is not None:
+        report.update(await state.tenancy.usage(name))
+    return report
 
 
 @router.get("/accounts")
