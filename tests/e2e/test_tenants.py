@@ -43,7 +43,8 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
               {"name": "other", "route": [{"account": "acct", "model": "mock-small"}]}]
     extra = {"client_keys": [{"name": name, "key": key} for name, key in KEYS.items()], "tenants": TENANTS}
     accounts = [{"name": "acct", "limits": {"concurrency": 64}}]
-    made = SluiceSystem(tmp_path_factory.mktemp("tenants"), redis_url, accounts, models, mock_args=["--latency-ms", "150"], extra=extra)
+    made = SluiceSystem(tmp_path_factory.mktemp("tenants"), redis_url, accounts, models,
+                        mock_args=["--latency-ms", "150"], extra=extra)
     yield made
     made.close()
 
