@@ -177,3 +177,25 @@ def test_the_admin_api_reports_each_tenants_limits_and_usage(system: SluiceSyste
     assert today["tokens"] == _usage(system, "budget", "t") and today["requests"] >= 1
     assert budget["in_flight"] == 0
     assert {t["tenant"] for t in listed} >= set(KEYS)
+
+
+def test_another_tenant_cannot_see_or_resume_a_stream_and_learns_nothing(system: SluiceSystem) -> None:
+    body = {"model": "m", "messages": MESSAGES, "max_tokens": 4, "stream": True}
+    owner = {"authorization": f"Bearer {KEYS['free']}"}
+    with httpx.stream("POST", f"{system.base_url}/v1/chat/completions", json=body, headers=owner,
+                      timeout=30) as started:
+        assert started.status_code == 200
+        url, job_id = started.headers["x-sluice-stream-url"], started.headers["x-sluice-request-id"]
+        first_id = next(line for line in started.iter_lines() if line.startswith("id: "))[4:]
+    assert len(job_id) >= 24  # 96 random bits: not guessable
+    intruder = {"authorization": f"Bearer {KEYS['narrow']}"}
+    theirs = httpx.get(f"{system.base_url}{url}", headers=intruder, timeout=30)
+    unknown = httpx.get(f"{system.base_url}/v1/streams/{'0' * len(job_id)}", headers=intruder, timeout=30)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.content == unknown.content  # the same answer as for an id that never existed
+    resumed = httpx.post(f"{system.base_url}/v1/messages", json={},
+                         headers={"x-api-key": KEYS["narrow"], "last-event-id": first_id,
+                                  "anthropic-version": "2023-06-01"}, timeout=30)
+    assert resumed.status_code == 404 and resumed.json()["error"]["type"] == "not_found_error"
+    mine = httpx.get(f"{system.base_url}{url}", headers=owner, timeout=30)
+    assert mine.status_code == 200 and "data: [DONE]" in mine.text
