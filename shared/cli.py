@@ -112,6 +112,13 @@ def mock_settings(args: argparse.Namespace) -> MockSettings:
 
 def cmd_check_config(args: argparse.Namespace) -> None:
     config = _load(args)
+    if args.dump:
+        import orjson
+
+        from shared.config import redacted
+
+        print(orjson.dumps(redacted(config), option=orjson.OPT_INDENT_2).decode())
+        return
     print(f"config ok: {len(config.accounts)} accounts, {len(config.models)} models, "
           f"{len(config.client_keys)} client keys")
     for account in config.accounts:
@@ -228,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     mock.set_defaults(func=cmd_mock)
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("--config", default=None)
+    check.add_argument("--dump", action="store_true", help="print the loaded config as JSON, secrets redacted")
     check.set_defaults(func=cmd_check_config)
     status = sub.add_parser("status", help="per account: limits, buckets, queue, in flight, blocks")
     status.add_argument("--config", default=None)

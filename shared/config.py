@@ -170,6 +170,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
         return cached
 
 
+REDACTED = "<redacted>"
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as plain data with every secret replaced: provider keys, client keys, and the
+    values of extra upstream headers (they often carry credentials)."""
+    data: dict[str, Any] = msgspec.to_builtins(config)
+    for account in data.get("accounts", []):
+        if account.get("api_key"):
+            account["api_key"] = REDACTED
+        account["headers"] = {name: REDACTED for name in account.get("headers", {})}
+    for client in data.get("client_keys", []):
+        if client.get("key"):
+            client["key"] = REDACTED
+    return data
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
