@@ -43,7 +43,8 @@ def test_a_declared_huge_body_is_refused_before_it_is_sent(system: SluiceSystem)
     url = urlsplit(system.base_url)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                     b"authorization: Bearer " + CLIENT_KEY.encode() + b"\r\ncontent-length: 67108864\r\n\r\n{\"model\"")
+                     b"authorization: Bearer " + CLIENT_KEY.encode() +
+                     b"\r\ncontent-length: 67108864\r\n\r\n{\"model\"")
         answer = sock.recv(65536)  # the answer comes while 64 MiB are still unsent
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"request_too_large" in answer
