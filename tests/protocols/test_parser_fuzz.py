@@ -7,6 +7,7 @@ first field check), plus raw bytes. The budget is bounded (`max_examples`) to ke
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -70,10 +71,8 @@ def test_client_parsers_and_upstream_builders_never_crash(dialect_name: str, bod
     if req is None:
         return
     for upstream in UPSTREAMS.values():  # what a parsed request becomes for every provider format
-        try:
+        with contextlib.suppress(GatewayError):
             upstream.build_request(req, "upstream-model", 16)
-        except GatewayError:
-            pass
 
 
 @pytest.mark.parametrize("dialect_name", sorted(DIALECTS))
@@ -111,10 +110,9 @@ def test_upstream_answer_and_error_parsers_never_crash(name: str, body: Any, raw
                                                        retry: str) -> None:
     upstream = UPSTREAMS[name]
     for payload in (_encoded(body), raw):
-        try:
+        # upstream.call() turns these into a 502
+        with contextlib.suppress(GatewayError, ValueError, KeyError, TypeError):
             upstream.parse_response(payload)
-        except (GatewayError, ValueError, KeyError, TypeError):  # upstream.call() turns these into a 502
-            pass
         headers = {"retry-after": retry} if retry else {}
         assert isinstance(upstream.parse_error(status, payload, headers), GatewayError)
 
