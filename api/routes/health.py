@@ -66,10 +66,11 @@ async def models(request: Request) -> Response:
         "key" in request.query_params
     dialect = GEMINI if is_gemini else ANTHROPIC if "anthropic-version" in headers else OPENAI_CHAT
     try:
-        authenticate(request, state.clients)
+        client = authenticate(request, state.clients)
     except GatewayError as err:
         return error_response(dialect, err)
-    names = [m.name for m in state.config.models]
+    tenancy = state.tenancy
+    names = [m.name for m in state.config.models if tenancy is None or tenancy.allows(client, m.name)]
     if dialect is GEMINI:
         return Response(gemini.list_models(names), media_type="application/json")
     if dialect is ANTHROPIC:

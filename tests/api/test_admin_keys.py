@@ -162,3 +162,15 @@ def test_the_api_refuses_a_public_address_without_an_admin_token(tmp_path: Path,
     refused = subprocess.run([sys.executable, "-m", "shared.cli", "api", "--config", str(path), "--host", "0.0.0.0",
                               "--port", "1"], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
     assert refused.returncode == 2 and "admin token" in refused.stderr
+
+
+def test_a_change_whose_message_was_missed_is_picked_up_by_the_poll(pair: Pair) -> None:
+    """The version poll is the fallback: a ring changed without a publish still reaches b in time."""
+    made = pair.admin(pair.a, "POST", "/admin/keys", json={"tenant": "team-p"}).json()
+    wait_until(lambda: models_status(pair.b, made["key"]) == 200, timeout=1.0, what="the key")
+    prefix = pair.config.key_prefix
+    digest = pair.redis.hget(f"{prefix}:{{keyring}}:ids", made["info"]["id"])
+    assert digest is not None
+    pair.redis.hdel(f"{prefix}:{{keyring}}:keys", digest)  # a revocation that published nothing
+    pair.redis.incr(f"{prefix}:{{keyring}}:version")
+    wait_until(lambda: models_status(pair.b, made["key"]) == 401, timeout=1.0, what="the poll to notice")

@@ -199,3 +199,15 @@ def test_another_tenant_cannot_see_or_resume_a_stream_and_learns_nothing(system:
     assert resumed.status_code == 404 and resumed.json()["error"]["type"] == "not_found_error"
     mine = httpx.get(f"{system.base_url}{url}", headers=owner, timeout=30)
     assert mine.status_code == 200 and "data: [DONE]" in mine.text
+
+
+def test_the_model_list_shows_a_tenant_only_its_models(system: SluiceSystem) -> None:
+    async def listed(tenant: str) -> set[str]:
+        client = _openai(system, tenant)
+        try:
+            return {m.id async for m in client.models.list()}
+        finally:
+            await client.close()
+
+    assert asyncio.run(listed("narrow")) == {"other"}
+    assert asyncio.run(listed("free")) == {"m", "other"}
