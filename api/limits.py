@@ -69,6 +69,9 @@ def check_request(req: ChatRequest, model: Model | None, limits: RequestLimits) 
         if _depth(tool.parameters) > limits.max_json_depth:
             raise invalid(f"The tool's parameters are nested deeper than {limits.max_json_depth} levels.",
                           f"tools[{i}]")
+    if req.response_format is not None and _depth(req.response_format.schema) > limits.max_json_depth:
+        raise invalid(f"The response format's schema is nested deeper than {limits.max_json_depth} levels.",
+                      "response_format")
     if model is not None and model.max_tokens is not None and req.max_tokens is not None \
             and req.max_tokens > model.max_tokens:
         raise invalid(f"max_tokens is {req.max_tokens}, above the model's limit of {model.max_tokens}.",

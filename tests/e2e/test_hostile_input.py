@@ -72,6 +72,8 @@ def test_a_chunked_body_is_cut_off_at_the_cap(system: SluiceSystem) -> None:
     ({"model": "m", "messages": _msgs(1), "max_tokens": 101}, "max_tokens"),
     ({"model": "m", "messages": _msgs(1), "tools": [{"type": "function", "function": {
         "name": "f", "parameters": {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}}}]}, "tools[0]"),
+    ({"model": "m", "messages": _msgs(1), "response_format": {"type": "json_schema", "json_schema": {
+        "name": "s", "schema": {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}}}}, "response_format"),
 ])
 def test_each_bound_is_a_400_naming_the_field(system: SluiceSystem, body: dict[str, Any], param: str) -> None:
     answer = _post(system, "/v1/chat/completions", body)
