@@ -169,7 +169,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
     try:
         if system.embedded is not None:
             print(f"sluice: no Redis at {config.redis_url}; started a private one at {system.redis_url}")
-        key = config.client_keys[0].key if config.client_keys else "none"
+        key = next((k.key for k in config.client_keys if k.key), "none")
         model = config.models[0].name if config.models else "MODEL"
         print(_banner(args.host, system.api_port, model, key), flush=True)
         while not stop["now"] and len(system.alive()) == len(system.children):
