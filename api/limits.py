@@ -9,6 +9,7 @@ to is then bounded by `check_request` (messages, content parts, string lengths, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,18 @@ def too_large(limit: int) -> GatewayError:
                         status=413)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, seconds: float = 60.0) -> bytes:
+    """The whole body, refused past `limit` bytes or `seconds` (a client trickling its body in
+    must not hold a connection and its buffer for ever)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise GatewayError("request_timeout", f"The request body did not arrive within {seconds:g} seconds.",
+                           status=408) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:

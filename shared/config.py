@@ -110,6 +110,7 @@ class RequestLimits(msgspec.Struct, forbid_unknown_fields=True):
     """Bounds on what one request may carry (hostile input stops here, before it is queued)."""
 
     max_body_bytes: int = 8 * 1024 * 1024
+    body_read_seconds: float = 60.0  # a client that takes longer to send its body gets a 408
     max_messages: int = 2048
     max_content_parts: int = 4096  # across all messages
     max_json_depth: int = 64

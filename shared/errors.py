@@ -5,6 +5,7 @@
       unauthenticated      401  missing or unknown client key
       permission_denied    403
       not_found            404  unknown model or route
+      request_timeout      408  the client did not send its body in time
       request_too_large    413  the body is over the configured cap (refused before it is read in full)
       unsupported          400  a feature the chosen upstream cannot express (names it)
       rate_limited         429  queue deadline or cap reached; carries retry_after
@@ -29,6 +30,7 @@ _STATUS = {
     "permission_denied": 403,
     "not_found": 404,
     "request_too_large": 413,
+    "request_timeout": 408,
     "rate_limited": 429,
     "quota_exceeded": 429,
     "upstream_auth": 502,

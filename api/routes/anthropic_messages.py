@@ -32,7 +32,8 @@ async def count_tokens(request: Request) -> Response:
     state = state_of(request)
     try:
         authenticate(request, state.clients)
-        body = await read_body(request, state.config.request_limits.max_body_bytes)
+        limits = state.config.request_limits
+        body = await read_body(request, limits.max_body_bytes, limits.body_read_seconds)
         req = parse_bounded(anthropic_messages.parse_count_tokens_request, body)
         if state.config.model(req.model) is None:
             raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")

@@ -37,7 +37,7 @@ async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], Cha
             job_id, seq, n = parse_event_id(last_event_id)
             return await resume(state, client, job_id, (seq, n), dialect)
         limits = state.config.request_limits
-        req = parse_bounded(parse, await read_body(request, limits.max_body_bytes))
+        req = parse_bounded(parse, await read_body(request, limits.max_body_bytes, limits.body_read_seconds))
         check_request(req, state.config.model(req.model), limits)
         ticket = await submit(state, dialect, client, req, request.headers)
         if not req.stream:
