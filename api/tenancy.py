@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from shared.config import Config, Model, Tenant
 from shared.errors import GatewayError
 from shared.jobs import Job
-from shared.model import TERMINAL_EVENTS, Complete, Usage, UsageEvent
+from shared.model import TERMINAL_EVENTS, Complete, StreamError, Usage, UsageEvent
 from shared.redis import record
 from shared.redis.keys import Keys, TenantKeys
 from shared.redis.record import decode_events
@@ -122,9 +122,13 @@ class Tenancy:
         last_seq = 0
         entries = await record.read_last(self.redis, key, RECORD_TAIL)
         while True:
-            usage, ended = _usage_of(entries)
-            if ended:
+            ending, usage = _ending_of(entries)
+            if ending is Ending.USED:
                 return usage, True
+            if ending is Ending.FAILED:
+                return None, True
+            if ending is Ending.UNSAID:
+                return None, False
             if entries:
                 last_seq = max(last_seq, max(seq for seq, _ in entries))
             elif not await self.redis.hexists(self.keys.account(hold.job.account).jobs, hold.job.id):  # type: ignore[misc]
@@ -148,15 +152,28 @@ class Tenancy:
         return {"tenant": tenant_name, "in_flight": int(held), "periods": periods}
 
 
-def _usage_of(entries: list[record.Entry]) -> tuple[Usage | None, bool]:
+class Ending(Enum):
+    """How a record's last entries say its job ended, for settling."""
+
+    RUNNING = "running"  # no terminal event yet
+    USED = "used"  # ended and said what it used
+    FAILED = "failed"  # ended in an error without usage: nothing to charge
+    UNSAID = "unsaid"  # ended without saying what it used: the reservation stays spent
+
+
+def _ending_of(entries: list[record.Entry]) -> tuple[Ending, Usage | None]:
     usage: Usage | None = None
-    ended = False
+    ending = Ending.RUNNING
     for _, payload in entries:
         for event in decode_events(payload):
             if isinstance(event, Complete):
-                usage, ended = event.response.usage, True
+                usage, ending = event.response.usage, Ending.USED
             elif isinstance(event, UsageEvent):
                 usage = event.usage
+            elif isinstance(event, StreamError):
+                ending = Ending.FAILED
             elif isinstance(event, TERMINAL_EVENTS):
-                ended = True
-    return usage, ended
+                ending = Ending.UNSAID
+    if ending is not Ending.RUNNING and usage is not None:
+        return Ending.USED, usage
+    return ending, None

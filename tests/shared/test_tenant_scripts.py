@@ -7,16 +7,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from api.tenancy import Hold, Tenancy
+from api.tenancy import Ending, Hold, Tenancy, _ending_of
 from shared.config import parse_config
 from shared.errors import GatewayError
 from shared.jobs import Job
-from shared.model import ChatRequest, Message, Text, Usage
+from shared.model import ChatRequest, ErrorInfo, Message, MessageStop, StreamError, Text, TextDelta, Usage, UsageEvent
 from shared.redis.keys import Keys
+from shared.redis.record import encode_events
 from shared.tenants.policy import period_id
 
 pytestmark = pytest.mark.anyio
@@ -79,3 +81,15 @@ async def test_the_ledger_keeps_real_usage_and_refunds_what_was_not_used(tenancy
     assert await tenancy.admit(job("budget", tokens=65), model) is not None  # 35 + 65 = the budget exactly
     with pytest.raises(GatewayError):
         await tenancy.admit(job("budget", tokens=1), model)
+
+
+@pytest.mark.parametrize(("events", "ending", "used"), [
+    ([TextDelta(0, "hi")], Ending.RUNNING, None),
+    ([UsageEvent(Usage(3, 4)), MessageStop("end_turn")], Ending.USED, 7),
+    ([MessageStop("end_turn")], Ending.UNSAID, None),  # no usage said: the reservation stays spent
+    ([StreamError(ErrorInfo("upstream_unavailable", "x"))], Ending.FAILED, None),
+])
+def test_how_a_record_ended_decides_what_is_charged(events: list[Any], ending: Ending, used: int | None) -> None:
+    found, usage = _ending_of([(1, encode_events(events))])
+    assert found is ending
+    assert (usage.input_tokens + usage.output_tokens if usage else None) == used
