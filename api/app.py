@@ -53,7 +53,7 @@ def create_app(config: Config) -> FastPath:
             clients=clients,
             metrics=Metrics(),
             keystore=keystore,
-            tenancy=Tenancy(config, client, keys),
+            tenancy=Tenancy(config, client, keys) if config.tenants else None,
             admin_token=admin_token,
         )
         freeze_startup_heap()

@@ -43,11 +43,12 @@ def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
     from shared.logs import setup_logging
-    from shared.tenants.secrets import ADMIN_TOKEN_ENV, SecretError, is_loopback, read_secret
+    from shared.tenants.secrets import ADMIN_TOKEN_ENV, KEY_SECRET_ENV, SecretError, is_loopback, read_secret
 
     config = _load(args)
     try:
         admin_token = read_secret(ADMIN_TOKEN_ENV, config.security.admin_token_file)
+        read_secret(KEY_SECRET_ENV, config.security.key_secret_file)  # a bad one fails here, clearly
     except SecretError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

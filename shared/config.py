@@ -148,10 +148,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     security: Security = msgspec.field(default_factory=Security)
 
     def tenant(self, name: str) -> Tenant | None:
-        for tenant in self.tenants:
-            if tenant.name == name:
-                return tenant
-        return None
+        index: dict[str, Tenant] | None = getattr(self, "_tenant_index", None)
+        if index is None:
+            index = {t.name: t for t in self.tenants}
+            self._tenant_index = index  # built once, on first use (dict=True allows it)
+        return index.get(name)
 
     def account(self, name: str) -> Account:
         for account in self.accounts:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 from starlette.testclient import TestClient
 
 from api.app import create_app
@@ -16,13 +17,14 @@ from shared.jobs import Job, encode_job
 from shared.model import ChatRequest, Message, Text
 from shared.redis.client import connect_sync
 
+Admin = tuple[TestClient, str, redis.Redis]  # the app, its key prefix, a client on its Redis
 ADMIN = "admin-token-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {ADMIN}"}
 PROVIDER_KEY = "sk-provider-secret-must-not-show-0001"
 
 
 @pytest.fixture
-def admin(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, str]]:
+def admin(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Admin]:
     monkeypatch.setenv("SLUICE_ADMIN_TOKEN", ADMIN)
     monkeypatch.setenv("UPSTREAM_KEY", PROVIDER_KEY)
     prefix = f"t{uuid.uuid4().hex[:10]}"
@@ -38,15 +40,15 @@ security: {{metrics_token: true}}
 """)
     store = connect_sync(redis_url)
     with TestClient(create_app(config)) as client:
-        yield client, prefix
+        yield client, prefix, store
     keys = list(store.scan_iter(match=f"{prefix}:*"))
     if keys:
         store.delete(*keys)
+    store.close()  # type: ignore[no-untyped-call]
 
 
-def test_accounts_show_limits_buckets_and_blocks_but_never_the_provider_key(admin: tuple[TestClient, str]) -> None:
-    client, prefix = admin
-    store = connect_sync(client.app.app.state.sluice.config.redis_url)  # type: ignore[attr-defined]
+def test_accounts_show_limits_buckets_and_blocks_but_never_the_provider_key(admin: Admin) -> None:
+    client, prefix, store = admin
     store.hset(f"{prefix}:{{acct}}:rl", "blocked", str(int(time.time() * 1000) + 30_000))
     answer = client.get("/admin/accounts", headers=AUTH)
     assert answer.status_code == 200
@@ -58,9 +60,8 @@ def test_accounts_show_limits_buckets_and_blocks_but_never_the_provider_key(admi
     assert queues["acct"]["queue"] == {"interactive": 0, "batch": 0}
 
 
-def test_dead_letters_list_each_dead_job(admin: tuple[TestClient, str]) -> None:
-    client, prefix = admin
-    store = connect_sync(client.app.app.state.sluice.config.redis_url)  # type: ignore[attr-defined]
+def test_dead_letters_list_each_dead_job(admin: Admin) -> None:
+    client, prefix, store = admin
     job = Job(id="deadbeef", account="acct", upstream_model="gpt-x", reply_to="", enqueued_ms=1, deadline_ms=2,
               input_estimate=1, output_reserve=1, client="tester",
               request=ChatRequest(model="m", messages=[Message("user", [Text("hi")])]))
@@ -71,15 +72,15 @@ def test_dead_letters_list_each_dead_job(admin: tuple[TestClient, str]) -> None:
     assert client.get("/admin/dead-letters/nope", headers=AUTH).status_code == 404
 
 
-def test_the_schema_describes_the_admin_api(admin: tuple[TestClient, str]) -> None:
-    client, _ = admin
+def test_the_schema_describes_the_admin_api(admin: Admin) -> None:
+    client, _, _ = admin
     schema = client.get("/openapi.json").json()
     assert {"/admin/keys", "/admin/keys/{key_id}/rotate", "/admin/tenants", "/admin/accounts",
             "/admin/queues", "/admin/dead-letters/{account}"} <= set(schema["paths"])
 
 
-def test_metrics_can_need_the_admin_token(admin: tuple[TestClient, str]) -> None:
-    client, _ = admin
+def test_metrics_can_need_the_admin_token(admin: Admin) -> None:
+    client, _, _ = admin
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"authorization": "Bearer sk-client"}).status_code == 401
     assert client.get("/metrics", headers=AUTH).status_code == 200
