@@ -21,7 +21,9 @@ from api.routes import (
     files,
     gemini_batches,
     health,
+    ollama,
     openai_batches,
+    stored_responses,
     streams,
     table,
 )
@@ -56,7 +58,8 @@ def create_app(config: Config) -> FastPath:
     app = FastAPI(title="Sluice", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     table.register(app)
     # anthropic_batches before anthropic_messages: /v1/messages/batches is not a messages route
-    for module in (anthropic_batches, anthropic_messages, streams, health, files, openai_batches, gemini_batches):
+    for module in (anthropic_batches, anthropic_messages, stored_responses, ollama, streams, health, files,
+                   openai_batches, gemini_batches):
         app.include_router(module.router)
 
     @app.exception_handler(404)

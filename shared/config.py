@@ -112,6 +112,10 @@ class BatchSettings(msgspec.Struct, forbid_unknown_fields=True):
     results_retention_seconds: float = 29 * 86_400.0  # Anthropic results; OpenAI per output_expires_after
 
 
+class ResponsesSettings(msgspec.Struct, forbid_unknown_fields=True):
+    ttl_seconds: int = 30 * 86400  # how long a stored Response (`store: true`) is kept
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "sluice"
@@ -120,6 +124,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     models: list[Model] = msgspec.field(default_factory=list)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
     batches: BatchSettings = msgspec.field(default_factory=BatchSettings)
+    responses: ResponsesSettings = msgspec.field(default_factory=ResponsesSettings)
 
     def account(self, name: str) -> Account:
         for account in self.accounts:

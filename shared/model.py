@@ -28,6 +28,17 @@ class Image(msgspec.Struct, tag="image", omit_defaults=True):
     media_type: str | None = None
 
 
+class Document(msgspec.Struct, tag="document", omit_defaults=True):
+    """A document for the model to read: a PDF inline (base64 `data`) or by `url`, or plain `text`.
+    `title` is the client's file name or document title, when it gave one."""
+
+    data: str | None = None
+    url: str | None = None
+    text: str | None = None
+    media_type: str | None = None  # application/pdf for data and url; text/plain for text
+    title: str | None = None
+
+
 class ToolCall(msgspec.Struct, tag="tool_call", omit_defaults=True):
     id: str
     name: str
@@ -49,7 +60,7 @@ class Reasoning(msgspec.Struct, tag="reasoning", omit_defaults=True):
     provider: str | None = None  # signatures only round-trip to the provider that made them
 
 
-Part = Text | Image | ToolCall | ToolResult | Reasoning
+Part = Text | Image | Document | ToolCall | ToolResult | Reasoning
 
 
 class Message(msgspec.Struct, omit_defaults=True):

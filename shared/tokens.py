@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import orjson
 
-from shared.model import ChatRequest, Image, Reasoning, Text, ToolCall, ToolResult
+from shared.model import ChatRequest, Document, Image, Reasoning, Text, ToolCall, ToolResult
 
 IMAGE_TOKENS = 800
+DOCUMENT_TOKENS = 1500  # a PDF, per document: about one page (Anthropic counts 1,500-3,000 a page)
 MESSAGE_FRAMING_CHARS = 12  # role markers and separators each turn costs
 
 
@@ -31,6 +32,8 @@ def estimate_input_tokens(req: ChatRequest, *, image_tokens: int = IMAGE_TOKENS,
                 chars += len(part.content)
             elif isinstance(part, Image):
                 images += 1
+            elif isinstance(part, Document):
+                chars += len(part.text or "") + (DOCUMENT_TOKENS * 4 if part.text is None else 0)
         chars += framing_chars
     for tool in req.tools:
         chars += len(tool.name) + len(tool.description or "") + len(orjson.dumps(tool.parameters))

@@ -213,7 +213,7 @@ class Worker:
                 # in shared/protocols/repair.py) and its body built; what cannot be is the client's 400.
                 job = msgspec.structs.replace(job, request=legalize(job.request, self.family))
                 upstream = self.provider.request(job)
-        except GatewayError as err:
+        except GatewayError as err:  # no faithful form for this upstream (a PDF to Mistral): a refusal
             writer.hold([StreamError(err.info())])
             await writer.close()
             await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED)

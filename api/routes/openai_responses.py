@@ -1,14 +1,12 @@
-"""`POST /v1/responses` (OpenAI Responses; stateless: no previous_response_id)."""
+"""`POST /v1/responses` (OpenAI Responses); storing and chaining are api/routes/stored_responses.py."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.dialects import OPENAI_RESPONSES
-from api.routes.common import serve
-from shared.protocols import openai_responses
+from api.routes import stored_responses
 
 
 async def responses(request: Request) -> Response:
-    return await serve(request, OPENAI_RESPONSES, openai_responses.parse_request)
+    return await stored_responses.create(request)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.routes import anthropic_messages, embeddings, gemini, openai_chat, openai_responses
+from api.routes import anthropic_messages, embeddings, gemini, ollama, openai_chat, openai_responses
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -34,6 +34,7 @@ INFERENCE_ROUTES = (
     InferenceRoute("/v1/responses", openai_responses.responses),
     InferenceRoute("/v1/messages", anthropic_messages.messages),
     InferenceRoute("/v1/embeddings", embeddings.embeddings),
+    InferenceRoute("/api/chat", ollama.chat),  # Ollama's chat (its other routes: api/routes/ollama.py)
     # Gemini's `models/{model}:{method}` (generate and stream; embedContent and batchEmbedContents
     # go on to api/routes/embeddings.py), under /v1beta and /v1 (the current google-genai SDK
     # calls /v1 when given a custom base URL)

@@ -71,8 +71,7 @@ def parse_line(dialect: BatchDialect, endpoint: str, model: str, raw: bytes) -> 
             if ol.url != endpoint:
                 raise LineProblem("mismatched_url", f"'url' is {ol.url!r} but the batch's endpoint is {endpoint!r}.",
                                   "url")
-            parse = openai_chat.parse_request if endpoint == "/v1/chat/completions" else openai_responses.parse_request
-            custom_id, req = ol.custom_id, parse(bytes(ol.body))
+            custom_id, req = ol.custom_id, _openai_body(endpoint, bytes(ol.body))
         elif dialect == "anthropic":
             al = _anthropic.decode(raw)
             if not _ANTHROPIC_ID.match(al.custom_id):
@@ -94,6 +93,18 @@ def parse_line(dialect: BatchDialect, endpoint: str, model: str, raw: bytes) -> 
     if req.stream:
         raise LineProblem("invalid_request", "Streaming is not available in a batch.", "body.stream")
     return Line(custom_id, req)
+
+
+def _openai_body(endpoint: str, body: bytes) -> ChatRequest:
+    if endpoint == "/v1/chat/completions":
+        return openai_chat.parse_request(body)
+    wire = openai_responses.decode(body)
+    # A batch line is answered once into the output file and stored nowhere else, so it can
+    # neither chain from a stored Response nor be chained from: say so rather than drop the id.
+    if wire.previous_response_id is not None:
+        raise LineProblem("invalid_request", "'previous_response_id' is not available in a batch: send the "
+                          "whole conversation in 'input'.", "body.previous_response_id")
+    return openai_responses.to_request(wire)
 
 
 @dataclass(slots=True)

@@ -37,7 +37,7 @@ from shared.mock.core import (
 from shared.mock.limits import Admission
 from shared.mock.openai import MODELS
 from shared.mock.settings import MockSettings
-from shared.mock.text import Conversation, Plan, json_chars, response_id, stable_id
+from shared.mock.text import Conversation, Plan, json_chars, media_chars, response_id, stable_id
 
 _TOP_LEVEL = frozenset(
     (
@@ -103,7 +103,33 @@ def _block_chars(block: dict[str, Any], where: str) -> int:
         if not isinstance(block.get("tool_use_id"), str):
             raise _invalid(f"{where}.tool_result.tool_use_id: Field required")
         return len(_result_text(block))
-    return 0  # images, documents, redacted thinking...
+    if kind in ("image", "document"):
+        return _attachment_chars(kind, block.get("source"), f"{where}.{kind}.source")
+    return 0  # redacted thinking...
+
+
+_SOURCES = {"image": {"base64": ("image/jpeg", "image/png", "image/gif", "image/webp"), "url": ()},
+            "document": {"base64": ("application/pdf",), "text": ("text/plain",), "url": ()}}
+
+
+def _attachment_chars(kind: str, source: Any, where: str) -> int:
+    """Images and documents as Anthropic checks them: a known source type, an allowed media type,
+    data or a URL present."""
+    allowed = _SOURCES[kind]
+    if not isinstance(source, dict) or source.get("type") not in allowed:
+        raise _invalid(f"{where}: Input tag '{source.get('type') if isinstance(source, dict) else None}' found "
+                       f"using 'type' does not match any of the expected tags: {', '.join(map(repr, allowed))}")
+    if source["type"] == "url":
+        if not isinstance(source.get("url"), str) or not source["url"].startswith(("http://", "https://")):
+            raise _invalid(f"{where}.url: Input should be a valid URL")
+        return 100
+    media_types = allowed[source["type"]]
+    if source.get("media_type") not in media_types:
+        raise _invalid(f"{where}.media_type: Input should be {' or '.join(map(repr, media_types))}")
+    data = source.get("data")
+    if not isinstance(data, str) or not data:
+        raise _invalid(f"{where}.data: Field required")
+    return len(data) if source["type"] == "text" else media_chars(data)
 
 
 def _turns(messages: Any) -> tuple[list[_Turn], int]:

@@ -31,7 +31,7 @@ from shared.mock.core import (
 from shared.mock.limits import Admission
 from shared.mock.openai import MODELS
 from shared.mock.settings import MockSettings
-from shared.mock.text import Conversation, Plan, json_chars, response_id
+from shared.mock.text import Conversation, Plan, json_chars, media_chars, response_id
 
 METHODS = ("generateContent", "streamGenerateContent")
 
@@ -91,6 +91,22 @@ def _texts(content: Any) -> str:
     return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
 
 
+def _attachment_chars(part: dict[str, Any], where: str) -> int:
+    """inlineData needs a mimeType and data, fileData a fileUri, as Gemini checks them."""
+    inline = _get(part, "inlineData", "inline_data")
+    if isinstance(inline, dict):
+        data = inline.get("data")
+        if not _get(inline, "mimeType", "mime_type") or not isinstance(data, str) or not data:
+            raise _invalid(f"* GenerateContentRequest.{where}.inline_data: mime_type and data are required")
+        return media_chars(data)
+    file_data = _get(part, "fileData", "file_data")
+    if isinstance(file_data, dict):
+        if not isinstance(_get(file_data, "fileUri", "file_uri"), str):
+            raise _invalid(f"* GenerateContentRequest.{where}.file_data.file_uri: file_uri is required")
+        return 100
+    return 0
+
+
 class _Turns:
     """Walks `contents` once: counts characters and function parts, finds the last user text."""
 
@@ -124,6 +140,7 @@ class _Turns:
                 raise _invalid(f"Invalid JSON payload received. Invalid value at 'contents[{i}].parts[{j}]'.")
             if isinstance(part.get("text"), str):
                 text += part["text"]
+            self.chars += _attachment_chars(part, f"contents[{i}].parts[{j}]")
             call = _get(part, "functionCall", "function_call")
             if isinstance(call, dict):
                 calls += 1

@@ -34,6 +34,7 @@ _MESSAGE_FIELDS = {
     "assistant": frozenset(("role", "content", "tool_calls", "prefix")),
     "tool": frozenset(("role", "content", "tool_call_id", "name")),
 }
+_CHUNK_TYPES = frozenset(("text", "image_url", "document_url", "reference", "input_audio", "thinking"))
 _TOOL_CALL_FIELDS = frozenset(("id", "type", "function", "index"))
 _FUNCTION_FIELDS = frozenset(("name", "arguments"))
 _ID = re.compile(r"[a-zA-Z0-9]{9}")
@@ -73,6 +74,13 @@ def _schema_errors(body: dict[str, Any]) -> list[dict[str, Any]]:
             )
             continue
         detail += [_extra(["messages", i, role, name]) for name in message if name not in allowed]
+        content = message.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in _CHUNK_TYPES:
+                detail.append({"type": "union_tag_invalid", "loc": ["body", "messages", i, role, "content", j],
+                               "msg": f"Input tag '{kind}' found using 'type' does not match any of the expected "
+                               f"tags: {', '.join(map(repr, sorted(_CHUNK_TYPES)))}"})
         calls = message.get("tool_calls")
         for k, call in enumerate(calls if isinstance(calls, list) else ()):
             if not isinstance(call, dict):

@@ -15,7 +15,7 @@ import orjson
 
 from shared.mock.core import HOLE, SSE_HEADERS, Dialect, MockError, Request, Stream, Template, bearer_auth
 from shared.mock.settings import MockSettings
-from shared.mock.text import Conversation, Plan, json_chars, response_id, stable_id
+from shared.mock.text import Conversation, Plan, json_chars, media_chars, response_id, stable_id
 
 MODELS = ("mock-gpt", "mock-claude", "mock-gemini", "mock-mistral")
 _ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
@@ -57,7 +57,7 @@ def read_chat(body: dict[str, Any], *, forced_choices: tuple[str, ...] = ("requi
                 f"messages[{i}].role",
             )
         text = text_of(message.get("content"))
-        chars += len(text)
+        chars += len(text) + _attachment_chars(message.get("content"), i)
         if role == "tool":
             call_id = message.get("tool_call_id")
             if call_id not in pending:
@@ -99,6 +99,25 @@ def read_chat(body: dict[str, Any], *, forced_choices: tuple[str, ...] = ("requi
         include_usage=_include_usage(body),
         offered=tools,
     )
+
+
+def _attachment_chars(content: Any, i: int) -> int:
+    """Image and file parts as OpenAI checks them: a file needs a PDF data URI or a file id."""
+    chars = 0
+    for j, part in enumerate(content if isinstance(content, list) else ()):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "image_url":
+            url = (part.get("image_url") or {}).get("url")
+            chars += media_chars(url) if isinstance(url, str) else 0
+        elif kind == "file":
+            file = part.get("file") if isinstance(part.get("file"), dict) else {}
+            data = file.get("file_data")
+            if isinstance(data, str) and data.startswith("data:application/pdf;base64,") and len(data) > 28:
+                chars += media_chars(data)
+            elif not isinstance(file.get("file_id"), str):
+                raise _invalid("Invalid file data: expected a base64 PDF data URI ('data:application/pdf;base64,"
+                               "...') or a 'file_id'.", f"messages[{i}].content[{j}].file.file_data")
+    return chars
 
 
 def _unanswered(ids: list[str]) -> str:

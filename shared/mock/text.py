@@ -84,6 +84,12 @@ class Conversation:
     offered: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # every function tool offered
 
 
+def media_chars(data: str) -> int:
+    """What an attachment (image, PDF) counts towards input tokens: a quarter of its base64, so a
+    test can see in the usage that the attachment reached the upstream."""
+    return len(data) // 4
+
+
 def tokens_for_chars(chars: int) -> int:
     return max(1, (chars + 3) // 4)
 

@@ -123,7 +123,14 @@ def _messages_in(wire: list[w.MessageParam], system: list[Text]) -> list[Message
                 raise invalid("A 'system' message may hold text blocks only.", f"messages[{i}].content")
             system.extend(Text(b.text) for b in blocks if isinstance(b, w.TextBlock) and b.text)
             continue
-        append_turn(messages, m.role, [p for b in blocks for p in b.parts()])
+        parts: list[Part] = []
+        for j, b in enumerate(blocks):
+            try:
+                parts += b.parts()
+            except GatewayError as err:  # a block names its own field; the client needs the whole path
+                err.param = f"messages[{i}].content[{j}].{err.param}" if err.param else err.param
+                raise
+        append_turn(messages, m.role, parts)
     return messages
 
 

@@ -12,7 +12,9 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from shared.model import Image, Part, Reasoning, Text, ToolCall, ToolChoice, ToolResult
+from shared.errors import GatewayError
+from shared.model import Document, Image, Part, Reasoning, Text, ToolCall, ToolChoice, ToolResult
+from shared.protocols.common import PDF, PLAIN_TEXT, document_from_data
 
 PROVIDER = "anthropic"
 
@@ -47,6 +49,38 @@ class ImageBlock(msgspec.Struct, tag_field="type", tag="image"):
         if isinstance(src, UrlSource):
             return [Image(url=src.url)]
         return [Image(data=src.data, media_type=src.media_type)]
+
+
+class TextSource(msgspec.Struct, tag_field="type", tag="text"):
+    data: str
+    media_type: str = "text/plain"
+
+
+class Citations(msgspec.Struct):
+    enabled: bool = False
+
+
+class DocumentBlock(msgspec.Struct, tag_field="type", tag="document"):
+    """A PDF (base64 or URL) or plain text. Its `context` (text about the document) follows it
+    as text; citations would need citation blocks in the answer, which no other protocol has."""
+
+    source: Base64Source | UrlSource | TextSource
+    title: str | None = None
+    context: str | None = None
+    citations: Citations | None = None
+
+    def parts(self) -> list[Part]:
+        if self.citations is not None and self.citations.enabled:
+            raise GatewayError("unsupported", "Document citations are not supported; send the document "
+                               "without 'citations'.", param="citations.enabled")
+        src = self.source
+        if isinstance(src, UrlSource):
+            doc = Document(url=src.url, media_type=PDF, title=self.title)
+        elif isinstance(src, TextSource):
+            doc = Document(text=src.data, media_type=PLAIN_TEXT, title=self.title)
+        else:
+            doc = document_from_data(src.media_type, src.data, self.title, "source.media_type")
+        return [doc, Text(self.context)] if self.context else [doc]
 
 
 class ToolUseBlock(msgspec.Struct, tag_field="type", tag="tool_use"):
@@ -86,7 +120,7 @@ class RedactedThinkingBlock(msgspec.Struct, tag_field="type", tag="redacted_thin
         return [Reasoning(redacted=self.data, provider=PROVIDER)]
 
 
-Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
+Block = TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
 
 
 class MessageParam(msgspec.Struct):

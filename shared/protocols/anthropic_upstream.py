@@ -19,6 +19,7 @@ from shared.model import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    Document,
     FinishReason,
     Image,
     Message,
@@ -40,7 +41,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols.anthropic_types import ERROR_TYPES, PROVIDER
-from shared.protocols.common import arguments_object, decode_answer, dumps, split_data_uri
+from shared.protocols.common import PDF, PLAIN_TEXT, arguments_object, decode_answer, dumps, split_data_uri
 from shared.protocols.errors_http import retry_after_from_headers, upstream_error
 from shared.protocols.sse import SseFrame
 
@@ -133,11 +134,26 @@ def _image_out(image: Image) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
+def _document_out(doc: Document) -> dict[str, Any]:
+    if doc.text is not None:
+        source: dict[str, Any] = {"type": "text", "media_type": PLAIN_TEXT, "data": doc.text}
+    elif doc.url is not None:
+        source = {"type": "url", "url": doc.url}
+    else:
+        source = {"type": "base64", "media_type": doc.media_type or PDF, "data": doc.data}
+    out: dict[str, Any] = {"type": "document", "source": source}
+    if doc.title:
+        out["title"] = doc.title
+    return out
+
+
 def _part_out(part: Part) -> dict[str, Any] | None:
     if isinstance(part, Text):
         return {"type": "text", "text": part.text} if part.text else None  # empty text is refused
     if isinstance(part, Image):
         return _image_out(part)
+    if isinstance(part, Document):
+        return _document_out(part)
     if isinstance(part, ToolCall):
         return {"type": "tool_use", "id": part.id, "name": part.name, "input": arguments_object(part.arguments)}
     if isinstance(part, ToolResult):

@@ -7,6 +7,8 @@ block open at a time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -17,7 +19,9 @@ from shared.errors import GatewayError, field_of, invalid
 from shared.model import (
     BlockStart,
     BlockStop,
+    ChatRequest,
     ChatResponse,
+    Document,
     Image,
     Message,
     MessageStart,
@@ -37,6 +41,8 @@ from shared.protocols.contracts import Rendered
 T = TypeVar("T")
 BlockKind = Literal["text", "tool_call", "reasoning"]
 OCTET_STREAM = "application/octet-stream"
+PDF = "application/pdf"
+PLAIN_TEXT = "text/plain"
 
 
 def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
@@ -85,6 +91,45 @@ def image_from_url(url: str) -> Image:
         media_type, data = split_data_uri(url)
         return Image(data=data, media_type=media_type)
     return Image(url=url)
+
+
+# --- documents -------------------------------------------------------------------------------
+
+
+def document_from_data(media_type: str, data: str, title: str | None, where: str) -> Document:
+    """A client's inline file (base64) as a Document: a PDF stays base64, plain text is decoded
+    (every upstream can take text); any other type is refused, naming the field."""
+    if media_type == PDF:
+        return Document(data=data, media_type=PDF, title=title)
+    if media_type == PLAIN_TEXT:
+        try:
+            text = base64.b64decode(data, validate=False).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise invalid("A text/plain file must be base64 of UTF-8 text.", where) from None
+        return Document(text=text, media_type=PLAIN_TEXT, title=title)
+    raise GatewayError("unsupported", f"Files of type '{media_type}' are not supported; send PDF or plain text.",
+                       param=where)
+
+
+def document_from_data_uri(uri: str, title: str | None, where: str) -> Document:
+    if not uri.startswith("data:"):
+        raise invalid("'file_data' must be a data: URI (data:application/pdf;base64,...).", where)
+    media_type, data = split_data_uri(uri)
+    return document_from_data(media_type, data, title, where)
+
+
+def document_text(doc: Document) -> str:
+    """A plain-text document as text, for upstreams with no document type of their own."""
+    return f"{doc.title}\n\n{doc.text}" if doc.title else doc.text or ""
+
+
+def refuse_documents(req: ChatRequest, upstream: str) -> None:
+    """Upstreams that take no PDFs: a 400 naming the part, instead of the provider's own error."""
+    for message in req.messages:
+        for part in message.content:
+            if isinstance(part, Document) and part.text is None:
+                raise GatewayError("unsupported", f"A PDF document cannot be sent to a {upstream} upstream; "
+                                   "send its text instead, or use a model that reads PDFs.", param="document")
 
 
 def arguments_object(arguments: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from shared.model import (
     ChatRequest,
     ChatResponse,
     Complete,
+    Document,
     Image,
     Message,
     MessageStop,
@@ -48,7 +49,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols import gemini_types as w
-from shared.protocols.common import append_turn, arguments_object, dumps
+from shared.protocols.common import PDF, PLAIN_TEXT, append_turn, arguments_object, document_from_data, dumps
 from shared.protocols.contracts import Rendered
 
 PROVIDER = "gemini"
@@ -160,9 +161,13 @@ def _parts_in(parts: list[w.WirePart], t: int, model_turn: bool,
             raise GatewayError("unsupported", "Code execution parts are not supported.", param=where)
         elif p.inline_data is not None:  # the SDK sends URL-safe base64; keep the standard alphabet
             data = p.inline_data.data.replace("-", "+").replace("_", "/")
-            out.append(Image(data=data, media_type=p.inline_data.mime_type))
+            mime = p.inline_data.mime_type
+            out.append(document_from_data(mime, data, p.inline_data.display_name, where + ".inlineData")
+                       if mime in (PDF, PLAIN_TEXT) else Image(data=data, media_type=mime))
         elif p.file_data is not None:
-            out.append(Image(url=p.file_data.file_uri, media_type=p.file_data.mime_type))
+            fd = p.file_data
+            out.append(Document(url=fd.file_uri, media_type=PDF, title=fd.display_name) if fd.mime_type == PDF
+                       else Image(url=fd.file_uri, media_type=fd.mime_type))
         elif p.text is None and p.thought_signature is None:
             raise invalid("The part has no data.", where)
         if p.text and not (p.thought and model_turn):

@@ -104,11 +104,13 @@ def openapi_to_json_schema(schema: Any) -> Any:
 class Blob(msgspec.Struct, rename="camel"):
     mime_type: str
     data: str
+    display_name: str | None = None
 
 
 class FileData(msgspec.Struct, rename="camel"):
     file_uri: str
     mime_type: str | None = None
+    display_name: str | None = None
 
 
 class FunctionCall(msgspec.Struct, rename="camel"):

@@ -18,6 +18,7 @@ from shared.errors import GatewayError, invalid
 from shared.model import (
     ChatRequest,
     ChatResponse,
+    Document,
     FinishReason,
     Image,
     Message,
@@ -38,7 +39,7 @@ from shared.model import (
     UsageEvent,
 )
 from shared.protocols import gemini_types as w
-from shared.protocols.common import OpenBlock, decode_answer, dumps
+from shared.protocols.common import PDF, OpenBlock, decode_answer, document_text, dumps
 from shared.protocols.errors_http import retry_after_from_headers, upstream_error
 from shared.protocols.gemini import PROVIDER, model_parts_out
 from shared.protocols.sse import SseFrame
@@ -156,8 +157,18 @@ def _user_parts_out(content: list[Part], order: dict[str, int]) -> list[dict[str
                 others.append({"text": p.text})
         elif isinstance(p, Image):
             others.append(w.image_part(p))
+        elif isinstance(p, Document):
+            others.append(_document_out(p))
     responses.sort(key=lambda r: r[0])
     return [r[1] for r in responses] + others
+
+
+def _document_out(doc: Document) -> dict[str, Any]:
+    if doc.text is not None:
+        return {"text": document_text(doc)}
+    if doc.url is not None:
+        return {"fileData": {"mimeType": doc.media_type or PDF, "fileUri": doc.url}}
+    return {"inlineData": {"mimeType": doc.media_type or PDF, "data": doc.data}}
 
 
 # --- upstream side: responses ----------------------------------------------------------------

@@ -7,7 +7,8 @@ tokenizer): OpenAI-shaped, but strict. Built on openai_chat, with these differen
 - unknown fields are refused with 422: only the fields Mistral documents are sent
   (`seed` is spelled `random_seed`, no `user`, no `stream_options`, no `reasoning_effort`);
 - `tool_choice: required` is spelled `any`;
-- images are refused for text-only models by the server itself; we pass them through.
+- images are refused for text-only models by the server itself; we pass them through;
+- PDF documents are refused with a 400 of our own (Devstral reads none); text documents go as text.
 
 Implements `UpstreamDialect`: answers, streams and errors are OpenAI's, read by the same code.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from shared.model import ChatRequest
 from shared.protocols import openai_chat_upstream
+from shared.protocols.common import refuse_documents
 from shared.protocols.openai_chat_upstream import parse_error, parse_response, stream_parser
 
 __all__ = ["build_request", "parse_error", "parse_response", "stream_parser", "tool_call_id"]
@@ -46,6 +48,7 @@ def tool_call_id(original: str) -> str:
 
 
 def build_request(req: ChatRequest, upstream_model: str, default_max_tokens: int = 4096) -> dict[str, Any]:
+    refuse_documents(req, "Mistral")
     body = openai_chat_upstream.build_request(req, upstream_model, default_max_tokens)
     if "seed" in body:
         body["random_seed"] = body.pop("seed")

@@ -38,7 +38,14 @@ from shared.model import (
     Usage,
     UsageEvent,
 )
-from shared.protocols.common import append_turn, check_range, decode_body, image_from_url, replay
+from shared.protocols.common import (
+    append_turn,
+    check_range,
+    decode_body,
+    document_from_data_uri,
+    image_from_url,
+    replay,
+)
 from shared.protocols.contracts import Rendered
 from shared.protocols.sse import KEEPALIVE
 
@@ -56,6 +63,25 @@ class _ImageUrl(msgspec.Struct):
 
 class _ImagePart(msgspec.Struct, tag_field="type", tag="image_url"):
     image_url: _ImageUrl
+
+
+class _File(msgspec.Struct):
+    file_data: str | None = None  # data:application/pdf;base64,...
+    filename: str | None = None
+    file_id: str | None = None
+
+
+class _FilePart(msgspec.Struct, tag_field="type", tag="file"):
+    file: _File
+
+    def part(self, where: str) -> Part:
+        f = self.file
+        if f.file_id is not None:
+            raise GatewayError("unsupported", "Files by 'file_id' are not supported in prompts (uploaded "
+                               "files feed batches only); send 'file_data'.", param=f"{where}.file_id")
+        if f.file_data is None:
+            raise invalid("'file.file_data' is required.", f"{where}.file_data")
+        return document_from_data_uri(f.file_data, f.filename, f"{where}.file_data")
 
 
 class _RefusalPart(msgspec.Struct, tag_field="type", tag="refusal"):
@@ -84,7 +110,7 @@ class _Developer(msgspec.Struct, tag_field="role", tag="developer"):
 
 
 class _User(msgspec.Struct, tag_field="role", tag="user"):
-    content: str | list[_TextPart | _ImagePart]
+    content: str | list[_TextPart | _ImagePart | _FilePart]
     name: str | None = None
 
 
@@ -228,7 +254,7 @@ def _messages_in(wire: list[_WireMessage]) -> tuple[list[Text], list[Message]]:
     # dialect keeps it apart from the turns (documented in docs/compatibility.md).
     system: list[Text] = []
     messages: list[Message] = []
-    for m in wire:
+    for i, m in enumerate(wire):
         if isinstance(m, _System | _Developer):
             system.append(Text(_text_of(m.content)))
         elif isinstance(m, _User):
@@ -236,8 +262,10 @@ def _messages_in(wire: list[_WireMessage]) -> tuple[list[Text], list[Message]]:
             if isinstance(m.content, str):
                 parts.append(Text(m.content))
             else:
-                for p in m.content:
-                    parts.append(Text(p.text) if isinstance(p, _TextPart) else image_from_url(p.image_url.url))
+                for j, p in enumerate(m.content):
+                    parts.append(Text(p.text) if isinstance(p, _TextPart)
+                                 else p.part(f"messages[{i}].content[{j}].file") if isinstance(p, _FilePart)
+                                 else image_from_url(p.image_url.url))
             append_turn(messages, "user", parts)
         elif isinstance(m, _Assistant):
             parts = []

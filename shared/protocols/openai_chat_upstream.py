@@ -16,6 +16,7 @@ from shared.errors import GatewayError
 from shared.model import (
     ChatRequest,
     ChatResponse,
+    Document,
     FinishReason,
     Image,
     Message,
@@ -35,7 +36,7 @@ from shared.model import (
     Usage,
     UsageEvent,
 )
-from shared.protocols.common import OpenBlock, decode_answer
+from shared.protocols.common import PDF, OpenBlock, decode_answer, document_text
 from shared.protocols.errors_http import retry_after_from_headers, upstream_error
 from shared.protocols.openai_chat import tool_call_out
 from shared.protocols.sse import SseFrame
@@ -91,6 +92,18 @@ def _tool_out(tool: Tool) -> dict[str, Any]:
     return {"type": "function", "function": fn}
 
 
+def _document_out(doc: Document) -> dict[str, Any]:
+    """Plain text goes as text; a PDF as a `file` part (OpenAI's own; compatible servers that
+    lack it answer with their own 400). Chat has no file URLs: those are refused."""
+    if doc.text is not None:
+        return {"type": "text", "text": document_text(doc)}
+    if doc.data is None:
+        raise GatewayError("unsupported", "A document by URL cannot be sent to an OpenAI Chat upstream; "
+                           "send it inline (base64).", param="document")
+    return {"type": "file", "file": {"file_data": f"data:{doc.media_type or PDF};base64,{doc.data}",
+                                     "filename": doc.title or "document.pdf"}}
+
+
 def _message_out(m: Message) -> list[dict[str, Any]]:
     if m.role == "assistant":
         text = "".join(p.text for p in m.content if isinstance(p, Text))
@@ -109,6 +122,8 @@ def _message_out(m: Message) -> list[dict[str, Any]]:
         elif isinstance(p, Image):
             url = p.url or f"data:{p.media_type};base64,{p.data}"
             user_parts.append({"type": "image_url", "image_url": {"url": url}})
+        elif isinstance(p, Document):
+            user_parts.append(_document_out(p))
     if user_parts:
         only_text = all(x["type"] == "text" for x in user_parts)
         content: Any = "".join(x["text"] for x in user_parts) if only_text else user_parts

@@ -4,9 +4,9 @@ A client's Responses body -> ChatRequest (here); ChatResponse and stream events 
 object and the typed `event:`+`data:` SSE stream (`response.created` ... `response.completed`)
 in `openai_responses_render.py`. Upstreams stay Chat/Anthropic/Gemini: no upstream side.
 
-Sluice is stateless: `previous_response_id`, `conversation`, `background`, `prompt` and
-`item_reference` inputs get a 400 naming the field; `store` is accepted and ignored (a Response
-says `"store": false`). Clients send the whole history in `input`, reasoning items included.
+Responses are stored (`store`, default true) and chained (`previous_response_id`) by
+api/routes/stored_responses.py around this parser; `conversation`, `background`, `prompt` and
+`item_reference` inputs get a 400 naming the field.
 A rendered reasoning item's `encrypted_content` is a Sluice envelope ("sluice." + base64url JSON
 of provider, signature, redacted data) so the blob returns to the provider that made it; any
 other `encrypted_content` is taken as OpenAI's own (provider "openai").
@@ -23,6 +23,7 @@ import msgspec
 from shared.errors import GatewayError, invalid
 from shared.model import (
     ChatRequest,
+    Document,
     Image,
     Message,
     Part,
@@ -35,12 +36,13 @@ from shared.model import (
     ToolResult,
 )
 from shared.protocols import openai_responses_types as wt
-from shared.protocols.common import append_turn, check_range, image_from_url
+from shared.protocols.common import PDF, append_turn, check_range, document_from_data_uri, image_from_url
 from shared.protocols.openai_chat import render_error
 from shared.protocols.openai_responses_render import namespaced, render_response, renderer
 from shared.protocols.sse import KEEPALIVE
 
-__all__ = ["keepalive", "name", "parse_request", "render_error", "render_response", "renderer", "sse_ids"]
+__all__ = ["decode", "keepalive", "name", "parse_request", "render_error", "render_response", "renderer", "sse_ids",
+           "to_request"]
 
 name = "openai_responses"
 sse_ids = True
@@ -70,13 +72,23 @@ def _convert(value: Any, type_: type[Any], param: str) -> Any:
 
 
 def parse_request(body: bytes, model: str | None = None, stream: bool = False) -> ChatRequest:
-    """`model` and `stream` come from the body; the arguments are the contract's, unused here."""
+    """`model` and `stream` come from the body; the arguments are the contract's, unused here.
+    A `previous_response_id` is the caller's to resolve (api/routes/stored_responses.py)."""
+    return to_request(decode(body))
+
+
+def decode(body: bytes) -> wt.RequestBody:
+    """The body as its wire struct (the stored-Responses route reads `store` and
+    `previous_response_id` from it before converting)."""
     try:
-        wire = _request_decoder.decode(body)
+        return _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc) from None
     except msgspec.DecodeError:
         raise invalid("The request body is not valid JSON.") from None
+
+
+def to_request(wire: wt.RequestBody) -> ChatRequest:
     _refuse_stateful(wire)
     if wire.input is None:
         raise invalid("'input' is required.", "input")
@@ -110,13 +122,11 @@ def parse_request(body: bytes, model: str | None = None, stream: bool = False) -
 
 
 def _refuse_stateful(wire: wt.RequestBody) -> None:
-    stateless = "Sluice is stateless and stores no responses; send the whole conversation in 'input'."
-    if wire.previous_response_id is not None:
-        raise _unsupported("previous_response_id", f"'previous_response_id' is not supported: {stateless}")
     if wire.conversation is not None:
-        raise _unsupported("conversation", f"'conversation' is not supported: {stateless}")
+        raise _unsupported("conversation", "'conversation' objects are not supported; chain responses "
+                           "with 'previous_response_id' or send the whole conversation in 'input'.")
     if wire.background:
-        raise _unsupported("background", "'background' responses are not supported: Sluice stores none.")
+        raise _unsupported("background", "'background' responses are not supported.")
     if wire.prompt is not None:
         raise _unsupported("prompt", "Stored prompt templates ('prompt') are not supported.")
 
@@ -163,6 +173,8 @@ def _content_in(content: str | list[wt.ContentPart], where: str, role: str) -> l
     for j, p in enumerate(content):
         if isinstance(p, wt.InputImage) and role == "user":
             parts.append(_image_in(p, f"{where}.content[{j}]"))
+        elif isinstance(p, wt.InputFile) and role == "user":
+            parts.append(_file_in(p, f"{where}.content[{j}]"))
         else:
             parts.append(Text(_part_text(p, f"{where}.content[{j}]")))
     return parts
@@ -189,6 +201,17 @@ def _image_in(p: wt.InputImage, where: str) -> Image:
     if not p.image_url:
         raise invalid("'image_url' is required for input_image.", f"{where}.image_url")
     return image_from_url(p.image_url)
+
+
+def _file_in(p: wt.InputFile, where: str) -> Document:
+    if p.file_id is not None:
+        raise _unsupported(f"{where}.file_id", "Files by 'file_id' are not supported in prompts (uploaded "
+                           "files feed batches only); send 'file_data' or 'file_url'.")
+    if p.file_url is not None:
+        return Document(url=p.file_url, media_type=PDF, title=p.filename)
+    if p.file_data is None:
+        raise invalid("'file_data' or 'file_url' is required for input_file.", f"{where}.file_data")
+    return document_from_data_uri(p.file_data, p.filename, f"{where}.file_data")
 
 
 def _reasoning_in(item: wt.ReasoningItem, where: str) -> Reasoning:

@@ -137,7 +137,17 @@ class _Item:
         return item
 
 
-def _base_response(model: str, request_id: str, request: ChatRequest | None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """What a Response says about server state: stored or not, and the response it continues."""
+
+    store: bool = False
+    previous_response_id: str | None = None
+    created_at: int | None = None  # a stored Response keeps the time it was made
+
+
+def _base_response(model: str, request_id: str, request: ChatRequest | None,
+                   storage: Storage | None = None) -> dict[str, Any]:
     base: dict[str, Any] = {
         "id": f"resp_{request_id}", "object": "response", "created_at": int(_now()),
         "status": "in_progress", "background": False, "completed_at": None, "error": None,
@@ -147,6 +157,10 @@ def _base_response(model: str, request_id: str, request: ChatRequest | None) -> 
         "temperature": None, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
         "top_p": None, "truncation": "disabled", "usage": None, "user": None,
     }
+    if storage is not None:
+        base.update(store=storage.store, previous_response_id=storage.previous_response_id)
+        if storage.created_at is not None:
+            base["created_at"] = storage.created_at
     if request is not None:  # echo the request's settings, as OpenAI does
         base.update(
             max_output_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
@@ -209,17 +223,17 @@ def _items_of(content: list[Part], request_id: str, tools: list[Tool]) -> list[_
 
 
 def render_response(response: ChatResponse, model: str, request_id: str,
-                    request: ChatRequest | None = None) -> bytes:
+                    request: ChatRequest | None = None, *, storage: Storage | None = None) -> bytes:
     """A complete Response object; pass the parsed `request` to echo its settings."""
     tools = request.tools if request is not None else []
     output = [item.as_dict("completed") for item in _items_of(response.content, request_id, tools)]
-    base = _base_response(model, request_id, request)
+    base = _base_response(model, request_id, request, storage)
     return orjson.dumps(_final(base, output, response.usage, response.finish_reason))
 
 
 def renderer(model: str, request_id: str, include_usage: bool,
-             request: ChatRequest | None = None) -> StreamRenderer:
-    return StreamRenderer(model, request_id, include_usage, request=request)
+             request: ChatRequest | None = None, *, storage: Storage | None = None) -> StreamRenderer:
+    return StreamRenderer(model, request_id, include_usage, request=request, storage=storage)
 
 
 class StreamRenderer:
@@ -231,8 +245,8 @@ class StreamRenderer:
     """
 
     def __init__(self, model: str, request_id: str, include_usage: bool, *,
-                 request: ChatRequest | None = None) -> None:
-        self._base = _base_response(model, request_id, request)
+                 request: ChatRequest | None = None, storage: Storage | None = None) -> None:
+        self._base = _base_response(model, request_id, request, storage)
         self._request_id = request_id
         self._tools = request.tools if request is not None else []
         self._seq = 0

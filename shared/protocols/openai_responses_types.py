@@ -32,7 +32,10 @@ class InputImage(msgspec.Struct, tag_field="type", tag="input_image"):
 
 
 class InputFile(msgspec.Struct, tag_field="type", tag="input_file"):
-    pass
+    file_data: str | None = None  # data:application/pdf;base64,...
+    file_url: str | None = None
+    filename: str | None = None
+    file_id: str | None = None
 
 
 class InputAudio(msgspec.Struct, tag_field="type", tag="input_audio"):
@@ -118,7 +121,7 @@ class RequestBody(msgspec.Struct):
     stream: bool | None = False
     user: str | None = None
     safety_identifier: str | None = None
-    store: bool | None = None  # accepted and ignored: nothing is stored
+    store: bool | None = None  # None means true, as in OpenAI's API
     include: list[str] | None = None  # accepted: encrypted reasoning is always included
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None

@@ -19,6 +19,10 @@ Per request (hash tag `{req}`):
     {p}:out:{req}         STREAM  the request's event log; SSE ids point into it (shared/redis/record.py)
     {p}:outmeta:{req}     HASH    how to re-render it for a resuming client (record.py: ReplayInfo)
 
+Per client (the client's configured name, never its key; built in shared/redis/stored_responses.py):
+
+    {p}:resp:<client>:{<id>}  STRING  a stored Response (StoredResponse, msgspec JSON), TTL responses.ttl_seconds
+
 Per API process:
 
     {p}:reply:<api id>    CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py)

@@ -60,3 +60,10 @@ def test_anthropic_custom_ids_follow_anthropics_rule() -> None:
     bad = json.dumps({"custom_id": "not ok!", "params": params}).encode()
     v = validate([good, bad], "anthropic", "/v1/messages", "", CONFIG)
     assert [(e.line, e.code) for e in v.errors] == [(2, "invalid_custom_id")]
+
+
+def test_a_responses_line_cannot_chain_from_a_stored_response() -> None:
+    body = {"model": "m", "input": "hi", "previous_response_id": "resp_abc"}
+    raw = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/responses", "body": body}).encode()
+    v = validate([raw], "openai", "/v1/responses", "", CONFIG)
+    assert [(e.line, e.code, e.param) for e in v.errors] == [(1, "invalid_request", "body.previous_response_id")]

@@ -275,8 +275,10 @@ def test_parse_tool_result_forms() -> None:
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "system", "content": "x"}]}, "messages"),  # system only: no turn left
-    ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
+    ({"messages": [{"role": "user", "content": [{"type": "container_upload", "file_id": "f"}]}]},
      "messages[0].content[0].type"),
+    ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
+     "messages[0].content[0].source"),
     ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0].type"),
     ({"tools": [{"name": "f"}]}, "tools[0].input_schema"),
     ({"tool_choice": {"type": "tool"}}, "tool_choice"),

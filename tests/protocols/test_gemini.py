@@ -24,6 +24,7 @@ from shared.model import (
     ChatRequest,
     ChatResponse,
     Complete,
+    Document,
     ErrorInfo,
     Image,
     Message,
@@ -105,7 +106,7 @@ def test_parse_request_camel_case_fields() -> None:
     assert req.system == [Text("You are terse.")]
     assert req.messages == [Message(role="user", content=[
         Text("Weather in Paris?"), Image(data="iVBORw0K", media_type="image/png"),
-        Image(url="https://example.com/a.pdf", media_type="application/pdf")])]
+        Document(url="https://example.com/a.pdf", media_type="application/pdf")])]
     assert req.tools == [Tool(name="get_weather", description="Weather by city", parameters={
         "type": "object", "properties": {"city_name": {"type": "string"}}, "required": ["city_name"],
         "additionalProperties": False})]

@@ -135,7 +135,6 @@ def test_parse_text_format_and_tool_choice_modes() -> None:
 
 
 @pytest.mark.parametrize(("fields", "param"), [
-    ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
     ({"input": "x", "conversation": "conv_1"}, "conversation"),
     ({"input": "x", "background": True}, "background"),
     ({"input": "x", "tools": [WEATHER_TOOL, {"type": "custom", "name": "apply_patch"}]}, "tools[1].type"),
@@ -144,7 +143,7 @@ def test_parse_text_format_and_tool_choice_modes() -> None:
      "input[1].type"),
     ({"input": [{"type": "web_search_call", "id": "ws_1"}]}, "input[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
-     "input[0].content[0].type"),
+     "input[0].content[0].file_id"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
      "input[0].content[0].file_id"),
 ])
@@ -521,5 +520,5 @@ def test_sdk_stream_error_surfaces(sdk_server: tuple[openai.OpenAI, list[ChatReq
 def test_sdk_unsupported_field_is_a_400(sdk_server: tuple[openai.OpenAI, list[ChatRequest]]) -> None:
     client, _ = sdk_server
     with pytest.raises(openai.BadRequestError) as info:
-        client.responses.create(model="gpt-test", input="x", previous_response_id="resp_1")
-    assert info.value.param == "previous_response_id" and info.value.code == "unsupported_parameter"
+        client.responses.create(model="gpt-test", input="x", conversation="conv_1")
+    assert info.value.param == "conversation" and info.value.code == "unsupported_parameter"

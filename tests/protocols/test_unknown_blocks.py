@@ -13,13 +13,13 @@ from shared.errors import GatewayError
 
 CASES: list[tuple[str, dict[str, Any], str]] = [
     ("openai_chat", {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "hi"}, {"type": "file", "file": {"file_id": "f1"}}]}]},
+        {"type": "text", "text": "hi"}, {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}]},
      "messages[0].content[1].type"),
     ("openai_responses", {"model": "m", "input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "hi"}, {"type": "input_file", "file_id": "f1"}]}]},
+        {"type": "input_text", "text": "hi"}, {"type": "input_audio", "data": "x"}]}]},
      "input[0].content[1].type"),
     ("anthropic_messages", {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "hi"}, {"type": "document", "source": {"type": "text", "data": "x"}}]}]},
+        {"type": "text", "text": "hi"}, {"type": "container_upload", "file_id": "x"}]}]},
      "messages[0].content[1].type"),
     ("anthropic_messages", {"model": "m", "max_tokens": 5, "messages": [
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
