@@ -9,35 +9,57 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Iterable
 
 from starlette.requests import Request
 
 from shared.config import ClientKey
 from shared.errors import GatewayError
+from shared.tenants.keystore import KeyRecord
 
 
 class ClientKeys:
-    """Digest of each configured client key -> the client's name. The plain keys are not kept."""
+    """Digest of each client key -> the client's (tenant's) name. The plain keys are not kept.
 
-    __slots__ = ("_names", "_secret")
+    Two sources: the config's keys, fixed for the process's life, and the ring of keys issued at
+    run time (shared/tenants/keystore.py), replaced whole by `replace_ring` whenever it changes.
+    """
+
+    __slots__ = ("_names", "_ring", "_secret", "ring_version")
 
     def __init__(self, keys: Iterable[ClientKey], secret: bytes | None = None) -> None:
-        # A per-process random secret is enough while digests never leave the process; a shared
-        # secret (from config) lets digests be stored elsewhere, e.g. keys issued through an API.
+        # A per-process random secret is enough while digests never leave the process; the shared
+        # secret ($SLUICE_KEY_SECRET) is what lets keys issued at run time be stored in Redis.
         self._secret = secret if secret is not None else secrets.token_bytes(32)
-        self._names = {self.digest(k.key): k.name for k in keys}
+        self._names = {self._config_digest(k): k.name for k in keys}
+        self._ring: dict[bytes, KeyRecord] = {}
+        self.ring_version = -1
+
+    def _config_digest(self, key: ClientKey) -> bytes:
+        return bytes.fromhex(key.key_hmac) if key.key_hmac else self.digest(key.key)
 
     def digest(self, key: str) -> bytes:
         return hmac.digest(self._secret, key.encode(), "sha256")
 
     def name_of(self, key: str) -> str | None:
-        # The dict compares digests, not keys: how far a wrong key's digest matches a real one
+        # The dicts compare digests, not keys: how far a wrong key's digest matches a real one
         # says nothing about the key, so this needs no constant-time loop over every key.
-        return self._names.get(self.digest(key))
+        found = self.digest(key)
+        name = self._names.get(found)
+        if name is not None:
+            return name
+        record = self._ring.get(found)
+        if record is None or not record.live(time.time() * 1000):
+            return None
+        return record.tenant
+
+    def replace_ring(self, version: int, ring: dict[bytes, KeyRecord]) -> None:
+        if version >= self.ring_version:  # an older snapshot read late never wins
+            self._ring, self.ring_version = ring, version
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._names) + len(self._ring)
 
 
 def presented_key(request: Request) -> str | None:

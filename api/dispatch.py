@@ -171,6 +171,9 @@ class Dispatcher:
 
     def release(self, ticket: Ticket) -> None:
         self.hub.unregister(ticket.job.id)
+        done, ticket.on_release = ticket.on_release, None
+        if done is not None:
+            done()
 
     async def withdraw(self, job: Job) -> bool:
         """Takes the job out of its queue; False when a worker already has it."""

@@ -19,6 +19,7 @@ import msgspec
 
 from api.dispatch import Dispatcher
 from api.state import AppState
+from api.submission import enqueue
 from api.ticket import Ticket
 from api.timing import timing_headers
 from shared.config import Config, Model
@@ -97,6 +98,9 @@ async def embed(state: AppState, client: str, req: EmbeddingRequest, *, priority
                 max_wait: float | None = None, input_field: str = "input") -> Embedded:
     """The live path: every part queued at once, the caller waiting for all of them."""
     model, parts = plan(state.config, req, input_field)
+    if state.tenancy is not None and not state.tenancy.allows(client, model.name):  # as if it did not exist
+        raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not an embedding model.",
+                           param="model")
     submitted = await asyncio.gather(*(_submit(state, client, model, part, priority, max_wait) for part in parts),
                                      return_exceptions=True)
     tickets = [t for t in submitted if isinstance(t, Ticket)]
@@ -123,7 +127,7 @@ async def embed(state: AppState, client: str, req: EmbeddingRequest, *, priority
 async def _submit(state: AppState, client: str, model: Model, part: EmbeddingRequest, priority: Priority,
                   max_wait: float | None) -> Ticket:
     job = await part_job(state.dispatcher, model, part, client, max_wait, priority)
-    return await state.dispatcher.submit(job)
+    return await enqueue(state, job, model)
 
 
 async def _answer(state: AppState, ticket: Ticket) -> EmbeddingComplete:

@@ -11,7 +11,9 @@ from starlette.requests import Request
 from api.auth import ClientKeys
 from api.dispatch import Dispatcher
 from api.metrics import Metrics
+from api.tenancy import Tenancy
 from shared.config import Config
+from shared.tenants.keystore import KeyStore
 
 
 @dataclass(slots=True)
@@ -21,6 +23,9 @@ class AppState:
     dispatcher: Dispatcher
     clients: ClientKeys  # client key digests -> client names
     metrics: Metrics
+    tenancy: Tenancy | None = None  # None: no tenant has limits in the config
+    keystore: KeyStore | None = None  # None: no shared key secret, so no keys issued at run time
+    admin_token: str | None = None  # None: the admin API refuses every call
 
 
 def state_of(request: Request) -> AppState:

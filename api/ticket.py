@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,7 @@ class Ticket:
     enqueued_at: float = field(default_factory=time.monotonic)
     first_entry_at: float | None = None
     running: bool = False  # a worker has it: the queue deadline no longer applies
+    on_release: Callable[[], None] | None = None  # run once when its answer is done (tenant settling)
 
     async def entries(self, keepalive: float) -> AsyncIterator[Entry | None]:
         """Yields entries in order; None every `keepalive` seconds of silence."""

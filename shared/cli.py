@@ -43,8 +43,19 @@ def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
     from shared.logs import setup_logging
+    from shared.tenants.secrets import ADMIN_TOKEN_ENV, KEY_SECRET_ENV, SecretError, is_loopback, read_secret
 
     config = _load(args)
+    try:
+        admin_token = read_secret(ADMIN_TOKEN_ENV, config.security.admin_token_file)
+        read_secret(KEY_SECRET_ENV, config.security.key_secret_file)  # a bad one fails here, clearly
+    except SecretError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if admin_token is None and not is_loopback(args.host):
+        print(f"sluice: refusing to listen on {args.host} without an admin token: set {ADMIN_TOKEN_ENV} "
+              f"(or {ADMIN_TOKEN_ENV}_FILE, or security.admin_token_file)", file=sys.stderr)
+        raise SystemExit(2)
     setup_logging()
     if args.workers > 1:
         # uvicorn's multi-process mode imports the app by name; it reads the same config file.
@@ -108,6 +119,13 @@ def mock_settings(args: argparse.Namespace) -> MockSettings:
 
 def cmd_check_config(args: argparse.Namespace) -> None:
     config = _load(args)
+    if args.dump:
+        import orjson
+
+        from shared.config import redacted
+
+        print(orjson.dumps(redacted(config), option=orjson.OPT_INDENT_2).decode())
+        return
     print(f"config ok: {len(config.accounts)} accounts, {len(config.models)} models, "
           f"{len(config.client_keys)} client keys")
     for account in config.accounts:
@@ -125,6 +143,14 @@ def cmd_status(args: argparse.Namespace) -> None:
     config = _load(args)
     report = asyncio.run(collect(config))
     print(render(report, as_json=args.json))
+
+
+def cmd_keys(args: argparse.Namespace) -> None:
+    """`sluice keys …`: the same key store the admin API uses, straight on Redis."""
+    from shared.tenants.keycli import run_keys
+
+    config = _load(args)
+    raise SystemExit(run_keys(config, args))
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -151,7 +177,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
     try:
         if system.embedded is not None:
             print(f"sluice: no Redis at {config.redis_url}; started a private one at {system.redis_url}")
-        key = config.client_keys[0].key if config.client_keys else "none"
+        key = next((k.key for k in config.client_keys if k.key), "none")
         model = config.models[0].name if config.models else "MODEL"
         print(_banner(args.host, system.api_port, model, key), flush=True)
         while not stop["now"] and len(system.alive()) == len(system.children):
@@ -219,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     mock.set_defaults(func=cmd_mock)
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("--config", default=None)
+    check.add_argument("--dump", action="store_true", help="print the loaded config as JSON, secrets redacted")
     check.set_defaults(func=cmd_check_config)
     status = sub.add_parser("status", help="per account: limits, buckets, queue, in flight, blocks")
     status.add_argument("--config", default=None)
@@ -228,6 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
     from shared import batch_cli  # httpx and rich load only for the batch commands' parser
 
     batch_cli.add_parser(sub, _client_key)
+    keys = sub.add_parser("keys", help="client keys: create, list, rotate, expire, revoke, hash")
+    keys.add_argument("--config", default=None)
+    keys.add_argument("--redis-url", default=None)
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="a new key for a tenant (printed once)")
+    create.add_argument("tenant")
+    create.add_argument("--expires-in", type=float, default=None, help="seconds until it stops working")
+    keys_sub.add_parser("list", help="every key: id, tenant, expiry (never the key)")
+    rotate = keys_sub.add_parser("rotate", help="a new key for the same tenant; the old one overlaps")
+    rotate.add_argument("id")
+    rotate.add_argument("--overlap", type=float, default=3600.0, help="seconds the old key keeps working")
+    expire = keys_sub.add_parser("expire", help="set when a key stops working")
+    expire.add_argument("id")
+    expire.add_argument("--in", dest="in_seconds", type=float, default=0.0, help="seconds from now (0: now)")
+    revoke = keys_sub.add_parser("revoke", help="delete a key: it stops working everywhere within a second")
+    revoke.add_argument("id")
+    hash_ = keys_sub.add_parser("hash", help="print a key_hmac for the config file (key read from stdin)")
+    hash_.add_argument("--key", default=None, help="the key (default: read one line from stdin)")
+    keys.set_defaults(func=cmd_keys)
     return parser
 
 

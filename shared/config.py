@@ -46,6 +46,7 @@ class Account(msgspec.Struct, forbid_unknown_fields=True):
     provider: Provider
     base_url: str = ""
     api_key: str = ""
+    api_key_file: str = ""  # read at load time; keeps the key out of the config file
     limits: Limits = msgspec.field(default_factory=Limits)
     weight: float = 1.0
     timeout_seconds: float = 600.0  # longest silence from the provider (waiting for the head, between body bytes)
@@ -69,19 +70,70 @@ class RouteTarget(msgspec.Struct, forbid_unknown_fields=True):
     model: str
 
 
+class Price(msgspec.Struct, forbid_unknown_fields=True):
+    """What a model costs per million tokens, in whatever currency the budgets are set in."""
+
+    input: float = 0.0
+    output: float = 0.0
+
+
 class Model(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     route: list[RouteTarget]
     default_max_tokens: int | None = None
     kind: Literal["chat", "embedding"] = "chat"  # which endpoints serve it (shared/embeddings.py)
+    max_tokens: int | None = None  # the model's output limit: a larger `max_tokens` is a 400
+    price: Price | None = None  # per million tokens, for tenants' cost budgets
 
 
 class ClientKey(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    key: str
+    """A client key from the config: the plain `key`, or only its `key_hmac` (hex HMAC-SHA-256
+    under the server's key secret, as `sluice keys hash` prints it) so the file holds no key."""
+
+    name: str  # the tenant the key belongs to
+    key: str = ""
+    key_hmac: str = ""
 
     def __repr__(self) -> str:
         return f"ClientKey(name={self.name!r})"
+
+
+Period = Literal["day", "month"]
+
+
+class Budget(msgspec.Struct, forbid_unknown_fields=True):
+    period: Period = "month"
+    tokens: int | None = None  # input + output tokens per period
+    cost: float | None = None  # per period, priced with the models' `price`
+
+
+class Tenant(msgspec.Struct, forbid_unknown_fields=True):
+    """What one tenant (every key with this name) may do; enforced at admission (api/tenancy.py)."""
+
+    name: str
+    models: list[str] | None = None  # None: every model
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+    budget: Budget | None = None
+
+
+class RequestLimits(msgspec.Struct, forbid_unknown_fields=True):
+    """Bounds on what one request may carry (hostile input stops here, before it is queued)."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    body_read_seconds: float = 60.0  # a client that takes longer to send its body gets a 408
+    max_messages: int = 2048
+    max_content_parts: int = 4096  # across all messages
+    max_json_depth: int = 64
+    max_string_chars: int = 4 * 1024 * 1024
+    max_upstream_body_bytes: int = 64 * 1024 * 1024  # a provider's answer past this is cut off
+
+
+class Security(msgspec.Struct, forbid_unknown_fields=True):
+    key_secret_file: str = ""  # HMAC secret for client keys (or $SLUICE_KEY_SECRET / _FILE)
+    admin_token_file: str = ""  # admin API token (or $SLUICE_ADMIN_TOKEN / _FILE)
+    metrics_token: bool = False  # /metrics needs the admin token too
 
 
 class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -125,6 +177,16 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
     batches: BatchSettings = msgspec.field(default_factory=BatchSettings)
     responses: ResponsesSettings = msgspec.field(default_factory=ResponsesSettings)
+    tenants: list[Tenant] = msgspec.field(default_factory=list)
+    request_limits: RequestLimits = msgspec.field(default_factory=RequestLimits)
+    security: Security = msgspec.field(default_factory=Security)
+
+    def tenant(self, name: str) -> Tenant | None:
+        index: dict[str, Tenant] | None = getattr(self, "_tenant_index", None)
+        if index is None:
+            index = {t.name: t for t in self.tenants}
+            self._tenant_index = index  # built once, on first use (dict=True allows it)
+        return index.get(name)
 
     def account(self, name: str) -> Account:
         for account in self.accounts:
@@ -142,6 +204,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, dict=True):
             cached = {m.name: m for m in self.models}
             self._model_index = cached  # built once, on first use (dict=True allows it)
         return cached
+
+
+REDACTED = "<redacted>"
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as plain data with every secret replaced: provider keys, client keys, and the
+    values of extra upstream headers (they often carry credentials)."""
+    data: dict[str, Any] = msgspec.to_builtins(config)
+    for account in data.get("accounts", []):
+        if account.get("api_key"):
+            account["api_key"] = REDACTED
+        account["headers"] = {name: REDACTED for name in account.get("headers", {})}
+    for client in data.get("client_keys", []):
+        if client.get("key"):
+            client["key"] = REDACTED
+    return data
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -246,6 +325,13 @@ def _check(config: Config, fail: Any) -> None:
                 raise fail(f"$.accounts[{i}].base_url", f"required for provider {account.provider!r}")
             account.base_url = default
         account.base_url = account.base_url.rstrip("/")
+        if account.api_key_file:
+            if account.api_key:
+                raise fail(f"$.accounts[{i}].api_key_file", "give api_key or api_key_file, not both")
+            try:
+                account.api_key = Path(account.api_key_file).read_text().strip()
+            except OSError as exc:
+                raise fail(f"$.accounts[{i}].api_key_file", f"cannot read: {exc.strerror}") from None
         if account.provider not in ("mock", "openai-compatible") and not account.api_key:
             raise fail(f"$.accounts[{i}].api_key", f"required for provider {account.provider!r}")
         _check_egress(account, i, fail)
@@ -278,11 +364,25 @@ def _check(config: Config, fail: Any) -> None:
         raise fail("$.queue.batch_min_share", "must be between 0 and 1")
     keys: set[str] = set()
     for i, client in enumerate(config.client_keys):
-        if not client.key:
-            raise fail(f"$.client_keys[{i}].key", "must not be empty")
-        if client.key in keys:
+        if bool(client.key) == bool(client.key_hmac):
+            raise fail(f"$.client_keys[{i}].key", "give exactly one of key or key_hmac")
+        if client.key_hmac and not re.fullmatch(r"[0-9a-f]{64}", client.key_hmac):
+            raise fail(f"$.client_keys[{i}].key_hmac", "must be 64 lower-case hex digits (sluice keys hash)")
+        if (client.key or client.key_hmac) in keys:
             raise fail(f"$.client_keys[{i}].key", "duplicate client key")
-        keys.add(client.key)
+        keys.add(client.key or client.key_hmac)
+    tenants: set[str] = set()
+    for i, tenant in enumerate(config.tenants):
+        if tenant.name in tenants:
+            raise fail(f"$.tenants[{i}].name", f"duplicate tenant {tenant.name!r}")
+        tenants.add(tenant.name)
+        for field in ("rpm", "tpm", "concurrency"):
+            value = getattr(tenant, field)
+            if value is not None and value <= 0:
+                raise fail(f"$.tenants[{i}].{field}", "must be a positive number")
+        for j, name in enumerate(tenant.models or []):
+            if name not in models:
+                raise fail(f"$.tenants[{i}].models[{j}]", f"no model named {name!r}")
 
 
 def _check_egress(account: Account, i: int, fail: Any) -> None:

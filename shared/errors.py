@@ -5,8 +5,11 @@
       unauthenticated      401  missing or unknown client key
       permission_denied    403
       not_found            404  unknown model or route
+      request_timeout      408  the client did not send its body in time
+      request_too_large    413  the body is over the configured cap (refused before it is read in full)
       unsupported          400  a feature the chosen upstream cannot express (names it)
       rate_limited         429  queue deadline or cap reached; carries retry_after
+      quota_exceeded       429  the client key's budget for the period is spent (not worth retrying soon)
       upstream_auth        502  the provider refused our key (the key is taken out of rotation)
       upstream_rejected    4xx  the provider rejected the request as invalid
       upstream_unavailable 503  retryable provider fault (5xx, overloaded, connection error)
@@ -26,7 +29,10 @@ _STATUS = {
     "unauthenticated": 401,
     "permission_denied": 403,
     "not_found": 404,
+    "request_too_large": 413,
+    "request_timeout": 408,
     "rate_limited": 429,
+    "quota_exceeded": 429,
     "upstream_auth": 502,
     "upstream_rejected": 400,
     "upstream_unavailable": 503,

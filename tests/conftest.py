@@ -53,7 +53,7 @@ class SluiceSystem:
                  queue: dict[str, Any] | None = None, mock: MockSettings | None = None,
                  replicas: int = 1, base_url_placeholder: str | None = None,
                  mock_args: list[str] | None = None, batchers: int = 0,
-                 batches: dict[str, Any] | None = None) -> None:
+                 batches: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         if mock_args:  # `sluice mock-upstream` flags, read by the command's own parser
             mock = mock_settings(build_parser().parse_args(["mock-upstream", *mock_args]))
@@ -73,6 +73,7 @@ class SluiceSystem:
             "models": models,
             "queue": queue or {},
             "batches": {"data_dir": str(tmp / f"{self.prefix}-data"), **(batches or {})},
+            **(extra or {}),  # more top-level config (tenants, client keys, limits)
         }
         self.system = System(SystemOptions(config=config, embedded_redis="never", mocks=[upstream],
                                            workers_per_account=replicas, batchers=batchers, log_dir=tmp / self.prefix,

@@ -256,12 +256,14 @@ class Worker:
             writer.hold([embeddings.complete(answer, _stamped(timing, claimed_at, seen.sent_at, seen.done_at))])
             return answer.input_tokens, 0
         if not job.request.stream:
-            response = await call(self.http, self.provider, upstream, seen)
+            response = await call(self.http, self.provider, upstream, seen,
+                                  self.config.request_limits.max_upstream_body_bytes)
             writer.hold([Complete(response, _stamped(timing, claimed_at, seen.sent_at, seen.done_at))])
             return response.usage.input_tokens, response.usage.output_tokens
         usage: tuple[int, int] | None = None
         timed = False
-        async for events in stream(self.http, self.provider, upstream, seen):
+        async for events in stream(self.http, self.provider, upstream, seen,
+                                   self.config.request_limits.max_upstream_body_bytes):
             for event in events:
                 if isinstance(event, UsageEvent):
                     usage = event.usage.input_tokens, event.usage.output_tokens

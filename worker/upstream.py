@@ -66,9 +66,40 @@ def _transport_error(exc: Exception) -> GatewayError:
 
 _TRANSPORT_ERRORS = (httpx.HTTPError, http1.HttpError)
 
+# A provider's answer past this is cut off: a broken or hostile upstream that sends an enormous or
+# never-ending body must not grow a worker's memory without bound. Counted here, above the
+# transport, so both transports (and chat and embedding calls alike) get it.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
-async def call(transport: Transport, provider: Provider, req: UpstreamRequest, seen: UpstreamResult) -> ChatResponse:
-    body = await fetch(transport, provider, req, seen)
+
+def _too_large(cap: int) -> GatewayError:
+    return GatewayError("upstream_unavailable", f"the upstream answer passed {cap} bytes and was cut off",
+                        status=502)
+
+
+async def _read(reply: Reply, cap: int) -> bytes:
+    """The whole body, up to `cap`: a sized body within it is read in one go, anything else is
+    counted as it arrives."""
+    declared = reply.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) <= cap:
+        return await reply.read()
+    chunks: list[bytes] = []
+    total = 0
+    body = reply.iter_bytes()
+    try:
+        async for chunk in body:
+            total += len(chunk)
+            if total > cap:
+                raise _too_large(cap)
+            chunks.append(chunk)
+    finally:
+        await body.aclose()  # type: ignore[attr-defined]  # frees (or drops) the connection
+    return b"".join(chunks)
+
+
+async def call(transport: Transport, provider: Provider, req: UpstreamRequest, seen: UpstreamResult,
+               max_body: int = MAX_BODY_BYTES) -> ChatResponse:
+    body = await fetch(transport, provider, req, seen, max_body)
     try:
         return provider.parse_response(body)
     except (ValueError, KeyError, TypeError) as exc:
@@ -79,12 +110,13 @@ def unreadable(exc: Exception) -> GatewayError:
     return GatewayError("upstream_unavailable", f"unreadable upstream answer ({type(exc).__name__})", status=502)
 
 
-async def fetch(transport: Transport, provider: Provider, req: UpstreamRequest, seen: UpstreamResult) -> bytes:
+async def fetch(transport: Transport, provider: Provider, req: UpstreamRequest, seen: UpstreamResult,
+                max_body: int = MAX_BODY_BYTES) -> bytes:
     """One whole-answer call: the body of a good answer; an error answer raised as GatewayError."""
     seen.sent_at = time.monotonic()
     try:
         reply = await transport.post(req.url, req.headers, req.body)
-        body = await reply.read()
+        body = await _read(reply, max_body)
     except _TRANSPORT_ERRORS as exc:
         raise _transport_error(exc) from None
     seen.done_at = time.monotonic()
@@ -96,7 +128,7 @@ async def fetch(transport: Transport, provider: Provider, req: UpstreamRequest, 
 
 
 async def stream(transport: Transport, provider: Provider, req: UpstreamRequest,
-                 seen: UpstreamResult) -> AsyncIterator[list[StreamEvent]]:
+                 seen: UpstreamResult, max_body: int = MAX_BODY_BYTES) -> AsyncIterator[list[StreamEvent]]:
     parser = provider.stream_parser()
     frames = SseParser()
     seen.sent_at = time.monotonic()
@@ -105,11 +137,15 @@ async def stream(transport: Transport, provider: Provider, req: UpstreamRequest,
         seen.status = reply.status
         seen.headers = reply.headers
         if reply.status >= 400:
-            body = await reply.read()
+            body = await _read(reply, max_body)
             raise provider.parse_error(reply.status, body, seen.headers)
         chunks = reply.iter_bytes()
+        total = 0
         try:
             async for chunk in chunks:
+                total += len(chunk)
+                if total > max_body:
+                    raise _too_large(max_body)
                 if parser.done:
                     continue  # read to the end of the body so the connection can be reused
                 events: list[StreamEvent] = []

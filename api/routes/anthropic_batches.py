@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from api.dialects import ANTHROPIC
+from api.limits import read_body
 from api.routes.batch_common import (
     BatchContext,
     create_inline,
@@ -75,9 +76,8 @@ async def _owned(ctx: BatchContext, public_id: str) -> BatchView:
 async def create(request: Request) -> Response:
     async def body(ctx: BatchContext) -> Response:
         settings = ctx.config.batches
-        raw = await request.body()
-        if len(raw) > settings.anthropic_max_bytes:
-            raise invalid(f"The batch is {len(raw)} bytes; the limit is {settings.anthropic_max_bytes}.", "requests")
+        # 413 before the body is read past the batch's own size limit (not the live request cap)
+        raw = await read_body(request, settings.anthropic_max_bytes, ctx.config.request_limits.body_read_seconds)
         try:
             req = _create.decode(raw)
         except msgspec.ValidationError as exc:

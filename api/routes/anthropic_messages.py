@@ -14,6 +14,7 @@ from starlette.responses import Response
 from api.auth import authenticate
 from api.dialects import ANTHROPIC
 from api.errors import error_response
+from api.limits import parse_bounded, read_body
 from api.routes.common import serve
 from api.state import state_of
 from shared.errors import GatewayError
@@ -31,10 +32,12 @@ async def count_tokens(request: Request) -> Response:
     state = state_of(request)
     try:
         authenticate(request, state.clients)
-        req = anthropic_messages.parse_count_tokens_request(await request.body())
+        limits = state.config.request_limits
+        body = await read_body(request, limits.max_body_bytes, limits.body_read_seconds)
+        req = parse_bounded(anthropic_messages.parse_count_tokens_request, body)
         if state.config.model(req.model) is None:
             raise GatewayError("not_found", f"The model '{req.model}' does not exist.", param="model")
-        body = orjson.dumps({"input_tokens": anthropic_messages.count_tokens(req)})
-        return Response(body, media_type="application/json")
+        counted = orjson.dumps({"input_tokens": anthropic_messages.count_tokens(req)})
+        return Response(counted, media_type="application/json")
     except GatewayError as err:
         return error_response(ANTHROPIC, err)

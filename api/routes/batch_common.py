@@ -80,7 +80,7 @@ async def create_inline(ctx: BatchContext, dialect: BatchDialect, endpoint: str,
                         limits: tuple[int, int], where: str, display_name: str = "") -> BatchView:
     """A batch whose requests came in the request body (Anthropic, Gemini): validated here, so a
     bad request is a 400 naming its index, then stored as the batch's input lines."""
-    checked = await asyncio.to_thread(validate, lines, dialect, endpoint, model, ctx.config, limits)
+    checked = await asyncio.to_thread(validate, lines, dialect, endpoint, model, ctx.config, limits, ctx.client)
     if checked.errors:
         first = checked.errors[0]
         at = f"{where}[{first.line - 1}]" if first.line is not None else where

@@ -14,6 +14,7 @@ from api.answer import answer
 from api.auth import authenticate
 from api.dialects import Dialect
 from api.errors import error_response
+from api.limits import check_request, parse_bounded, read_body
 from api.resume import parse_event_id, resume
 from api.state import state_of
 from api.streaming import stream
@@ -35,7 +36,9 @@ async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], Cha
         if last_event_id:  # the same request sent again by a client resuming its stream
             job_id, seq, n = parse_event_id(last_event_id)
             return await resume(state, client, job_id, (seq, n), dialect)
-        req = parse(await request.body())
+        limits = state.config.request_limits
+        req = parse_bounded(parse, await read_body(request, limits.max_body_bytes, limits.body_read_seconds))
+        check_request(req, state.config.model(req.model), limits)
         ticket = await submit(state, dialect, client, req, request.headers)
         if not req.stream:
             response = await answer(state, dialect, ticket, req, started, request.receive)

@@ -19,6 +19,7 @@ from api.auth import authenticate
 from api.dialects import GEMINI, OPENAI_CHAT, Dialect
 from api.embeddings import Embedded, account_result, embed
 from api.errors import error_response
+from api.limits import check_embedding, parse_bounded, read_body
 from api.state import state_of
 from api.submission import JobOptions
 from shared.embeddings import EmbeddingRequest
@@ -37,7 +38,9 @@ async def _serve(request: Request, dialect: Dialect, label: str, parse: Callable
     model = ""
     try:
         client = authenticate(request, state.clients)
-        req = parse(await request.body())
+        limits = state.config.request_limits
+        req = parse_bounded(parse, await read_body(request, limits.max_body_bytes, limits.body_read_seconds))
+        check_embedding(req, limits, input_field)
         model = req.model
         options = JobOptions.from_headers(request.headers)
         work = embed(state, client, req, priority=options.priority, max_wait=options.max_wait,

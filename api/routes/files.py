@@ -32,6 +32,9 @@ def file_object(f: FileView) -> dict[str, object]:
             "status_details": None}
 
 
+_MULTIPART_SLACK = 64 * 1024  # the form's boundaries, headers and 'purpose' field around the file
+
+
 def _json(value: object, status: int = 200) -> Response:
     return Response(orjson.dumps(value), status, media_type="application/json")
 
@@ -47,6 +50,11 @@ async def owned_file(ctx: BatchContext, file_id: str) -> FileView:
 async def create_file(request: Request) -> Response:
     async def body(ctx: BatchContext) -> Response:
         limit = ctx.config.batches.max_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
+            # 413 before a byte of the upload is read
+            raise GatewayError("request_too_large", f"The upload is larger than the file limit of {limit} bytes.",
+                               status=413, param="file")
         form = await request.form(max_files=1, max_fields=8)
         try:
             upload, purpose = form.get("file"), form.get("purpose")

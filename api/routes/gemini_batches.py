@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.dialects import GEMINI
+from api.limits import read_body
 from api.routes.batch_common import BatchContext, create_inline, delete_batch, guarded, internal_id, page_limit
 from shared.batches.lines import GEMINI_ENDPOINT
 from shared.batches.records import TERMINAL, BatchView
@@ -114,10 +115,8 @@ async def _owned(ctx: BatchContext, name: str) -> BatchView:
 async def create(request: Request, model: str) -> Response:
     async def body(ctx: BatchContext) -> Response:
         settings = ctx.config.batches
-        raw = await request.body()
-        if len(raw) > settings.gemini_max_inline_bytes:
-            raise invalid(f"Inline requests total {len(raw)} bytes; the limit is {settings.gemini_max_inline_bytes}.",
-                          "batch.inputConfig.requests")
+        # 413 before the body is read past the inline limit (not the live request cap)
+        raw = await read_body(request, settings.gemini_max_inline_bytes, ctx.config.request_limits.body_read_seconds)
         try:
             req = _create.decode(raw)
         except msgspec.ValidationError as exc:

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.admin.auth import bearer, token_matches
 from api.auth import authenticate
 from api.dialects import ANTHROPIC, GEMINI, OPENAI_CHAT
 from api.errors import error_response
@@ -28,8 +29,11 @@ async def healthz() -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus text format; like /healthz it needs no client key (expose it internally only)."""
+    """Prometheus text format; no client key, and the admin token only with
+    `security.metrics_token: true` (otherwise expose it internally only)."""
     state = state_of(request)
+    if state.config.security.metrics_token and not token_matches(state.admin_token, bearer(request)):
+        return Response(b"admin token required\n", 401, media_type="text/plain")
     body = await state.metrics.render(state.config, state.redis)
     return Response(body, media_type="text/plain; version=0.0.4")
 
@@ -62,10 +66,11 @@ async def models(request: Request) -> Response:
         "key" in request.query_params
     dialect = GEMINI if is_gemini else ANTHROPIC if "anthropic-version" in headers else OPENAI_CHAT
     try:
-        authenticate(request, state.clients)
+        client = authenticate(request, state.clients)
     except GatewayError as err:
         return error_response(dialect, err)
-    names = [m.name for m in state.config.models]
+    tenancy = state.tenancy
+    names = [m.name for m in state.config.models if tenancy is None or tenancy.allows(client, m.name)]
     if dialect is GEMINI:
         embedding = frozenset(m.name for m in state.config.models if m.kind == "embedding")
         return Response(gemini.list_models(names, embedding), media_type="application/json")

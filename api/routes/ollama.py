@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from api.auth import authenticate
 from api.dialects import OLLAMA
 from api.errors import error_response
+from api.limits import parse_bounded, read_body
 from api.routes.common import serve
 from api.state import state_of
 from shared.errors import GatewayError
@@ -37,19 +38,24 @@ async def version() -> Response:
 async def tags(request: Request) -> Response:
     state = state_of(request)
     try:
-        authenticate(request, state.clients)
+        client = authenticate(request, state.clients)
     except GatewayError as err:
         return error_response(OLLAMA, err)
-    return Response(ollama.list_models([m.name for m in state.config.models]), media_type="application/json")
+    tenancy = state.tenancy  # a tenant sees only the models it may use, as on /v1/models
+    names = [m.name for m in state.config.models if tenancy is None or tenancy.allows(client, m.name)]
+    return Response(ollama.list_models(names), media_type="application/json")
 
 
 @router.post("/api/show")
 async def show(request: Request) -> Response:
     state = state_of(request)
     try:
-        authenticate(request, state.clients)
-        model = ollama.parse_show_request(await request.body())
-        if state.config.model(model) is None:
+        client = authenticate(request, state.clients)
+        limits = state.config.request_limits
+        model = parse_bounded(ollama.parse_show_request,
+                              await read_body(request, limits.max_body_bytes, limits.body_read_seconds))
+        tenancy = state.tenancy
+        if state.config.model(model) is None or (tenancy is not None and not tenancy.allows(client, model)):
             raise GatewayError("not_found", f"model '{model}' not found", param="model")
     except GatewayError as err:
         return error_response(OLLAMA, err)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.dialects import OPENAI_CHAT
+from api.limits import read_body
 from api.routes import gemini_batches
 from api.routes.batch_common import BatchContext, guarded, internal_id, page_limit
 from api.routes.files import owned_file
@@ -91,7 +92,8 @@ def _parse_create(raw: bytes) -> CreateBatch:
 @router.post("/v1/batches")
 async def create_batch(request: Request) -> Response:
     async def body(ctx: BatchContext) -> Response:
-        req = _parse_create(await request.body())
+        limits = ctx.config.request_limits
+        req = _parse_create(await read_body(request, limits.max_body_bytes, limits.body_read_seconds))
         try:
             source = await owned_file(ctx, req.input_file_id)
         except GatewayError:

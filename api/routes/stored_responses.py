@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 from api.auth import authenticate
 from api.dialects import OPENAI_RESPONSES
 from api.errors import error_response
+from api.limits import parse_bounded, read_body
 from api.routes.common import serve
 from api.state import AppState, state_of
 from shared.errors import GatewayError, invalid
@@ -100,7 +101,9 @@ async def create(request: Request) -> Response:
     state = state_of(request)
     try:
         client = authenticate(request, state.clients)
-        wire = openai_responses.decode(await request.body())
+        limits = state.config.request_limits  # the same bounds as every route (serve checks the rest)
+        body = await read_body(request, limits.max_body_bytes, limits.body_read_seconds)
+        wire = parse_bounded(openai_responses.decode, body)
         req = openai_responses.to_request(wire)
         if wire.previous_response_id is not None:
             previous = await _load(state, client, wire.previous_response_id, "previous_response_id")

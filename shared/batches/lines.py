@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 import msgspec
 
 from shared.batches.records import BatchDialect, LineError
+from shared.bounds import check_request
 from shared.config import BatchSettings, Config
 from shared.errors import GatewayError
 from shared.model import ChatRequest
 from shared.protocols import anthropic_messages, gemini, openai_chat, openai_responses
+from shared.tenants.policy import allows
 
 OPENAI_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")
 ANTHROPIC_ENDPOINT = "/v1/messages"
@@ -120,8 +122,9 @@ MAX_REPORTED_ERRORS = 1000
 
 
 def validate(lines: Iterable[bytes], dialect: BatchDialect, endpoint: str, model: str, config: Config,
-             limits: tuple[int, int] | None = None) -> Validation:
-    """Checks every line before any runs: format, duplicate custom ids, endpoint, model, sizes.
+             limits: tuple[int, int] | None = None, client: str = "") -> Validation:
+    """Checks every line before any runs: format, duplicate custom ids, endpoint, model (one the
+    batch's owner, `client`, may use), the request bounds a live request gets, sizes.
     Errors carry the 1-based line number; the line offsets index lets the feeder read any line."""
     settings: BatchSettings = config.batches
     max_lines, max_bytes = limits or (settings.max_lines, settings.max_bytes)
@@ -151,8 +154,15 @@ def validate(lines: Iterable[bytes], dialect: BatchDialect, endpoint: str, model
             problem("duplicate_custom_id", f"The custom_id {parsed.custom_id!r} appears more than once.", n,
                     "custom_id")
         seen.add(parsed.custom_id)
-        if config.model(parsed.request.model) is None:
+        found = config.model(parsed.request.model)
+        if found is None or not allows(config, client, parsed.request.model):  # another tenant's: as if absent
             problem("model_not_found", f"The model {parsed.request.model!r} does not exist.", n, "body.model")
+        else:
+            try:
+                check_request(parsed.request, found, config.request_limits)
+            except GatewayError as err:
+                param = f"body.{err.param}" if err.param and dialect == "openai" else err.param
+                problem("invalid_request", err.message, n, param)
         v.models.add(parsed.request.model)
     if v.total > max_lines:
         problem("too_many_requests", f"The file has {v.total} requests; the limit is {max_lines}.", None)

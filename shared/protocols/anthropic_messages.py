@@ -327,21 +327,26 @@ class StreamRenderer:
 
 
 _STATUS_OUT = {503: 529}  # Anthropic says "overloaded" with 529; its SDK has OverloadedError for it
+_KIND_STATUS = {"quota_exceeded": 402}  # Anthropic's billing_error: spent credit is not a rate limit
 
 
 def _error_type(status: int) -> str:
     return w.ERROR_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
 
 
+def _status(err: GatewayError) -> int:
+    return _KIND_STATUS.get(err.kind) or _STATUS_OUT.get(err.status, err.status)
+
+
 def _error_body(err: GatewayError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": _error_type(err.status), "message": err.message}}
+    return {"type": "error", "error": {"type": _error_type(_status(err)), "message": err.message}}
 
 
 def render_error(err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
     headers: dict[str, str] = {}
     if err.retry_after is not None:
         headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
-    return _STATUS_OUT.get(err.status, err.status), orjson.dumps(_error_body(err)), headers
+    return _status(err), orjson.dumps(_error_body(err)), headers
 
 
 _IMAGE_TOKENS = 1600  # Anthropic's ceiling for one image (about 1.15 megapixels / 750)

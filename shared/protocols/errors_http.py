@@ -37,10 +37,15 @@ def retry_after_from_headers(headers: dict[str, str]) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
+        return max(0.0, seconds) if seconds < float("inf") else None
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        pass
+    try:  # an HTTP date; anything else a provider sends there is no hint at all
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def upstream_error(status: int, message: str, retry_after: float | None) -> GatewayError:

@@ -419,6 +419,9 @@ _ERROR_TYPES = {
     "permission_denied": ("permission_error", None),
     "not_found": ("invalid_request_error", "model_not_found"),
     "rate_limited": ("rate_limit_error", "rate_limit_exceeded"),
+    "quota_exceeded": ("insufficient_quota", "insufficient_quota"),
+    "request_too_large": ("invalid_request_error", "request_too_large"),
+    "request_timeout": ("invalid_request_error", "request_timeout"),  # what OpenAI says when credit is spent
     "upstream_rejected": ("invalid_request_error", None),
 }
 

@@ -19,9 +19,23 @@ Per request (hash tag `{req}`):
     {p}:out:{req}         STREAM  the request's event log; SSE ids point into it (shared/redis/record.py)
     {p}:outmeta:{req}     HASH    how to re-render it for a resuming client (record.py: ReplayInfo)
 
-Per client (the client's configured name, never its key; built in shared/redis/stored_responses.py):
+Per tenant name a client key carries (config or key ring; never the key; shared/redis/stored_responses.py):
 
     {p}:resp:<client>:{<id>}  STRING  a stored Response (StoredResponse, msgspec JSON), TTL responses.ttl_seconds
+
+Client keys issued at run time (hash tag `{keyring}`: one script changes them all; shared/tenants/keystore.py):
+
+    {p}:{keyring}:keys    HASH    HMAC digest (hex) -> KeyRecord (msgspec JSON); never the key itself
+    {p}:{keyring}:ids     HASH    key id -> HMAC digest (hex)
+    {p}:{keyring}:version STRING  bumped by every change; API processes poll it as a fallback
+    {p}:keyring:changed   CHANNEL the new version, published by every change
+
+Per tenant (hash tag `{tenant:<name>}`: admission and settling are one script each; api/tenancy.py):
+
+    {p}:{tenant:<name>}:rl     HASH  GCRA TATs ("r", "t") of the tenant's rpm / tpm
+    {p}:{tenant:<name>}:held   ZSET  request id -> ms its hold lapses (concurrency = its size)
+    {p}:{tenant:<name>}:cost   HASH  request id -> "tokens:cost" reserved at admission
+    {p}:{tenant:<name>}:usage  HASH  "<period>:t" / "<period>:c" -> tokens / cost spent or reserved
 
 Per API process:
 
@@ -47,6 +61,22 @@ class AccountKeys:
     stats: str
 
 
+@dataclass(frozen=True, slots=True)
+class KeyringKeys:
+    keys: str
+    ids: str
+    version: str
+    changed: str  # a channel, not a key
+
+
+@dataclass(frozen=True, slots=True)
+class TenantKeys:
+    rl: str
+    held: str
+    cost: str
+    usage: str
+
+
 class Keys:
     def __init__(self, prefix: str = "sluice") -> None:
         self.prefix = prefix
@@ -70,6 +100,14 @@ class Keys:
             )
             self._accounts[name] = keys
         return keys
+
+    def keyring(self) -> KeyringKeys:
+        base = f"{self.prefix}:{{keyring}}"
+        return KeyringKeys(f"{base}:keys", f"{base}:ids", f"{base}:version", f"{self.prefix}:keyring:changed")
+
+    def tenant(self, name: str) -> TenantKeys:
+        base = f"{self.prefix}:{{tenant:{name}}}"
+        return TenantKeys(f"{base}:rl", f"{base}:held", f"{base}:cost", f"{base}:usage")
 
     def out(self, request_id: str) -> str:
         return f"{self.prefix}:out:{{{request_id}}}"

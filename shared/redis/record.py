@@ -80,6 +80,11 @@ async def read_after(client: aioredis.Redis, key: str, after_seq: int, count: in
     return [decode_entry(raw_id, fields) for raw_id, fields in reply[0][1]]
 
 
+async def read_last(client: aioredis.Redis, key: str, count: int) -> list[Entry]:
+    """The last `count` entries, newest first (one XREVRANGE)."""
+    return [decode_entry(raw_id, fields) for raw_id, fields in await client.xrevrange(key, count=count)]
+
+
 # --- the record's re-render metadata ----------------------------------------------------------
 #
 #     key     {p}:outmeta:{req}   (Keys.out_meta), a HASH with the record's expiry

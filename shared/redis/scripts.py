@@ -26,6 +26,11 @@ def _source(name: str) -> str:
     return prelude + "\n" + (lua / f"{name}.lua").read_text()
 
 
+def source(name: str) -> str:
+    """A script's source with the shared prelude, for scripts wrapped outside this module."""
+    return _source(name)
+
+
 class ClaimCode(IntEnum):
     """Why claim.lua stopped handing out jobs (its first return value)."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shared.config import ConfigError, parse_config
@@ -96,3 +98,26 @@ def test_max_embedding_inputs_must_be_positive() -> None:
     text = EMBEDDING.replace("PROVIDER", "openai").replace("api_key: k}", "api_key: k, max_embedding_inputs: 0}")
     with pytest.raises(ConfigError, match=r"accounts\[0\]\.max_embedding_inputs: must be a positive number"):
         parse_config(text, "c.yaml", env={})
+
+
+def test_api_key_file_is_read_and_a_dump_redacts_every_secret(tmp_path: Path) -> None:
+    from shared.config import REDACTED, redacted
+
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-from-file-123\n")
+    config = parse_config(f"""
+client_keys: [{{name: a, key: sk-client-1}}]
+accounts:
+  - {{name: x, provider: openai, api_key_file: "{key_file}", headers: {{x-auth: hdr-secret}}}}
+""", env={})
+    assert config.accounts[0].api_key == "sk-from-file-123"
+    dumped = str(redacted(config))
+    assert "sk-from-file-123" not in dumped and "sk-client-1" not in dumped and "hdr-secret" not in dumped
+    assert dumped.count(REDACTED) == 3
+
+
+def test_api_key_file_errors_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"accounts\[0\].api_key_file: cannot read"):
+        parse_config(f"accounts: [{{name: x, provider: openai, api_key_file: {tmp_path}/missing}}]", env={})
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config(f"accounts: [{{name: x, provider: openai, api_key: k, api_key_file: {tmp_path}/k}}]", env={})

@@ -138,3 +138,45 @@ async def test_an_unreadable_answer_is_a_502() -> None:
         await transport.aclose()
         server.close()
     assert err.value.status == 502 and "unreadable" in err.value.message
+
+
+async def _endless_server(stream_it: bool, sized: bool = False) -> asyncio.Server:
+    """An upstream that answers 200 and then never stops sending (or declares a huge size)."""
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        kind = b"text/event-stream" if stream_it else b"application/json"
+        framing = b"content-length: 1000000000000" if sized else b"transfer-encoding: chunked"
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: " + kind + b"\r\n" + framing + b"\r\n\r\n")
+        piece = (b": keep going\n" * 1000) if stream_it else b" " * 13000
+        chunk = piece if sized else b"%x\r\n%s\r\n" % (len(piece), piece)
+        try:
+            while True:
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(flood, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("client", ["native", "httpx"])
+@pytest.mark.parametrize(("stream_it", "sized"), [(False, False), (False, True), (True, False), (True, True)])
+async def test_an_endless_upstream_body_is_cut_off(client: str, stream_it: bool, sized: bool) -> None:
+    server = await _endless_server(stream_it, sized)
+    acct = account(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", client)
+    transport = make_transport(acct)
+    provider = provider_for(acct)
+    cap = 1 << 20
+    try:
+        with pytest.raises(GatewayError) as err:
+            if stream_it:
+                async for _ in stream(transport, provider, provider.request(job(True)), UpstreamResult(), cap):
+                    pass
+            else:
+                await call(transport, provider, provider.request(job(False)), UpstreamResult(), cap)
+    finally:
+        await transport.aclose()
+        server.close()
+    assert err.value.status == 502 and "cut off" in err.value.message

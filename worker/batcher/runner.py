@@ -125,7 +125,8 @@ class BatchRunner:
             limits = (config.batches.anthropic_max_requests, config.batches.anthropic_max_bytes)
         try:
             lines = store.read_lines(input_key(view))
-            result = await asyncio.to_thread(validate, lines, view.dialect, view.endpoint, view.model, config, limits)
+            result = await asyncio.to_thread(validate, lines, view.dialect, view.endpoint, view.model, config, limits,
+                                           view.client)
         except FileNotFoundError:
             gone = [{"code": "file_not_found", "message": "The input file no longer exists.", "line": None}]
             await self.ctx.records.transition(self.id, ("validating", "cancelling"), "failed", "failed_at",
