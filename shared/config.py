@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import yaml
@@ -210,17 +210,27 @@ REDACTED = "<redacted>"
 
 
 def redacted(config: Config) -> dict[str, Any]:
-    """The config as plain data with every secret replaced: provider keys, client keys, and the
-    values of extra upstream headers (they often carry credentials)."""
+    """The config as plain data with every secret replaced: provider keys, client keys, the
+    values of extra upstream headers (they often carry credentials) and a proxy URL's password."""
     data: dict[str, Any] = msgspec.to_builtins(config)
     for account in data.get("accounts", []):
         if account.get("api_key"):
             account["api_key"] = REDACTED
         account["headers"] = {name: REDACTED for name in account.get("headers", {})}
+        if account.get("proxy"):
+            account["proxy"] = _without_password(account["proxy"])
     for client in data.get("client_keys", []):
         if client.get("key"):
             client["key"] = REDACTED
     return data
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:{REDACTED}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Long agent-style tool loops, from every client protocol to every upstream, through the SDKs.
 
 Each transcript is a conversation of at least 10 turns driven by the official SDK of one client
-protocol (openai Chat and Responses, anthropic, google-genai) against a model served by one
+protocol (openai Chat and Responses, anthropic, google-genai, the ollama client) against a model served by one
 upstream of the strict mock. The client behaves like a coding agent: whenever the model calls a
 tool it runs it and sends the result back, every other time together with new words of its own
 in the same turn (the mixed tool-result-and-text turn Claude Code sends; the Chat form is a user
@@ -18,6 +18,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import ollama
 import openai
 import pytest
 from google import genai
@@ -26,7 +27,7 @@ from google.genai import types
 from tests.conftest import CLIENT_KEY, SluiceSystem
 
 UPSTREAMS = ["openai", "anthropic", "gemini", "mistral"]
-CLIENTS = ["openai_chat", "openai_responses", "anthropic", "gemini"]
+CLIENTS = ["openai_chat", "openai_responses", "anthropic", "gemini", "ollama"]
 SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
 TOOLS = ("read_file", "list_dir")
 
@@ -175,13 +176,39 @@ def gemini(system: SluiceSystem, model: str, turns: int) -> Loop:
     return loop
 
 
+def ollama_chat(system: SluiceSystem, model: str, turns: int) -> Loop:
+    client = ollama.Client(host=system.base_url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=60)
+    tools: Any = [{"type": "function", "function": {"name": n, "description": f"{n} tool", "parameters": SCHEMA}}
+                  for n in TOOLS]
+    loop = Loop()
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are a coding agent."},
+                                      {"role": "user", "content": "Look around the repository."}]
+    for loop.turn in range(turns):
+        if loop.turn % 2:
+            chunks = list(client.chat(model=model, messages=messages, tools=tools, stream=True))
+            content = "".join(c.message.content or "" for c in chunks)
+            calls = [call for c in chunks for call in (c.message.tool_calls or [])]
+        else:
+            reply = client.chat(model=model, messages=messages, tools=tools).message
+            content, calls = reply.content or "", list(reply.tool_calls or [])
+        # Ollama's calls carry no ids: each tool message names its tool, answered in call order
+        messages.append({"role": "assistant", "content": content, "tool_calls": [
+            {"function": {"name": c.function.name, "arguments": dict(c.function.arguments)}} for c in calls]})
+        messages += [{"role": "tool", "tool_name": c.function.name,
+                      "content": loop.result(c.function.name, dict(c.function.arguments))} for c in calls]
+        if not calls or loop.with_text():
+            messages.append({"role": "user", "content": loop.words()})
+    return loop
+
+
 def _parts(reply: types.GenerateContentResponse) -> list[types.Part]:
     content = (reply.candidates or [types.Candidate()])[0].content
     return list(content.parts or []) if content is not None else []
 
 
 DRIVERS: dict[str, Callable[[SluiceSystem, str, int], Loop]] = {
-    "openai_chat": chat, "openai_responses": responses, "anthropic": messages_api, "gemini": gemini}
+    "openai_chat": chat, "openai_responses": responses, "anthropic": messages_api, "gemini": gemini,
+    "ollama": ollama_chat}
 
 
 def _transcript(system: SluiceSystem, client: str, upstream: str, turns: int) -> None:

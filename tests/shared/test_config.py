@@ -116,6 +116,14 @@ accounts:
     assert dumped.count(REDACTED) == 3
 
 
+def test_a_dump_redacts_a_proxy_password() -> None:
+    from shared.config import REDACTED, redacted
+
+    config = parse_config("accounts: [{name: x, provider: openai, api_key: k, proxy: 'http://me:pw-secret@127.0.0.1:3128'}]",
+                          env={})
+    assert redacted(config)["accounts"][0]["proxy"] == f"http://me:{REDACTED}@127.0.0.1:3128"
+
+
 def test_api_key_file_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"accounts\[0\].api_key_file: cannot read"):
         parse_config(f"accounts: [{{name: x, provider: openai, api_key_file: {tmp_path}/missing}}]", env={})
