@@ -41,9 +41,19 @@ def check_request(req: ChatRequest, model: Model | None, limits: RequestLimits) 
                       "max_tokens")
 
 
-def check_embedding(req: EmbeddingRequest, limits: RequestLimits, field: str = "input") -> None:
+MAX_EMBEDDING_DIMENSIONS = 65_536
+"""Far above any provider's (3,072 today); what a vector may be asked to hold, since the answer
+is inputs x dimensions numbers that the worker, Redis and the API all hold."""
+
+
+def check_embedding(req: EmbeddingRequest, limits: RequestLimits, field: str = "input",
+                    dimensions_field: str = "dimensions") -> None:
     """An embedding request's inputs: how many, and how long each (a text's characters, a token
-    array's tokens), under the same limits as a conversation's parts and strings."""
+    array's tokens), under the same limits as a conversation's parts and strings; and the size
+    of the vectors asked for."""
+    if req.dimensions is not None and not 0 < req.dimensions <= MAX_EMBEDDING_DIMENSIONS:
+        raise invalid(f"The dimensions asked for must be between 1 and {MAX_EMBEDDING_DIMENSIONS}.",
+                      dimensions_field)
     if len(req.inputs) > limits.max_content_parts:
         raise invalid(f"Too many inputs: {len(req.inputs)} (the limit is {limits.max_content_parts}).", field)
     longest = max((len(i) for i in req.inputs), default=0)

@@ -40,7 +40,7 @@ async def _serve(request: Request, dialect: Dialect, label: str, parse: Callable
         client = authenticate(request, state.clients)
         limits = state.config.request_limits
         req = parse_bounded(parse, await read_body(request, limits.max_body_bytes, limits.body_read_seconds))
-        check_embedding(req, limits, input_field)
+        check_embedding(req, limits, input_field, "dimensions" if dialect is OPENAI_CHAT else "outputDimensionality")
         model = req.model
         options = JobOptions.from_headers(request.headers)
         work = embed(state, client, req, priority=options.priority, max_wait=options.max_wait,

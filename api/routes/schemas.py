@@ -46,7 +46,7 @@ ANTHROPIC_MESSAGES = _body(["model", "messages", "max_tokens"], {
 OPENAI_EMBEDDINGS = _body(["model", "input"], {
     "model": {"type": "string"},
     "input": {"anyOf": [_TEXT, {"type": "array", "minItems": 1, "maxItems": 4, "items": _TEXT}]},
-    "encoding_format": {"enum": ["float", "base64"]}, "dimensions": {"type": "integer"}})
+    "encoding_format": {"enum": ["float", "base64"]}, "dimensions": {"type": "integer", "minimum": 1, "maximum": 64}})
 
 OLLAMA_CHAT = _body(["model", "messages"], {
     "model": {"type": "string"},

@@ -230,8 +230,8 @@ class GenerationConfig(msgspec.Struct, rename="camel"):
             raise bad("'topK' must be at least 1.", "topK")
         if self.max_output_tokens is not None and self.max_output_tokens < 1:
             raise bad("'maxOutputTokens' must be at least 1.", "maxOutputTokens")
-        if self.candidate_count is not None and self.candidate_count < 1:
-            raise bad("'candidateCount' must be at least 1.", "candidateCount")
+        if self.candidate_count is not None and not 1 <= self.candidate_count <= 8:  # Gemini's own limit
+            raise bad("'candidateCount' must be between 1 and 8.", "candidateCount")
 
     def response_format(self) -> ResponseFormat | None:
         mime = (self.response_mime_type or "").lower()

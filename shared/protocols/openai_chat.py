@@ -198,6 +198,9 @@ sse_ids = True
 keepalive = KEEPALIVE
 
 
+MAX_CHOICES = 128  # OpenAI's own limit on `n`
+
+
 def parse_request(body: bytes, model: str | None = None, stream: bool = False) -> ChatRequest:
     """`model` and `stream` come from the body; the arguments are the contract's, unused here."""
     wire = decode_body(_request_decoder, body)
@@ -206,8 +209,8 @@ def parse_request(body: bytes, model: str | None = None, stream: bool = False) -
     check_range(wire.temperature, 0, 2, "temperature")
     check_range(wire.top_p, 0, 1, "top_p")
     n = wire.n if wire.n is not None else 1
-    if n < 1:
-        raise invalid("'n' must be at least 1.", "n")
+    if not 1 <= n <= MAX_CHOICES:  # each choice is a whole answer reserved, generated and held
+        raise invalid(f"'n' must be between 1 and {MAX_CHOICES}.", "n")
     max_tokens = wire.max_completion_tokens if wire.max_completion_tokens is not None else wire.max_tokens
     if max_tokens is not None and max_tokens < 1:
         raise invalid("'max_tokens' must be at least 1.", "max_tokens")

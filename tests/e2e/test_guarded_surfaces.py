@@ -200,7 +200,8 @@ def test_a_declared_huge_body_is_refused_before_it_is_read(system: SluiceSystem,
 def test_embedding_inputs_are_bounded(system: SluiceSystem, keys: dict[str, str]) -> None:
     key = keys["acme"]
     for body, field in (({"model": "e", "input": ["x"] * 13}, "input"),
-                        ({"model": "e", "input": "x" * 4001}, "input")):
+                        ({"model": "e", "input": "x" * 4001}, "input"),
+                        ({"model": "e", "input": "x", "dimensions": 10**9}, "dimensions")):
         answer = _post(system, "/v1/embeddings", key, body)
         assert answer.status_code == 400 and answer.json()["error"]["param"] == field, answer.text
     many = {"requests": [{"model": "models/e", "content": {"parts": [{"text": "x"}]}}] * 13}
@@ -234,3 +235,12 @@ def test_batch_lines_get_the_request_bounds_and_the_tenants_models(system: Sluic
     errors = client.batches.retrieve(batch.id).errors
     assert errors is not None and errors.data is not None
     assert [(e.line, e.code) for e in errors.data] == [(2, "invalid_request")]
+
+
+def test_choice_counts_are_bounded(system: SluiceSystem, keys: dict[str, str]) -> None:
+    answer = _post(system, "/v1/chat/completions", keys["acme"],
+                   {"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 10**9})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "n", answer.text
+    answer = _post(system, "/v1beta/models/m:generateContent", keys["acme"],
+                   {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"candidateCount": 10**6}})
+    assert answer.status_code == 400 and "candidateCount" in answer.text, answer.text

@@ -1,6 +1,7 @@
-"""Secrets stay secret: after a run with good and refused provider keys, runtime client keys and
-admin calls, no provider key, client key, key secret or admin token is anywhere in Redis, in any
-process's log, in `sluice status`, in the admin API or in a config dump."""
+"""Secrets stay secret: after a run with good and refused provider keys, runtime client keys,
+admin calls, a stored Response, an embedding request and a batch run to its end, no provider key,
+client key, key secret or admin token is anywhere in Redis, in any process's log, in the batch
+file store, in `sluice status`, in the admin API or in a config dump."""
 
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def test_no_secret_reaches_redis_logs_status_admin_or_a_config_dump(
     accounts = [{"name": "good", "api_key_file": str(key_file)},
                 {"name": "refused", "api_key": BAD_KEY, "headers": {"x-extra-auth": BAD_KEY}}]
     models = [{"name": "m", "route": [{"account": "good", "model": "mock-small"}]},
-              {"name": "r", "route": [{"account": "refused", "model": "mock-small"}]}]
-    system = SluiceSystem(tmp_path, redis_url, accounts, models, mock_args=["--api-key", GOOD_KEY],
+              {"name": "r", "route": [{"account": "refused", "model": "mock-small"}]},
+              {"name": "e", "kind": "embedding", "route": [{"account": "good", "model": "mock-embed"}]}]
+    system = SluiceSystem(tmp_path, redis_url, accounts, models, mock_args=["--api-key", GOOD_KEY], batchers=1,
                           extra={"client_keys": [{"name": "tenant", "key": CLIENT_KEY}]})
     try:
         secrets = [GOOD_KEY, BAD_KEY, CLIENT_KEY, KEY_SECRET, ADMIN_TOKEN]
@@ -61,6 +63,15 @@ def test_no_secret_reaches_redis_logs_status_admin_or_a_config_dump(
         with pytest.raises(openai.APIStatusError) as refused:
             client.chat.completions.create(model="r", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
         assert refused.value.status_code == 502
+        stored = client.responses.create(model="m", input="hi", max_output_tokens=4)
+        assert client.responses.retrieve(stored.id).id == stored.id
+        assert client.embeddings.create(model="e", input="hi").data
+        line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", ' \
+               b'"body": {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}}\n'
+        uploaded = client.files.create(file=("in.jsonl", line), purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        wait_until(lambda: client.batches.retrieve(batch.id).status == "completed", timeout=30, what="the batch")
         admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
         made = httpx.post(f"{system.base_url}/admin/keys", json={"tenant": "runtime"}, headers=admin).json()
         secrets.append(made["key"])
@@ -70,7 +81,7 @@ def test_no_secret_reaches_redis_logs_status_admin_or_a_config_dump(
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{system.base_url}/v1", api_key=GOOD_KEY + "x", max_retries=0).models.list()
         shown = [httpx.get(f"{system.base_url}{path}", headers=admin).text
-                 for path in ("/admin/keys", "/admin/accounts", "/admin/tenants", "/admin/queues")]
+                 for path in ("/admin/keys", "/admin/accounts", "/admin/tenants", "/admin/queues", "/admin/batches")]
         env = {**system.env}
         status = subprocess.run([sys.executable, "-m", "shared.cli", "status", "--config", str(system.config_path),
                                  "--json"], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
@@ -82,11 +93,13 @@ def test_no_secret_reaches_redis_logs_status_admin_or_a_config_dump(
         store = redis.Redis.from_url(redis_url)
         everything = _everything_in(store)
         logs = {p.name: p.read_bytes() for p in (tmp_path / system.prefix).glob("*.log")}
-        assert logs and everything
+        stored_files = [p.read_bytes() for p in (tmp_path / f"{system.prefix}-data").rglob("*") if p.is_file()]
+        assert logs and everything and stored_files
         for secret in secrets:
             assert secret.encode() not in everything, "a secret is in Redis"
             for name, text in logs.items():
                 assert secret.encode() not in text, f"a secret is in {name}"
+            assert not any(secret.encode() in data for data in stored_files), "a secret is in the file store"
             for text in (*shown, status.stdout, status.stderr, dump.stdout, dump.stderr):
                 assert secret not in text
     finally:
