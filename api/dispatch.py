@@ -11,8 +11,10 @@ import asyncio
 import secrets
 import time
 from collections import Counter
+from collections.abc import Awaitable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from api.hub import ReplyHub
 from api.routing import AccountState, WeightedRotation, choose
@@ -41,6 +43,7 @@ class Dispatcher:
         # Jobs this process has routed but not yet enqueued: concurrent requests read the same
         # Redis snapshot, and without this they would all herd onto whichever account it favours.
         self._routing: Counter[str] = Counter()
+        self._weights = {c.name: c.weight for c in config.client_keys}  # fair-share weight per tenant
 
     async def new_job(self, req: ChatRequest, model: Model, client: str, max_wait: float | None,
                       priority: Priority = "interactive", pinned: str | None = None,
@@ -136,15 +139,14 @@ class Dispatcher:
                       replay: ReplayInfo | None) -> Ticket:
         ticket = Ticket(job, queue, self)
         try:
-            args = self._enqueue_args(job)
             if replay is not None:  # what a resuming client needs to re-render this stream, same round trip
                 pipe = self.redis.pipeline(transaction=False)
                 record.write_replay_info(pipe, self.keys.out_meta(job.id), replay,
                                          self.config.queue.result_ttl_seconds)
-                await self.scripts.enqueue(*args, pipe=pipe)
+                await self._enqueue(job, pipe)
                 depth = int((await pipe.execute())[-1])
             else:
-                depth = await self.scripts.enqueue(*args)
+                depth = await self._enqueue(job)
         except BaseException:
             self.hub.unregister(job.id)
             raise
@@ -153,9 +155,11 @@ class Dispatcher:
             raise await self._rate_limited(job.account, self.config.queue.max_depth, "the queue is full")
         return ticket
 
-    def _enqueue_args(self, job: Job) -> tuple[AccountKeys, str, bytes, tuple[int, int], bool, int]:
-        return (self.keys.account(job.account), job.id, encode_job(job), (job.input_estimate, job.output_reserve),
-                job.priority == "batch", self.config.queue.max_depth)
+    def _enqueue(self, job: Job, pipe: Pipeline | None = None) -> Awaitable[int]:
+        return self.scripts.enqueue(
+            self.keys.account(job.account), job.id, encode_job(job), (job.input_estimate, job.output_reserve),
+            job.priority == "batch", self.config.queue.max_depth, pipe,
+            tenant=job.client, weight=self._weights.get(job.client, 1.0))
 
     async def enqueue(self, jobs: list[Job]) -> list[int]:
         """Queues jobs nobody waits on here (batch lines: their answers go to `job.reply_to`), in
@@ -163,7 +167,7 @@ class Dispatcher:
         pipe = self.redis.pipeline(transaction=False)
         try:
             for job in jobs:
-                await self.scripts.enqueue(*self._enqueue_args(job), pipe=pipe)
+                await self._enqueue(job, pipe)
             return [int(depth) for depth in await pipe.execute()]
         finally:
             for job in jobs:
