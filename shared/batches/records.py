@@ -5,7 +5,12 @@ Per batch (hash tag `{b:<id>}`, so every batch script stays on one Cluster slot)
     {p}:{b:<id>}:b        HASH    the batch: fields of `BatchView` (status, counters
                                   n_s/n_e/n_c/n_x, tokens, timestamps, file ids, errors)
     {p}:{b:<id>}:done     STRING  bitmap, bit n = line n's result is in a segment
-    {p}:{b:<id>}:pending  HASH    line -> account, for the lines in flight (the feed window)
+    {p}:{b:<id>}:pending  HASH    line -> account, for the lines in flight (the feed window); a
+                                  line split into several upstream calls (an embeddings line
+                                  over the upstream's list limit): its parts' accounts, by part,
+                                  joined with "," (account names never hold one)
+
+A line's job id is `<id>.<line>`; a split line's parts are `<id>.<line>.<part>` (`line_jobs`).
 
 Per file `{p}:{f:<id>}` HASH (`FileView`); per client `{p}:{fl:<client>}` and `{p}:{bl:<client>}`
 ZSETs (id -> created ms) for listing; `{p}:{files}:expiring` ZSET (file id -> expiry s);
@@ -86,6 +91,26 @@ class LineError(msgspec.Struct):
     message: str
     line: int | None = None  # 1-based
     param: str | None = None
+
+
+def job_id(batch_id: str, line: int, part: int = 0, parts: int = 1) -> str:
+    """The job id of one upstream call of a line. Deterministic, so a line (or part) fed again is
+    the same job."""
+    return f"{batch_id}.{line}" if parts == 1 else f"{batch_id}.{line}.{part}"
+
+
+def line_jobs(batch_id: str, line: int, accounts: list[str]) -> list[tuple[str, str]]:
+    """(job id, account) of each upstream call of a line in flight, by part."""
+    return [(job_id(batch_id, line, part, len(accounts)), account) for part, account in enumerate(accounts)]
+
+
+def parse_job_id(job_id: str) -> tuple[str, int, int]:
+    """`line_jobs`' inverse: (batch id, line, part); the part of an unsplit line is 0. Raises
+    ValueError for an id of another shape."""
+    batch_id, line, *part = job_id.split(".")
+    if len(part) > 1:
+        raise ValueError(job_id)
+    return batch_id, int(line), int(part[0]) if part else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,17 +226,19 @@ class Records:
         fresh, done = await self._done(keys=[k.batch, k.done, k.pending], args=args)
         return int(fresh), int(done)
 
-    async def fed(self, batch_id: str, fed: int, lines: list[tuple[int, str]]) -> str:
+    async def fed(self, batch_id: str, fed: int, lines: list[tuple[int, list[str]]]) -> str:
+        """Feeding has got to line `fed`; `lines` are in flight on these accounts (one per part)."""
         k = self.keys(batch_id)
         args: list[Any] = [fed]
-        for line, account in lines:
-            args += [line, account]
+        for line, accounts in lines:
+            args += [line, ",".join(accounts)]
         status = await self._feed(keys=[k.batch, k.pending], args=args)
         return status.decode() if isinstance(status, bytes) else str(status)
 
-    async def pending(self, batch_id: str) -> dict[int, str]:
+    async def pending(self, batch_id: str) -> dict[int, list[str]]:
+        """Lines in flight -> the account of each of their parts."""
         raw = await self.redis.hgetall(self.keys(batch_id).pending)  # type: ignore[misc]
-        return {int(k): v.decode() for k, v in raw.items()}
+        return {int(k): v.decode().split(",") for k, v in raw.items()}
 
     async def is_done(self, batch_id: str, line: int) -> bool:
         return bool(await self.redis.getbit(self.keys(batch_id).done, line))
