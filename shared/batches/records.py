@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -120,8 +120,25 @@ class BatchKeys:
     pending: str
 
 
-def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
+_View = TypeVar("_View", BatchView, FileView)
+
+
+def _owned(raw: dict[bytes, bytes], kind: type[_View], client: str | None) -> _View | None:
+    """A record read back: None when it does not exist or (`client` given) belongs to another."""
+    if not raw:
+        return None
+    view = msgspec.convert({k.decode(): v.decode() for k, v in raw.items()}, kind, strict=False)
+    return None if client is not None and view.client != client else view
+
+
+def _listed_at(created_at: int) -> float:
+    """A listing score: creation second, ordered within the second by the time of the write."""
+    return created_at * 1000 + time.time() % 1
+
+
+def _flat(rows: list[tuple[Any, ...]]) -> list[Any]:
+    """A script's trailing ARGV: rows of fields, one after another."""
+    return [field for row in rows for field in row]
 
 
 class Records:
@@ -157,19 +174,13 @@ class Records:
 
     async def save_file(self, f: FileView) -> None:
         await self.redis.hset(self.file_key(f.id), mapping=msgspec.to_builtins(f))  # type: ignore[misc]
-        await self.redis.zadd(self.file_list(f.client), {f.id: f.created_at * 1000 + time.time() % 1})
+        await self.redis.zadd(self.file_list(f.client), {f.id: _listed_at(f.created_at)})
         if f.expires_at:
             await self.redis.zadd(self.expiring, {f.id: f.expires_at})
 
     async def file(self, file_id: str, client: str | None) -> FileView | None:
         """The file, if it exists and (when `client` is given) belongs to that client."""
-        raw = await self.redis.hgetall(self.file_key(file_id))  # type: ignore[misc]
-        if not raw:
-            return None
-        view = msgspec.convert(_decode(raw), FileView, strict=False)
-        if client is not None and view.client != client:
-            return None
-        return view
+        return _owned(await self.redis.hgetall(self.file_key(file_id)), FileView, client)  # type: ignore[misc]
 
     async def drop_file(self, f: FileView) -> None:
         await self.redis.delete(self.file_key(f.id))
@@ -188,50 +199,36 @@ class Records:
         k = self.keys(view.id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(k.batch, mapping={f: str(v) for f, v in msgspec.to_builtins(view).items()})
-        pipe.zadd(self.batch_list(view.client), {view.id: view.created_at * 1000 + time.time() % 1})
+        pipe.zadd(self.batch_list(view.client), {view.id: _listed_at(view.created_at)})
         pipe.zadd(self.active, {view.id: 0})
         pipe.lpush(self.bell, "1")
         pipe.ltrim(self.bell, 0, 63)
         await pipe.execute()
 
     async def batch(self, batch_id: str, client: str | None = None) -> BatchView | None:
-        raw = await self.redis.hgetall(self.keys(batch_id).batch)  # type: ignore[misc]
-        if not raw:
-            return None
-        view = msgspec.convert(_decode(raw), BatchView, strict=False)
-        if client is not None and view.client != client:
-            return None
-        return view
+        return _owned(await self.redis.hgetall(self.keys(batch_id).batch), BatchView, client)  # type: ignore[misc]
 
     async def drop_batch(self, view: BatchView) -> None:
         k = self.keys(view.id)
         await self.redis.delete(k.batch, k.done, k.pending)
         await self.redis.zrem(self.batch_list(view.client), view.id)
-        await self.redis.zrem(self.active, view.id)
-        await self.redis.hdel(self.holder, view.id)  # type: ignore[misc]
+        await self.retire(view.id)
 
     async def transition(self, batch_id: str, allowed: tuple[str, ...], to: str, stamp: str = "",
                          **fields: Any) -> tuple[bool, str]:
-        args: list[Any] = [",".join(allowed), to, stamp]
-        for name, value in fields.items():
-            args += [name, str(value)]
+        args = [",".join(allowed), to, stamp, *_flat([(name, str(value)) for name, value in fields.items()])]
         moved, status = await self._status(keys=[self.keys(batch_id).batch], args=args)
         return bool(moved), status.decode() if isinstance(status, bytes) else str(status)
 
     async def mark_done(self, batch_id: str, results: list[tuple[int, Outcome, int, int]]) -> tuple[int, int]:
         k = self.keys(batch_id)
-        args: list[Any] = []
-        for line, outcome, tin, tout in results:
-            args += [line, outcome, tin, tout]
-        fresh, done = await self._done(keys=[k.batch, k.done, k.pending], args=args)
+        fresh, done = await self._done(keys=[k.batch, k.done, k.pending], args=_flat(results))
         return int(fresh), int(done)
 
     async def fed(self, batch_id: str, fed: int, lines: list[tuple[int, list[str]]]) -> str:
         """Feeding has got to line `fed`; `lines` are in flight on these accounts (one per part)."""
         k = self.keys(batch_id)
-        args: list[Any] = [fed]
-        for line, accounts in lines:
-            args += [line, ",".join(accounts)]
+        args = [fed, *_flat([(line, ",".join(accounts)) for line, accounts in lines])]
         status = await self._feed(keys=[k.batch, k.pending], args=args)
         return status.decode() if isinstance(status, bytes) else str(status)
 
