@@ -67,7 +67,7 @@ class Dispatcher:
         input_estimate, output_reserve = self.reservation(req, model)
         embedding: EmbeddingRequest | None = None
         if isinstance(req, EmbeddingRequest):
-            chat, embedding = ChatRequest(model=req.model, messages=[]), req  # see Job.embedding
+            chat, embedding = ChatRequest(model=req.model, messages=[]), req  # why: see Job.embedding
         else:
             chat = req
         return Job(
