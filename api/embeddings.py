@@ -5,8 +5,8 @@ into parts no longer than every upstream of the model takes in one call; each pa
 of its own (`part_job`: it reserves its input estimate in the account's buckets, is routed on
 its own, and is reconciled with the upstream's usage when acknowledged); `embed` waits for all
 of them and `join`s the vectors in input order. The HTTP routes (api/routes/embeddings.py) call
-`embed`. A batch runner that enqueues and collects jobs itself uses the same pieces: `plan`,
-`part_job` per part, `answer_of` on each part's record entries, `join`, then
+`embed`. The batch coordinator (worker/batcher/) enqueues and collects parts itself, with the
+same pieces: `plan` (shared/embedding_parts.py), `Dispatcher.job_for` per part, `join`, then
 `openai_embeddings.render_response`.
 """
 
