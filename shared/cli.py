@@ -68,7 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    run(config, args.account)
+    run(config, args.account, (args.host, args.health_port) if args.health_port is not None else None)
 
 
 def cmd_batcher(args: argparse.Namespace) -> None:
@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
     worker = server("worker", "run one worker process bound to one account", 0)
     worker.add_argument("--account", required=True)
+    worker.add_argument("--health-port", type=int, default=None,
+                        help="serve /healthz and /readyz for probes on --host:PORT (default: no endpoint)")
     worker.set_defaults(func=cmd_worker)
     batcher = server("batcher", "run the batch coordinator (validate, feed, collect, finalize batches)", 0)
     batcher.set_defaults(func=cmd_batcher)
