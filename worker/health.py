@@ -56,7 +56,7 @@ class WorkerHealth:
             pipe.zscore(self.akeys.workers, self.worker_id)
             pipe.time()
             beat, (seconds, micros) = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT_SECONDS)
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return 503, {"status": "unavailable", "redis": False}
         if beat is None:
             return 503, {"status": "no_heartbeat", "redis": True}
@@ -85,7 +85,7 @@ class WorkerHealth:
             writer.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                          b"connection: close\r\n\r\n%s" % (status, reason, len(payload), payload))
             await writer.drain()
-        except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError):
             pass  # a probe that hung up or stalled: nothing to answer
         finally:
             writer.close()
