@@ -71,6 +71,8 @@ class WorkerHealth:
             while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
                 pass  # headers: nothing in them matters here
             parts = line.split()
+            status: int
+            body: dict[str, object]
             path = parts[1].split(b"?", 1)[0] if len(parts) >= 2 else b""
             if parts[:1] != [b"GET"]:
                 status, body = 405, {"status": "method_not_allowed"}
