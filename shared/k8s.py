@@ -190,6 +190,9 @@ def drain_seconds(values: ChartValues, config: Config) -> float:
 
 
 def render(values: ChartValues, release: str = "sluice", source: str = "<values>") -> list[dict[str, Any]]:
+    if not values.config_file and not values.config:
+        raise RenderError("no Sluice config: pass --config FILE (helm: --set-file configFile=FILE) "
+                          "or set config in the values")
     text = config_text(values)
     try:
         config = parse_for_render(text, source)

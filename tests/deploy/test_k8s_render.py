@@ -23,6 +23,7 @@ from shared.config import parse_config
 from tests.conftest import ROOT
 
 CHART = ROOT / "deploy" / "helm" / "sluice"
+EXAMPLE = CHART / "ci" / "example-values.yaml"
 KEDA_SCHEMA = json.loads((ROOT / "deploy" / "helm" / "schemas" / "keda-scaledobject-v1alpha1.json").read_text())
 # The oldest Kubernetes the chart supports (policy/v1 PDBs, apps/v1) and the newest the package knows.
 K8S_VERSIONS = ("1.27", kubernetes_validate.utils.latest_version())
@@ -79,8 +80,12 @@ def rendered_by_cli(*args: str) -> list[dict[str, Any]]:
     return [o for o in yaml.safe_load_all(done.stdout) if o]
 
 
-def test_the_chart_defaults_render_valid_objects_from_the_command() -> None:
-    objects = rendered_by_cli("--values", str(CHART / "values.yaml"))
+def example_values() -> k8s.ChartValues:
+    return msgspec.convert(yaml.safe_load(EXAMPLE.read_text()), k8s.ChartValues)
+
+
+def test_the_example_renders_valid_objects_from_the_command() -> None:
+    objects = rendered_by_cli("--values", str(EXAMPLE))
     assert sorted((o["kind"], o["metadata"]["name"]) for o in objects) == sorted([
         ("ConfigMap", "sluice-config"), ("Deployment", "sluice-api"), ("Service", "sluice-api"),
         ("PodDisruptionBudget", "sluice-api"), ("Deployment", "sluice-worker-openai-1"),
@@ -239,11 +244,14 @@ def test_the_schemas_catch_mistakes() -> None:
 
 
 def test_the_values_file_and_the_typed_defaults_agree() -> None:
-    raw = chart_values()
-    values = msgspec.convert(raw, k8s.ChartValues)  # every key known: forbid_unknown_fields
-    defaults = msgspec.to_builtins(k8s.ChartValues())
-    parsed = msgspec.to_builtins(values)
-    assert {k: v for k, v in parsed.items() if k != "config"} == {k: v for k, v in defaults.items() if k != "config"}
+    values = msgspec.convert(chart_values(), k8s.ChartValues)  # every key known: forbid_unknown_fields
+    assert msgspec.to_builtins(values) == msgspec.to_builtins(k8s.ChartValues())
+
+
+def test_without_a_config_nothing_renders() -> None:
+    # The chart's own values carry no config (helm would deep-merge an example into the user's).
+    with pytest.raises(k8s.RenderError, match="no Sluice config: pass --config FILE"):
+        k8s.render(msgspec.convert(chart_values(), k8s.ChartValues))
 
 
 # --- Helm's own template engine -------------------------------------------------------------
@@ -290,11 +298,12 @@ needs_helm = pytest.mark.skipif(HELM is None and helm_python is None,
 def test_helm_lint(tmp_path: Path) -> None:
     chart = helm_chart(tmp_path)
     if HELM is not None:
-        done = subprocess.run([HELM, "lint", "--strict", str(chart)], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([HELM, "lint", "--strict", str(chart), "-f", str(EXAMPLE)], capture_output=True,
+                              text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         return
     assert helm_python is not None
-    report = helm_python.lint(str(chart))
+    report = helm_python.lint(str(chart), yaml.safe_load(EXAMPLE.read_text()))
     problems = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors; 1 is info
     assert report["errors"] == [] and problems == []
 
@@ -302,7 +311,7 @@ def test_helm_lint(tmp_path: Path) -> None:
 @needs_helm
 @pytest.mark.parametrize("full", [False, True])
 def test_helm_renders_what_the_command_renders(tmp_path: Path, full: bool) -> None:
-    values = full_values() if full else msgspec.convert(chart_values(), k8s.ChartValues)
+    values = full_values() if full else example_values()
     text = helm_render(helm_chart(tmp_path), msgspec.to_builtins(values), "rel", tmp_path)
     from_helm = [o for o in yaml.safe_load_all(text) if o]
     for obj in from_helm:
@@ -317,6 +326,7 @@ def test_helm_renders_what_the_command_renders(tmp_path: Path, full: bool) -> No
     ({"configFile": CONFIG.replace("/var/lib/sluice", "./data")}, "must be an absolute path"),
     ({"workers": {"perAccount": {"nope": {"replicas": 2}}}}, "workers.perAccount.nope: no account named"),
     ({"redis": {"url": ""}}, "no Redis"),
+    ({"configFile": ""}, "no Sluice config"),
 ])
 def test_helm_refuses_what_the_command_refuses(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     values = msgspec.to_builtins(full_values())

@@ -5,7 +5,9 @@ objects without helm and is what the tests validate. Change both together.
 
 {{/* The sluice.yaml the pods read: configFile verbatim, else the config mapping as YAML. */}}
 {{- define "sluice.configText" -}}
-{{- if .Values.configFile -}}
+{{- if not (or .Values.configFile .Values.config) -}}
+{{- fail "no Sluice config: set configFile (--set-file configFile=sluice.yaml) or config" -}}
+{{- else if .Values.configFile -}}
 {{ .Values.configFile }}
 {{- else -}}
 {{ toYaml .Values.config }}
