@@ -136,6 +136,9 @@ class ChartValues(_Values):
     """deploy/helm/sluice/values.yaml, typed; its defaults are the file's (a test holds them equal)."""
 
     image: Image = msgspec.field(default_factory=Image)
+    extra_env: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    extra_volumes: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    extra_volume_mounts: list[dict[str, Any]] = msgspec.field(default_factory=list)
     config: dict[str, Any] = msgspec.field(default_factory=dict)
     config_file: str = ""
     secrets: Secrets = msgspec.field(default_factory=Secrets)
@@ -173,9 +176,10 @@ def config_text(values: ChartValues) -> str:
 
 def parse_for_render(text: str, source: str) -> Config:
     """The config checked as the pods will load it, with every `${VAR}` set to a placeholder:
-    rendering needs the accounts, never the secrets."""
+    rendering needs the accounts, never the secrets. Files it names (`ca_file`) are paths in the
+    pods (mounted with `extraVolumes`), not on this machine."""
     env = {name: "placeholder" for name in _VAR.findall(text)}
-    return parse_config(text, source, env)
+    return parse_config(text, source, env, check_files=False)
 
 
 def account_slug(name: str) -> str:
@@ -266,12 +270,13 @@ class _Renderer:
         container: dict[str, Any] = {
             "name": name, "image": f"{image.repository}:{image.tag}", "imagePullPolicy": image.pull_policy,
             "command": ["sluice"], "args": [*args, "--redis-url", "$(REDIS_URL)"],
-            "env": [*self.env(), {"name": "SLUICE_CONFIG", "value": "/etc/sluice/sluice.yaml"}],
+            "env": [*self.env(), {"name": "SLUICE_CONFIG", "value": "/etc/sluice/sluice.yaml"},
+                    *self.v.extra_env],
         }
         if self.env_from():
             container["envFrom"] = self.env_from()
         container["volumeMounts"] = [{"name": "config", "mountPath": "/etc/sluice", "readOnly": True},
-                                     {"name": "tmp", "mountPath": "/tmp"}]
+                                     {"name": "tmp", "mountPath": "/tmp"}, *self.v.extra_volume_mounts]
         container["resources"] = resources
         container["securityContext"] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                         "capabilities": {"drop": ["ALL"]}}
@@ -285,7 +290,7 @@ class _Renderer:
                 "terminationGracePeriodSeconds": grace,
                 "containers": [container],
                 "volumes": [{"name": "config", "configMap": {"name": f"{self.release}-config"}},
-                            {"name": "tmp", "emptyDir": {}}, *(extra_volumes or [])],
+                            {"name": "tmp", "emptyDir": {}}, *self.v.extra_volumes, *(extra_volumes or [])],
             },
         }
 

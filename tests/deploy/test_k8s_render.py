@@ -35,7 +35,7 @@ client_keys:
 accounts:
   - {name: openai-1, provider: openai, api_key: "${OPENAI_KEY_1}", limits: {rpm: 500, concurrency: 50}}
   - {name: Claude_Main, provider: anthropic, api_key: "${ANTHROPIC_KEY}"}
-  - {name: gemini.eu, provider: gemini, api_key: "${GEMINI_KEY}"}
+  - {name: gemini.eu, provider: gemini, api_key: "${GEMINI_KEY}", ca_file: /etc/sluice-ca/ca.pem}
 models:
   - name: chat
     route: [{account: openai-1, model: gpt-4o-mini}, {account: Claude_Main, model: claude-haiku}]
@@ -53,6 +53,9 @@ def chart_values() -> dict[str, Any]:
 def full_values(**overrides: Any) -> k8s.ChartValues:
     """Every optional part on: KEDA, the batcher with its claim, a chart-made Secret, overrides."""
     raw = chart_values()
+    raw.update({"extraVolumes": [{"name": "corp-ca", "secret": {"secretName": "corp-ca"}}],
+                "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/sluice-ca", "readOnly": True}],
+                "extraEnv": [{"name": "SLUICE_LOG_LEVEL", "value": "INFO"}]})
     raw.update({"configFile": CONFIG, "drainSeconds": 45, "secrets": {"create": True, "values": {"OPENAI_KEY_1": "x"}},
                 "keda": {**raw["keda"], "enabled": True}, "batcher": {**raw["batcher"], "enabled": True},
                 "workers": {**raw["workers"], "perAccount": {"Claude_Main": {"maxReplicas": 3, "resources": {
@@ -100,7 +103,7 @@ def test_every_part_on_validates_with_one_worker_deployment_per_account(tmp_path
         validate(obj)
     config = parse_config(by_kind(objects, "ConfigMap")["prod-config"]["data"]["sluice.yaml"],
                           env={v: "x" for v in ("REDIS_URL", "SLUICE_KEY_TEAM_A", "OPENAI_KEY_1", "ANTHROPIC_KEY",
-                                                "GEMINI_KEY")})
+                                                "GEMINI_KEY")}, check_files=False)
     assert [a.name for a in config.accounts] == ["openai-1", "Claude_Main", "gemini.eu"]
     deployments = by_kind(objects, "Deployment")
     slugs = {"openai-1": "openai-1", "Claude_Main": "claude-main", "gemini.eu": "gemini-eu"}
@@ -132,6 +135,13 @@ def test_every_part_on_validates_with_one_worker_deployment_per_account(tmp_path
     assert scaled["prod-worker-openai-1"]["spec"]["maxReplicaCount"] == 8
     claude = deployments["prod-worker-claude-main"]["spec"]["template"]["spec"]["containers"][0]
     assert claude["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}}
+    # The CA the gemini account names (a path in the pods, not here) is mounted into every pod.
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert {"name": "corp-ca", "secret": {"secretName": "corp-ca"}} in pod["volumes"]
+        assert {"name": "corp-ca", "mountPath": "/etc/sluice-ca", "readOnly": True} in \
+            pod["containers"][0]["volumeMounts"]
+        assert pod["containers"][0]["env"][-1] == {"name": "SLUICE_LOG_LEVEL", "value": "INFO"}
     api = deployments["prod-api"]["spec"]["template"]["spec"]
     assert api["terminationGracePeriodSeconds"] == 45 + 10 + 5  # + the preStop pause
     # API and batcher share the ReadWriteMany store at the config's data_dir.

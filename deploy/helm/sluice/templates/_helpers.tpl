@@ -91,6 +91,9 @@ args:
   {{- toYaml (concat .args (list "--redis-url" "$(REDIS_URL)")) | nindent 2 }}
 env:
   {{- include "sluice.env" $root | trim | nindent 2 }}
+  {{- with $root.Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- with (include "sluice.secretName" $root) }}
 envFrom:
   - secretRef:
@@ -99,6 +102,9 @@ envFrom:
 volumeMounts:
   - {name: config, mountPath: /etc/sluice, readOnly: true}
   - {name: tmp, mountPath: /tmp}
+{{- with $root.Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- with .data }}
   - {name: data, mountPath: {{ . }}}
 {{- end }}
@@ -115,6 +121,9 @@ securityContext:
   configMap: {name: {{ .Release.Name }}-config}
 - name: tmp
   emptyDir: {}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "sluice.dataVolume" -}}
