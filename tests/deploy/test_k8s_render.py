@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from shared import k8s
-from shared.config import parse_config
+from shared.config import QueueSettings, parse_config
 from tests.conftest import ROOT
 
 CHART = ROOT / "deploy" / "helm" / "sluice"
@@ -170,6 +170,19 @@ def test_the_drain_time_defaults_to_the_configs_then_to_30() -> None:
     values.workers.termination_grace_period_seconds = 120
     pod = by_kind(k8s.render(values), "Deployment")["sluice-worker-openai-1"]["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 120
+
+
+def config_drain_values() -> k8s.ChartValues:
+    if "drain_seconds" not in QueueSettings.__struct_fields__:
+        pytest.skip("queue.drain_seconds arrives with the graceful-shutdown work; the default (30) is tested above")
+    return full_values(drainSeconds=None, configFile=CONFIG.replace("queue: {lease_seconds: 20}",
+                                                                    "queue: {lease_seconds: 20, drain_seconds: 50.5}"))
+
+
+def test_the_grace_period_follows_the_configs_drain_seconds() -> None:
+    objects = by_kind(k8s.render(config_drain_values()), "Deployment")
+    assert objects["sluice-worker-openai-1"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 51 + 10
+    assert objects["sluice-api"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 51 + 10 + 5
 
 
 def test_no_secret_reaches_the_manifests(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -327,6 +340,13 @@ def test_helm_renders_what_the_command_renders(tmp_path: Path, full: bool) -> No
     for obj in from_helm:
         validate(obj)
     assert normalized(from_helm) == normalized(k8s.render(values, release="rel"))
+
+
+@needs_helm
+def test_helm_reads_the_configs_drain_seconds_too(tmp_path: Path) -> None:
+    values = config_drain_values()
+    text = helm_render(helm_chart(tmp_path), msgspec.to_builtins(values), "rel", tmp_path)
+    assert normalized([o for o in yaml.safe_load_all(text) if o]) == normalized(k8s.render(values, release="rel"))
 
 
 @needs_helm
