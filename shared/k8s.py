@@ -136,6 +136,9 @@ class ChartValues(_Values):
     """deploy/helm/sluice/values.yaml, typed; its defaults are the file's (a test holds them equal)."""
 
     image: Image = msgspec.field(default_factory=Image)
+    pod_security_context: dict[str, Any] = msgspec.field(default_factory=lambda: {
+        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"}})
     extra_env: list[dict[str, Any]] = msgspec.field(default_factory=list)
     extra_volumes: list[dict[str, Any]] = msgspec.field(default_factory=list)
     extra_volume_mounts: list[dict[str, Any]] = msgspec.field(default_factory=list)
@@ -287,6 +290,7 @@ class _Renderer:
         return {
             "metadata": {"labels": labels, "annotations": {"checksum/config": self.checksum}},
             "spec": {
+                "securityContext": self.v.pod_security_context,
                 "terminationGracePeriodSeconds": grace,
                 "containers": [container],
                 "volumes": [{"name": "config", "configMap": {"name": f"{self.release}-config"}},

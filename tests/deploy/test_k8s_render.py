@@ -377,3 +377,15 @@ def normalized(objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
         annotations.pop("checksum/config", None)
         out[(obj["kind"], obj["metadata"]["name"])] = obj
     return out
+
+
+def test_the_pods_run_as_the_images_user() -> None:
+    """runAsNonRoot needs a numeric USER in the image, and fsGroup must match it for the store."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    user = dockerfile.strip().splitlines()
+    uid = next(line.split()[1] for line in user if line.startswith("USER "))
+    assert f"--uid {uid} " in dockerfile
+    context = k8s.ChartValues().pod_security_context
+    assert str(context["runAsUser"]) == str(context["fsGroup"]) == uid and context["runAsNonRoot"] is True
+    pod = by_kind(k8s.render(full_values()), "Deployment")["sluice-batcher"]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == context
