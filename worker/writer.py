@@ -18,6 +18,7 @@ from redis.asyncio.client import Pipeline
 
 from shared.model import ReasoningDelta, StreamEvent, TextDelta, ToolArgsDelta
 from shared.redis import record, reply
+from shared.redis.client import publish
 from shared.redis.record import encode_events
 
 # Events that carry generated tokens: the first write holding one opens the coalescing window.
@@ -102,7 +103,7 @@ class EventWriter:
         if seq == 1 or final:
             pipe.expire(self._key, self._ttl)
         if self._channel:
-            pipe.publish(self._channel, reply.encode(self._job_id, seq, payload))
+            publish(pipe, self._channel, reply.encode(self._job_id, seq, payload))
         if also is not None:
             also(pipe)
         if self._last_write or any(isinstance(event, TOKEN_EVENTS) for event in events):

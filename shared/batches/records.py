@@ -11,7 +11,7 @@ Per file `{p}:{f:<id>}` HASH (`FileView`); per client `{p}:{fl:<client>}` and `{
 ZSETs (id -> created ms) for listing; `{p}:{files}:expiring` ZSET (file id -> expiry s);
 `{p}:{batches}:active` ZSET (batch id -> lease deadline ms) and `{p}:{batches}:holder` HASH (batch
 id -> coordinator) for the coordinators; `{p}:{batches}:bell` LIST wakes them when a batch is
-created; `{p}:reply:batcher` is the channel workers publish batch lines' answers on.
+created; `{p}:reply:{batcher}` is the channel workers publish batch lines' answers on.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Records:
         self.holder = f"{prefix}:{{batches}}:holder"
         self.bell = f"{prefix}:{{batches}}:bell"
         self.expiring = f"{prefix}:{{files}}:expiring"
-        self.channel = f"{prefix}:reply:batcher"
+        self.channel = f"{prefix}:reply:{{batcher}}"  # hash-tagged: one shard on a Cluster
         self._done = client.register_script(_source("batch_done"))
         self._feed = client.register_script(_source("batch_feed"))
         self._status = client.register_script(_source("batch_status"))
