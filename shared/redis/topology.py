@@ -87,11 +87,18 @@ class _Servers:
     def start(self, port: int, *extra: str) -> None:
         directory = Path(self._dir.name) / str(port)
         directory.mkdir(exist_ok=True)
-        self.processes[port] = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-             "--appendonly", "no", "--dir", str(directory), "--daemonize", "no", "--loglevel", "warning",
-             *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.spawn(port, [self.binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                          "--appendonly", "no", "--dir", str(directory), "--daemonize", "no",
+                          "--loglevel", "warning", *extra])
+
+    def spawn(self, port: int, argv: list[str]) -> None:
+        self.processes[port] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def restart(self, port: int) -> None:
+        """Starts a killed node again with its old arguments (and its old directory)."""
+        argv = self.processes[port].args
+        assert isinstance(argv, list)
+        self.spawn(port, [str(a) for a in argv])
 
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
@@ -184,6 +191,15 @@ class LocalCluster:
         self._wait_promoted(replica)
         return replica
 
+    def rejoin(self, port: int) -> None:
+        """Starts a killed node again: it comes back as a replica of whoever took its slots."""
+        self.servers.restart(port)
+
+        def joined() -> bool:
+            with self.servers.client(port) as c:
+                return _in_sync(c) and _info(c).get("cluster_state") == "ok"
+        _wait(joined, 30, f"{port} to rejoin as a replica")
+
     def _wait_promoted(self, replica: int) -> None:
         def done() -> bool:
             with self.servers.client(replica) as c:
@@ -202,6 +218,7 @@ class LocalSentinel:
         self.servers = _Servers(binary)
         self.primary, self.replica = free_port(), free_port()
         self.sentinels = [free_port() for _ in range(3)]
+        self.killed = 0
         try:
             self._build()
         except BaseException:
@@ -218,9 +235,8 @@ class LocalSentinel:
                 f"port {port}\nbind 127.0.0.1\nsentinel monitor {SERVICE} 127.0.0.1 {self.primary} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} {NODE_TIMEOUT_MS}\n"
                 f"sentinel failover-timeout {SERVICE} 10000\nsentinel parallel-syncs {SERVICE} 1\n")
-            self.servers.processes[port] = subprocess.Popen(
-                [self.servers.binary, str(conf), "--sentinel", "--daemonize", "no", "--loglevel", "warning"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.servers.spawn(port, [self.servers.binary, str(conf), "--sentinel", "--daemonize", "no",
+                                      "--loglevel", "warning"])
         _wait(lambda: _in_sync(self.servers.client(self.replica)), 20, "replica in sync")
         for port in self.sentinels:
             _wait(lambda p=port: self._sentinel_sees_all(p), 30, f"sentinel {port} ready")
@@ -255,7 +271,14 @@ class LocalSentinel:
             with self.servers.client(port) as c:
                 return bool(c.info("replication").get("role") == "master")
         _wait(promoted, 30, "sentinels to promote the replica")
+        self.killed = old
         return self.current_primary()
+
+    def rejoin(self) -> None:
+        """Starts the killed primary again: the sentinels turn it into the new primary's replica."""
+        port = self.killed
+        self.servers.restart(port)
+        _wait(lambda: _in_sync(self.servers.client(port)), 30, f"{port} to rejoin as a replica")
 
     def stop(self) -> None:
         self.servers.stop()
