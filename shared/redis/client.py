@@ -142,9 +142,12 @@ def connect(url: str, role: Role, *, connections: int | None = None) -> aioredis
     dep = parse_url(url)
     size = _pool_size(role, connections)
     if dep.kind == "cluster":
-        cluster = RedisCluster(  # type: ignore[abstract]
-            startup_nodes=[ClusterNode(h, p) for h, p in dep.hosts],
-                               max_connections=size or 2**31, **dep.node_kwargs())
+        cluster = _Cluster(  # type: ignore[abstract]
+            startup_nodes=[ClusterNode(h, p) for h, p in dep.hosts], max_connections=size or 2**31,
+            # A MOVED only re-points its slot (a failover answers MOVED for every slot it moved).
+            # The library's default also closes every connection of the client on each 5th
+            # MOVED, failing the commands other tasks have in flight on healthy nodes.
+            reinitialize_steps=0, **dep.node_kwargs())
         return cast(aioredis.Redis, cluster)  # same command surface: see the module docstring
     if dep.kind == "sentinel":
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -163,6 +166,17 @@ def connect(url: str, role: Role, *, connections: int | None = None) -> aioredis
     else:
         pool = aioredis.ConnectionPool.from_url(url)
     return aioredis.Redis.from_pool(pool)
+
+
+class _Cluster(RedisCluster):
+    def get_default_node(self) -> ClusterNode:
+        # redis-py < 5.3 drops the default node while it re-reads the slot map after a lost
+        # node, and a pipeline that met an error meanwhile reads `.name` off None. Before the
+        # map is read again, any known node (or a placeholder no command uses) does.
+        node = self.nodes_manager.default_node
+        if node is None:
+            node = next(iter(self.nodes_manager.nodes_cache.values()), None) or ClusterNode("", 0)
+        return node
 
 
 def _pool_size(role: Role, connections: int | None) -> int:

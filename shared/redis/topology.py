@@ -165,6 +165,25 @@ class LocalCluster:
                     continue
         return []
 
+    def primary_for(self, key: str) -> int:
+        """Port of the primary that serves `key`'s slot now."""
+        for port in self.primary_ports():
+            with self.servers.client(port) as c:
+                slot = int(_cmd(c, "CLUSTER", "KEYSLOT", key))
+                for node in _nodes(c):
+                    if "master" in node["flags"] and "fail" not in node["flags"] and any(
+                            lo <= slot <= hi for lo, hi in node["slots"]):
+                        return int(node["port"])
+        raise RuntimeError(f"no primary serves {key!r}")
+
+    def shard_channels(self) -> dict[int, list[str]]:
+        """Per primary port, the sharded channels someone subscribes to there."""
+        found = {}
+        for port in self.primary_ports():
+            with self.servers.client(port) as c:
+                found[port] = [_text(ch) for ch in _cmd(c, "PUBSUB", "SHARDCHANNELS")]
+        return found
+
     def replica_of(self, primary: int) -> int:
         for port in self.ports:
             if port == primary or self.servers.processes[port].poll() is not None:
@@ -292,15 +311,16 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _nodes(client: redis.Redis) -> list[dict[str, str]]:
+def _nodes(client: redis.Redis) -> list[dict[str, Any]]:
     raw = _text(_cmd(client, "CLUSTER", "NODES"))
-    nodes = []
+    nodes: list[dict[str, Any]] = []
     for line in raw.splitlines():
         parts = line.split()
         if len(parts) < 8:
             continue
         address = parts[1].split("@")[0]
-        nodes.append({"id": parts[0], "port": address.rpartition(":")[2], "flags": parts[2]})
+        slots = [(int(r.split("-")[0]), int(r.split("-")[-1])) for r in parts[8:] if r[0].isdigit()]
+        nodes.append({"id": parts[0], "port": address.rpartition(":")[2], "flags": parts[2], "slots": slots})
     return nodes
 
 
