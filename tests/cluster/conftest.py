@@ -6,17 +6,26 @@ redis-server processes on loopback ports (shared/redis/topology.py). `redis_url`
 here with the deployment's URL, so suites imported from elsewhere (the spine, the limiter race,
 batches) run unchanged against it, through the same client factory every process uses.
 Both need redis-server 7+ (sharded pub/sub): the tests are skipped, saying so, without one.
+Every test here carries the `cluster` marker (CI runs them; `-m cluster` runs only them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from shared.redis.topology import LocalCluster, LocalSentinel, modern_redis_binary
 
 Topology = LocalCluster | LocalSentinel
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session", params=["cluster", "sentinel"])
