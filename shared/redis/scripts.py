@@ -212,8 +212,9 @@ class Scripts:
         return await execute_pipeline(pipe)
 
 
-# Scripts queued on Cluster pipelines, to re-run one by one where a node answered NOSCRIPT.
-_QUEUED: dict[int, list[tuple[int, AsyncScript, list[str], list[Any]]]] = {}
+# Scripts queued on Cluster pipelines, to re-run one by one where a node answered NOSCRIPT
+# (the pipeline itself is held too, so its id cannot be reused until it has run).
+_QUEUED: dict[int, tuple[Pipeline, list[tuple[int, AsyncScript, list[str], list[Any]]]]] = {}
 
 
 def queue_script(pipe: Pipeline, script: AsyncScript, keys: list[str], args: list[Any]) -> None:
@@ -221,14 +222,14 @@ def queue_script(pipe: Pipeline, script: AsyncScript, keys: list[str], args: lis
     does not cover Cluster pipelines, and a replica promoted by a failover starts with an empty
     script cache (Redis 7 does not replicate it): `execute_pipeline` runs such a call again as a
     Script call, which loads it on every primary and retries."""
-    _QUEUED.setdefault(id(pipe), []).append((len(pipe), script, keys, args))
+    _QUEUED.setdefault(id(pipe), (pipe, []))[1].append((len(pipe), script, keys, args))
     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 async def execute_pipeline(pipe: Pipeline) -> list[Any]:
     """Executes `pipe`, raising its first error like `pipe.execute()`; a script a Cluster node did
     not know is loaded and run again on its own (NOSCRIPT means it did not run)."""
-    queued = _QUEUED.pop(id(pipe), [])
+    _, queued = _QUEUED.pop(id(pipe), (pipe, []))
     replies: list[Any] = await pipe.execute(raise_on_error=False)
     for index, script, keys, args in queued:
         if isinstance(replies[index], NoScriptError):
