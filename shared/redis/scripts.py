@@ -14,7 +14,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from shared.config import Account, QueueSettings
 from shared.redis.client import is_cluster
@@ -204,7 +204,9 @@ class Scripts:
         # With a pipeline the call is only queued (redis-py loads the script first if needed).
         if pipe is not None and is_cluster(pipe):
             return queue_script(pipe, script, keys, args)
-        return await script(keys=keys, args=args, client=pipe)
+        if pipe is not None:
+            return await script(keys=keys, args=args, client=pipe)
+        return await run_script(script, keys, args)
 
     @staticmethod
     async def execute(pipe: Pipeline) -> list[Any]:
@@ -233,11 +235,25 @@ async def execute_pipeline(pipe: Pipeline) -> list[Any]:
     replies: list[Any] = await pipe.execute(raise_on_error=False)
     for index, script, keys, args in queued:
         if isinstance(replies[index], NoScriptError):
-            replies[index] = await script(keys=keys, args=args)
+            replies[index] = await run_script(script, keys, args)
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
     return replies
+
+
+async def run_script(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    """Runs a script (EVALSHA; on NOSCRIPT redis-py loads it on the primaries it knows and tries
+    again). Right after a failover the client may not know yet that a replica took over, so the
+    node serving the keys can still lack the script: then the source goes with the call (EVAL),
+    which runs it on that node and caches it there."""
+    try:
+        return await script(keys=keys, args=args)
+    except (NoScriptError, RedisClusterException):
+        # RedisClusterException: redis-py 5.2 can be left with no primary in its node list for
+        # SCRIPT LOAD after failovers it learned of one MOVED at a time
+        client: Any = script.registered_client
+        return await client.eval(script.script, len(keys), *keys, *args)
 
 
 def is_noscript(result: object) -> bool:
