@@ -17,6 +17,7 @@ import msgspec
 import yaml
 
 from shared.embeddings import NO_EMBEDDINGS
+from shared.redis.client import UnsupportedRedisUrl, parse_url
 
 Provider = Literal["openai", "openai-compatible", "anthropic", "gemini", "mistral", "deepseek", "mock"]
 
@@ -328,6 +329,10 @@ def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None
 
 
 def _check(config: Config, fail: Any, check_files: bool = True) -> None:
+    try:
+        parse_url(config.redis_url)
+    except UnsupportedRedisUrl as exc:
+        raise fail("$.redis_url", str(exc)) from None
     names: set[str] = set()
     for i, account in enumerate(config.accounts):
         if account.name in names:
