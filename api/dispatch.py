@@ -25,6 +25,7 @@ from shared.model import ChatRequest
 from shared.redis import limiter, record
 from shared.redis.keys import AccountKeys, Keys
 from shared.redis.limiter import Dim
+from shared.redis.moves import Moves
 from shared.redis.record import Entry, ReplayInfo
 from shared.redis.scripts import QUEUE_FULL, Scripts
 from shared.tokens import estimate_input_tokens
@@ -37,6 +38,7 @@ class Dispatcher:
         self.hub = hub
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts(client)
+        self.moves = Moves(client, self.keys)
         self._rotations: dict[str, WeightedRotation] = {}
         # Jobs this process has routed but not yet enqueued: concurrent requests read the same
         # Redis snapshot, and without this they would all herd onto whichever account it favours.
@@ -106,16 +108,23 @@ class Dispatcher:
             keys = self.keys.account(target.account)
             pipe.zcard(keys.bready if batch else keys.ready)
             limiter.queue_read(pipe, keys.rl)
+            pipe.zrange(keys.workers, -1, -1, withscores=True)
         replies = await pipe.execute()
-        queued = [int(replies[2 * i]) for i in range(len(model.route))]
-        limits = [limiter.LimiterState.decode(replies[2 * i + 1]) for i in range(len(model.route))]
+        now_ms = time.time() * 1000
+        liveness_ms = self.config.queue.liveness_ms()
+        queued, limits, alive = [], [], []
+        for i in range(len(model.route)):
+            queued.append(int(replies[3 * i]))
+            limits.append(limiter.LimiterState.decode(replies[3 * i + 1]))
+            newest = replies[3 * i + 2]
+            alive.append(bool(newest) and now_ms - float(newest[0][1]) < liveness_ms)
         accounts = [self.config.account(t.account) for t in model.route]
         rotation = self._rotations.setdefault(model.name, WeightedRotation())
         chosen = []
         for cost in costs:
-            states = [AccountState(queued[i] + self._routing[model.route[i].account], limits[i])
+            states = [AccountState(queued[i] + self._routing[model.route[i].account], limits[i], alive[i])
                       for i in range(len(model.route))]
-            target = model.route[choose(accounts, states, cost, time.time() * 1000, rotation)]
+            target = model.route[choose(accounts, states, cost, now_ms, rotation)]
             self._routing[target.account] += 1  # until the job is enqueued
             chosen.append((target.account, target.model))
         return chosen
@@ -173,8 +182,20 @@ class Dispatcher:
         self.hub.unregister(ticket.job.id)
 
     async def withdraw(self, job: Job) -> bool:
-        """Takes the job out of its queue; False when a worker already has it."""
-        return await self.scripts.cancel(self.keys.account(job.account), job.id)
+        """Takes the job out of its queue; False when a worker already has it. A job a worker
+        pulled to another account (worker/rebalance.py) is followed there."""
+        return await self.withdraw_queued(job.account, job.id)
+
+    async def withdraw_queued(self, account: str, job_id: str) -> bool:
+        """`withdraw` by id, for a job enqueued on `account` (a batch line's window knows only that)."""
+        current: str | None = account
+        for _ in range(len(self.config.accounts) + 1):
+            if current is None:
+                return False
+            if await self.scripts.cancel(self.keys.account(current), job_id):
+                return True
+            current = await self.moves.moved_to(current, job_id)
+        return False
 
     async def give_up(self, ticket: Ticket) -> None:
         """The job waited past its deadline: drop it if no worker has it yet."""

@@ -96,6 +96,12 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_min_share: float = 0.1
     stream_coalesce_ms: float = 15.0  # after the first token, deltas are written at most this often
     result_ttl_seconds: int = 900  # how long a finished stream stays resumable
+    drain_seconds: float = 30.0  # on SIGTERM: how long workers finish jobs and the API its open streams
+
+    def liveness_ms(self) -> int:
+        """How long without a heartbeat (one per third of a lease) before an account's workers
+        count as gone: three missed beats and a second."""
+        return int(3 * max(0.2, self.lease_seconds / 3) * 1000) + 1000
 
 
 class BatchSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -26,6 +26,7 @@ class Job(msgspec.Struct, omit_defaults=True):
     client: str = ""  # client key name, for per-client metrics
     # Set on an embedding job (worker/embeddings.py runs it); `request` then carries only the model.
     embedding: EmbeddingRequest | None = None
+    moves: int = 0  # times it moved to another account while queued (shared/redis/moves.py)
 
 
 class Claimed(msgspec.Struct):

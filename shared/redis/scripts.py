@@ -26,6 +26,9 @@ def _source(name: str) -> str:
     return prelude + "\n" + (lua / f"{name}.lua").read_text()
 
 
+lua_source = _source  # the same loader for the scripts wrapped outside this module (moves, dlq, handback)
+
+
 class ClaimCode(IntEnum):
     """Why claim.lua stopped handing out jobs (its first return value)."""
 

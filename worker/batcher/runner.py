@@ -301,9 +301,20 @@ class BatchRunner:
                                if terminal(decode_events(fields[record.FIELD]))), None)
                 if answer is not None:
                     self._take(view, line, answer)
-                elif not exists:
+                elif not exists and not await self._moved_on(line):
                     await self._lost(view, line, ending)
         await self._flush(view)
+
+    async def _moved_on(self, line: int) -> bool:
+        """True when the line's job is not lost but was pulled to a sibling account while queued
+        (worker/rebalance.py): its answer is then collected like any other (so it runs once, and
+        batch_done.lua marks it once). `pending` keeps the account it was fed to; every sweep
+        follows the move from there (not rewritten here: a line that finishes meanwhile would
+        get its pending entry back after batch_done.lua dropped it)."""
+        moves, keys = self.ctx.dispatcher.moves, self.ctx.dispatcher.keys
+        source, jid = self.pending[line], job_id(self.id, line)
+        now = await moves.follow(source, jid, len(self.ctx.config.accounts))
+        return now != source and bool(await self.ctx.records.redis.hexists(keys.account(now).jobs, jid))  # type: ignore[misc]
 
     async def _lost(self, view: BatchView, line: int, ending: Outcome | None) -> None:
         parsed = self._line(view, line)
@@ -321,10 +332,11 @@ class BatchRunner:
     async def _wind_down(self, view: BatchView, outcome: Outcome) -> None:
         """Cancel or expiry: queued lines leave their lanes and end now, unfed lines end without
         running, lines already running finish and are collected; then finalize."""
-        scripts, keys = self.ctx.dispatcher.scripts, self.ctx.dispatcher.keys
+        dispatcher = self.ctx.dispatcher
         self.pending = await self.ctx.records.pending(self.id)
         for line, account in sorted(self.pending.items()):
-            if not self._is_done(line) and await scripts.cancel(keys.account(account), job_id(self.id, line)):
+            # withdraw_queued follows a line a sibling pulled to another account while queued
+            if not self._is_done(line) and await dispatcher.withdraw_queued(account, job_id(self.id, line)):
                 self.buffer.append(ended(view, line, self._line(view, line).custom_id, outcome))
         await self._flush(view)
         for start in range(view.fed, view.total, WIND_DOWN_CHUNK):
