@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 
 from api.dialects import Dialect
+from api.idempotency import idempotency_key, submit_once
 from api.state import AppState
 from api.ticket import Ticket
 from shared.errors import GatewayError, invalid
@@ -45,12 +46,21 @@ class JobOptions:
 
 
 async def submit(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers) -> Ticket:
-    """Queues `req` on the account that can start it soonest; the ticket reads its answer back."""
+    """Queues `req` on the account that can start it soonest; the ticket reads its answer back.
+    With an Idempotency-Key already used by this client, the ticket reads the first request's
+    answer instead (api/idempotency.py), and nothing is queued."""
     model = state.config.model(req.model)
     if model is None or model.kind != "chat":
         raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not a chat model.",
                            param="model")
     options = JobOptions.from_headers(headers)
+    key = idempotency_key(headers)
+    if key is not None:
+        return await submit_once(state, dialect, client, req, key, options.max_wait, options.priority,
+                                 replay_info(dialect, client, req), options.account)
     job = await state.dispatcher.new_job(req, model, client, options.max_wait, options.priority, options.account)
-    replay = ReplayInfo(dialect.name, req.model, client, req.include_usage) if req.stream else None
-    return await state.dispatcher.submit(job, replay)
+    return await state.dispatcher.submit(job, replay_info(dialect, client, req))
+
+
+def replay_info(dialect: Dialect, client: str, req: ChatRequest) -> ReplayInfo | None:
+    return ReplayInfo(dialect.name, req.model, client, req.include_usage) if req.stream else None

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from shared.config import Account, Config
 from shared.errors import GatewayError
@@ -28,12 +28,15 @@ from shared.protocols.repair import family_of, legalize
 from shared.redis.client import backoff_seconds
 from shared.redis.dlq import DeadLetter, DeadLetters
 from shared.redis.handback import HandBack
+from shared.redis.idempotency import IdempotencyStore
 from shared.redis.keys import Keys
 from shared.redis.scripts import ClaimCode, LimitArgs, Outcome, Scripts, is_noscript
 from worker import embeddings
+from worker.cancel import CancelWatch, partial_usage
 from worker.providers.base import Provider, UpstreamRequest
 from worker.rebalance import Rebalancer
 from worker.resume import ResumeFilter, read_record
+from worker.retry import RetryPolicy
 from worker.upstream import Transport, UpstreamResult, call, stream
 from worker.writer import EventWriter
 
@@ -41,8 +44,6 @@ log = logging.getLogger("sluice.worker")
 
 # How long an upstream 429 without any retry hint blocks the key.
 DEFAULT_429_BLOCK_SECONDS = 1.0
-# In-process retries of a retryable upstream fault (5xx, connection error) before failing.
-MAX_UPSTREAM_RETRIES = 2
 # An account whose calls keep failing cools down (routing then prefers its siblings): after this
 # many consecutive failed jobs, for 5 s doubling per further failure up to a minute. A key the
 # provider refuses (401/403) is held back for five minutes.
@@ -75,6 +76,10 @@ class Worker:
         self._stopping = asyncio.Event()
         self._consecutive_failures = 0
         self._learned: dict[str, int] = {}  # the caps this process last wrote, to write only changes
+        self.retry = RetryPolicy.of(config.queue)  # upstream faults: worker/retry.py
+        self.idempotency = IdempotencyStore(client)
+        self._aborted: set[str] = set()  # jobs cancelled because their client left (worker/cancel.py)
+        self._cancel_watch = CancelWatch(client, self.keys, config.queue.cancel_poll_seconds)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -93,6 +98,7 @@ class Worker:
         log.info("worker started", extra={"account": self.account.name, "worker": self.id})
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         rebalancer = asyncio.create_task(self.rebalancer.run(self._stopping))
+        cancels = asyncio.create_task(self._cancel_watch.run(self.running, self.abort))
         try:
             # Redis restarting (AOF brings the queue back) keeps the process and its jobs alive:
             # the claim loop backs off and claims again once Redis answers
@@ -101,12 +107,20 @@ class Worker:
             rebalancer.cancel()
             await self._drain()
             heartbeat.cancel()
+            cancels.cancel()
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.zrem(self.akeys.workers, self.id)
 
     def stop(self) -> None:
         """Stop claiming; `run` then drains (see `_drain`) and returns."""
         self._stopping.set()
+
+    def abort(self, job_id: str) -> None:
+        """Cuts a running job off: its client left (worker/cancel.py)."""
+        task = self.running.get(job_id)
+        if task is not None and not task.done():
+            self._aborted.add(job_id)
+            task.cancel()
 
     async def _drain(self) -> None:
         """Lets the jobs in hand finish within `queue.drain_seconds` (leases still heartbeated), then
@@ -227,7 +241,10 @@ class Worker:
         try:
             await self._run_job_inner(claimed)
         except asyncio.CancelledError:
-            raise
+            if job.id not in self._aborted:
+                raise
+            self._aborted.discard(job.id)
+            await self._end_aborted(job)
         except (RedisError, OSError) as exc:
             # Redis went away mid-job: nothing can be written now, and the lease (kept by Redis,
             # AOF on) brings the job back to a worker that resumes it from its record.
@@ -256,6 +273,8 @@ class Worker:
                     "rate_limited", "Rate limit: no capacity within the wait deadline; retry later.",
                     retry_after=1.0))
             await self.scripts.ack(self.akeys, self.limits, job.id, (0, 0), Outcome.EXPIRED)
+            if job.idempotency_key:  # it never ran: a retry with its Idempotency-Key runs afresh
+                await self.idempotency.release(job.idempotency_key, job.id)
             return
         resume = ResumeFilter()
         next_seq = 1
@@ -271,8 +290,8 @@ class Worker:
             resume = ResumeFilter(record.events)
             next_seq = record.next_seq
         writer = EventWriter(self.redis, self.keys.out(job.id), job.reply_to, job.id,
-                             self.config.queue.stream_coalesce_ms, self.config.queue.result_ttl_seconds,
-                             next_seq)
+                             self.config.queue.stream_coalesce_ms,
+                             job.record_ttl_seconds or self.config.queue.result_ttl_seconds, next_seq)
         self._writers[job.id] = writer
         try:
             if job.embedding is not None:
@@ -288,7 +307,8 @@ class Worker:
             await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED)
             return
         seen = UpstreamResult()
-        for retry in range(MAX_UPSTREAM_RETRIES + 1):
+        retry = 0
+        while True:
             try:
                 usage = await self._attempt(job, upstream, writer, resume, seen,
                                             Timing(queue_ms=queue_ms), claimed_at)
@@ -297,10 +317,19 @@ class Worker:
                 if err.status == 429 or err.kind == "rate_limited":
                     await self._requeue_after_429(job, err)
                     return
-                if err.retryable and writer.written == 0 and retry < MAX_UPSTREAM_RETRIES:
-                    await asyncio.sleep(0.25 * 2**retry)  # back off before retrying the provider
+                streamed = writer.written > 0
+                rerun = self.config.queue.rerun_broken_streams
+                wait = self.retry.next_wait(err, retry, streamed and not rerun, job.deadline_ms)
+                if wait is not None:
+                    log.info("upstream fault; retrying", extra={"request_id": job.id, "kind": err.kind,
+                                                                "retry": retry + 1, "wait_s": round(wait, 3)})
+                    retry += 1
+                    await asyncio.sleep(wait)  # backoff before calling the provider again
+                    if streamed:  # re-run: the client gets only what comes after what it has
+                        await writer.close()
+                        resume = ResumeFilter((await read_record(self.redis, self.keys.out(job.id))).events)
                     continue
-                log.warning("upstream failed", extra={"request_id": job.id, "kind": err.kind})
+                log.warning("upstream failed", extra={"request_id": job.id, "kind": err.kind, "retries": retry})
                 await self._note_failure(err)
                 writer.hold([StreamError(err.info())])
                 await writer.close()
@@ -310,6 +339,9 @@ class Worker:
                 else:
                     await self.scripts.ack(self.akeys, self.limits, job.id, None, Outcome.FAILED, seen.status,
                                            job.upstream_model)
+                if job.idempotency_key and err.kind != "upstream_rejected":
+                    # not the request's own fault: a retry with its Idempotency-Key runs afresh
+                    await self.idempotency.release(job.idempotency_key, job.id)
                 return
         acked = await writer.close(also=lambda pipe: self.scripts.ack_in_pipeline(
             pipe, self.akeys, self.limits, job.id, usage, Outcome.COMPLETED, seen.status, job.upstream_model))
@@ -341,6 +373,12 @@ class Worker:
                 elif isinstance(event, MessageStart) and not timed:
                     timed = True
                     event.timing = _stamped(timing, claimed_at, seen.sent_at, time.monotonic())
+            if isinstance(events[-1], StreamError) and (writer.written == 0 or self.config.queue.rerun_broken_streams):
+                # broken before anything reached the client (or re-runs allowed): a provider fault,
+                # retryable like a dropped connection; an error the provider sent stays as it is
+                error = events[-1].error
+                broken = error.kind in ("upstream_unavailable", "upstream_timeout")
+                raise GatewayError.from_info(msgspec.structs.replace(error, retryable=error.retryable or broken))
             events = resume.filter(events)
             if events:
                 await writer.send(events)
@@ -379,6 +417,24 @@ class Worker:
         log.info("upstream 429; key blocked and job re-queued",
                  extra={"request_id": job.id, "account": self.account.name, "block_s": block})
         await self.scripts.release(self.akeys, self.limits, job.id, int(block * 1000), "upstream_429")
+
+    async def _end_aborted(self, job: Job) -> None:
+        """Ends an aborted job's record (a late resumer is told) and gives back the part of its
+        reservation it did not use."""
+        record = await read_record(self.redis, self.keys.out(job.id))
+        if record.finished:
+            # the cut came as it was finishing: its ack went out or not; if not, the lease expires
+            # and the next claim finds the record finished and acknowledges it (no double refund)
+            return
+        for _ in range(3):
+            try:
+                await self._end_with_error(job.id, job.reply_to, GatewayError(
+                    "cancelled", "The client disconnected; the request was cancelled.", status=499))
+                break
+            except ResponseError:  # the aborted stream's last coalesced write landed first: go after it
+                continue
+        await self.scripts.ack(self.akeys, self.limits, job.id, partial_usage(job, record), Outcome.ABORTED, 0,
+                               job.upstream_model)
 
     async def _end_with_error(self, job_id: str, reply_to: str, error: GatewayError) -> None:
         """Appends the error that ends a job's record (after whatever an earlier attempt wrote)."""

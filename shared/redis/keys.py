@@ -26,6 +26,11 @@ Per request (hash tag `{req}`):
     {p}:out:{req}         STREAM  the request's event log; SSE ids point into it (shared/redis/record.py)
     {p}:outmeta:{req}     HASH    how to re-render it for a resuming client (record.py: ReplayInfo)
 
+Per deployment (one key: a job is found there whichever account it runs on, even after a move):
+
+    {p}:cancels           ZSET    job id -> ms from which its worker must abort it (its client
+                                  left; api/cancel.py writes, worker/cancel.py reads)
+
 Per API process:
 
     {p}:reply:<api id>    CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py)
@@ -89,6 +94,9 @@ class Keys:
 
     def out_meta(self, request_id: str) -> str:
         return f"{self.prefix}:outmeta:{{{request_id}}}"
+
+    def cancels(self) -> str:
+        return f"{self.prefix}:cancels"
 
     def reply_channel(self, api_id: str) -> str:
         return f"{self.prefix}:reply:{api_id}"

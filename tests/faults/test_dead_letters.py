@@ -23,7 +23,9 @@ def test_dead_letters_are_listed_shown_replayed_and_purged(make_system: Any) -> 
     # every call times out (1 s timeout, the mock answers after 3 s): retried, then dead-lettered
     accounts = [{"name": "slowpoke", "timeout_seconds": 1}]
     models = [{"name": "m", "route": [{"account": "slowpoke", "model": "x"}]}]
-    system: SluiceSystem = make_system(accounts=accounts, models=models, mock_args=["--latency-ms", "3000"])
+    # two retries with short backoffs (defaults: three, from 0.25 s): 3 attempts of 1 s per request
+    system: SluiceSystem = make_system(accounts=accounts, models=models, mock_args=["--latency-ms", "3000"],
+                                       queue={"upstream_retries": 2, "retry_base_seconds": 0.05})
     client = openai.OpenAI(base_url=f"{system.base_url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60)
     ids = []
     for stream in (False, True):

@@ -96,3 +96,23 @@ def test_max_embedding_inputs_must_be_positive() -> None:
     text = EMBEDDING.replace("PROVIDER", "openai").replace("api_key: k}", "api_key: k, max_embedding_inputs: 0}")
     with pytest.raises(ConfigError, match=r"accounts\[0\]\.max_embedding_inputs: must be a positive number"):
         parse_config(text, "c.yaml", env={})
+
+
+def test_fallbacks_must_name_other_models() -> None:
+    config = parse_config(BASE + """  - name: m2
+    route: [{account: acct, model: gpt}]
+    fallbacks: [m]
+""", "c.yaml", env={"KEY_A": "a"})
+    assert config.model("m2").fallbacks == ["m"]  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"c\.yaml:\d+:\d+: models\[1\]\.fallbacks\[0\]: no other model named 'nope'"):
+        parse_config(BASE + """  - name: m2
+    route: [{account: acct, model: gpt}]
+    fallbacks: [nope]
+""", "c.yaml", env={"KEY_A": "a"})
+
+
+def test_reliability_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"queue\.retry_base_seconds: must be a positive number"):
+        parse_config(BASE + "queue: {retry_base_seconds: 0}\n", "c.yaml", env={"KEY_A": "a"})
+    with pytest.raises(ConfigError, match=r"queue\.upstream_retries: must not be negative"):
+        parse_config(BASE + "queue: {upstream_retries: -1}\n", "c.yaml", env={"KEY_A": "a"})

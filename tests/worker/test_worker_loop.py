@@ -253,7 +253,8 @@ async def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_a_503(redis_
 async def test_a_provider_that_keeps_failing_dead_letters_the_job_with_its_status(redis_url: str,
                                                                                    live_upstream: Live) -> None:
     with live_upstream(MockSettings()) as base:
-        config = config_for(redis_url, base)
+        # two retries (not the default three), with short backoffs: the test stays quick
+        config = config_for(redis_url, base, queue="{upstream_retries: 2, retry_base_seconds: 0.01}")
         config.accounts[0].headers = {"x-mock-fail": "503"}  # the mock answers every call with a 503
         async with running(config) as h:
             job = new_job(stream=True)
