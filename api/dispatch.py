@@ -11,9 +11,10 @@ import asyncio
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from api.cancel import Cancellations
 from api.hub import ReplyHub
@@ -52,37 +53,43 @@ class Dispatcher:
         # Jobs this process has routed but not yet enqueued: concurrent requests read the same
         # Redis snapshot, and without this they would all herd onto whichever account it favours.
         self._routing: Counter[str] = Counter()
+        self._weights = {c.name: c.weight for c in config.client_keys}  # fair-share weight per tenant
 
-    async def new_job(self, req: ChatRequest, model: Model, client: str, max_wait: float | None,
+    async def new_job(self, req: ChatRequest | EmbeddingRequest, model: Model, client: str, max_wait: float | None,
                       priority: Priority = "interactive", pinned: str | None = None,
-                      embedding: EmbeddingRequest | None = None, job_id: str | None = None) -> Job:
+                      job_id: str | None = None) -> Job:
         """The job for `req`, bound to the account (of the model's route) that can start it soonest.
-        An embedding job (`embedding` set; `req` then only names the model) reserves its input
-        estimate and no output. `job_id`: the id an Idempotency-Key already names (api/idempotency.py)."""
-        estimate, reserve = self._reservation(req, model, embedding)
+        An embedding request (one upstream call's part) reserves its input estimate and no output.
+        `job_id`: the id an Idempotency-Key already names (api/idempotency.py)."""
+        estimate, reserve = self.reservation(req, model)
         account, upstream_model = await self.choose_route(model, estimate + reserve, priority == "batch", pinned)
-        return self.job_for(req, model, client, max_wait, priority, account, upstream_model, embedding, job_id)
+        return self.job_for(req, model, client, max_wait, priority, account, upstream_model, job_id)
 
     def output_reserve(self, req: ChatRequest, model: Model) -> int:
         return (req.max_tokens or model.default_max_tokens or self.config.queue.default_max_tokens) * req.n
 
-    def _reservation(self, req: ChatRequest, model: Model, embedding: EmbeddingRequest | None) -> tuple[int, int]:
-        if embedding is not None:
-            return estimate_tokens(embedding.inputs), 0
+    def reservation(self, req: ChatRequest | EmbeddingRequest, model: Model) -> tuple[int, int]:
+        """The (input estimate, output reserve) the job holds in the account's buckets."""
+        if isinstance(req, EmbeddingRequest):
+            return estimate_tokens(req.inputs), 0
         return estimate_input_tokens(req), self.output_reserve(req, model)
 
-    def job_for(self, req: ChatRequest, model: Model, client: str, max_wait: float | None, priority: Priority,
-                account: str, upstream_model: str, embedding: EmbeddingRequest | None = None,
-                job_id: str | None = None) -> Job:
+    def job_for(self, req: ChatRequest | EmbeddingRequest, model: Model, client: str, max_wait: float | None,
+                priority: Priority, account: str, upstream_model: str, job_id: str | None = None) -> Job:
         """The job for `req` on a route already chosen (a batch feed routes many lines at once)."""
         now_ms = int(time.time() * 1000)
         wait = self.config.queue.max_wait_seconds if max_wait is None else max_wait
-        input_estimate, output_reserve = self._reservation(req, model, embedding)
+        input_estimate, output_reserve = self.reservation(req, model)
+        embedding: EmbeddingRequest | None = None
+        if isinstance(req, EmbeddingRequest):
+            chat, embedding = ChatRequest(model=req.model, messages=[]), req  # why: see Job.embedding
+        else:
+            chat = req
         return Job(
             id=job_id or new_job_id(),
             account=account,
             upstream_model=upstream_model,
-            request=req,
+            request=chat,
             reply_to=self.hub.channel,
             enqueued_ms=now_ms,
             deadline_ms=now_ms + int(wait * 1000),
@@ -155,15 +162,14 @@ class Dispatcher:
                       replay: ReplayInfo | None) -> Ticket:
         ticket = Ticket(job, queue, self)
         try:
-            args = self._enqueue_args(job)
             if replay is not None:  # what a resuming client needs to re-render this stream, same round trip
                 pipe = self.redis.pipeline(transaction=False)
                 record.write_replay_info(pipe, self.keys.out_meta(job.id), replay,
                                          job.record_ttl_seconds or self.config.queue.result_ttl_seconds)
-                await self.scripts.enqueue(*args, pipe=pipe)
+                await self._enqueue(job, pipe)
                 depth = int((await pipe.execute())[-1])
             else:
-                depth = await self.scripts.enqueue(*args)
+                depth = await self._enqueue(job)
         except BaseException:
             self.hub.unregister(job.id)
             raise
@@ -172,9 +178,11 @@ class Dispatcher:
             raise await self._rate_limited(job.account, self.config.queue.max_depth, "the queue is full")
         return ticket
 
-    def _enqueue_args(self, job: Job) -> tuple[AccountKeys, str, bytes, tuple[int, int], bool, int]:
-        return (self.keys.account(job.account), job.id, encode_job(job), (job.input_estimate, job.output_reserve),
-                job.priority == "batch", self.config.queue.max_depth)
+    def _enqueue(self, job: Job, pipe: Pipeline | None = None) -> Awaitable[int]:
+        return self.scripts.enqueue(
+            self.keys.account(job.account), job.id, encode_job(job), (job.input_estimate, job.output_reserve),
+            job.priority == "batch", self.config.queue.max_depth, pipe,
+            tenant=job.client, weight=self._weights.get(job.client, 1.0))
 
     async def enqueue(self, jobs: list[Job]) -> list[int]:
         """Queues jobs nobody waits on here (batch lines: their answers go to `job.reply_to`), in
@@ -182,7 +190,7 @@ class Dispatcher:
         pipe = self.redis.pipeline(transaction=False)
         try:
             for job in jobs:
-                await self.scripts.enqueue(*self._enqueue_args(job), pipe=pipe)
+                await self._enqueue(job, pipe)
             return [int(depth) for depth in await pipe.execute()]
         finally:
             for job in jobs:

@@ -5,8 +5,8 @@ into parts no longer than every upstream of the model takes in one call; each pa
 of its own (`part_job`: it reserves its input estimate in the account's buckets, is routed on
 its own, and is reconciled with the upstream's usage when acknowledged); `embed` waits for all
 of them and `join`s the vectors in input order. The HTTP routes (api/routes/embeddings.py) call
-`embed`. A batch runner that enqueues and collects jobs itself uses the same pieces: `plan`,
-`part_job` per part, `answer_of` on each part's record entries, `join`, then
+`embed`. The batch coordinator (worker/batcher/) enqueues and collects parts itself, with the
+same pieces: `plan` (shared/embedding_parts.py), `Dispatcher.job_for` per part, `join`, then
 `openai_embeddings.render_response`.
 """
 
@@ -15,27 +15,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import msgspec
-
 from api.dispatch import Dispatcher
 from api.state import AppState
 from api.ticket import Ticket
 from api.timing import timing_headers
-from shared.config import Config, Model
-from shared.embeddings import (
-    MAX_INPUTS,
-    TOKEN_ARRAY_PROVIDERS,
-    UPSTREAM_MAX_INPUTS,
-    EmbeddingComplete,
-    EmbeddingRequest,
-    EmbeddingResponse,
-    Vector,
-    decode_embedding_events,
-    split,
-)
-from shared.errors import GatewayError, invalid
+from shared.config import Model
+from shared.embedding_parts import plan
+from shared.embeddings import EmbeddingComplete, EmbeddingRequest, EmbeddingResponse, Vector, decode_embedding_events
+from shared.errors import GatewayError
 from shared.jobs import Job, Priority
-from shared.model import ChatRequest, StreamError, Timing, Usage
+from shared.model import StreamError, Timing, Usage
 
 
 @dataclass(slots=True)
@@ -45,31 +34,11 @@ class Embedded:
     timing: Timing | None  # the slowest part's
 
 
-def plan(config: Config, req: EmbeddingRequest, input_field: str = "input") -> tuple[Model, list[EmbeddingRequest]]:
-    """The model, and the request cut into parts, one upstream call each, in input order.
-    Raises the client's 404 (unknown or non-embedding model) or 400 (token arrays to a text-only
-    upstream, naming `input_field`)."""
-    model = config.model(req.model)
-    if model is None or model.kind != "embedding":
-        raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not an embedding model.",
-                           param="model")
-    accounts = [config.account(target.account) for target in model.route]
-    if any(isinstance(item, list) for item in req.inputs):
-        for account in accounts:
-            if account.provider not in TOKEN_ARRAY_PROVIDERS:
-                raise invalid(f"The model '{model.name}' is served by a {account.provider} upstream, which embeds "
-                              f"text only: send strings, not token arrays.", input_field)
-    # the most inputs every account the model routes to takes in one call
-    size = min(a.max_embedding_inputs or UPSTREAM_MAX_INPUTS.get(a.provider, MAX_INPUTS) for a in accounts)
-    return model, [msgspec.structs.replace(req, inputs=part) for part in split(req.inputs, size)]
-
-
 async def part_job(dispatcher: Dispatcher, model: Model, part: EmbeddingRequest, client: str,
                    max_wait: float | None, priority: Priority) -> Job:
     """The job for one part, routed to the account that can start it soonest (enqueue it with
     `dispatcher.submit`). It reserves the part's input estimate and no output."""
-    return await dispatcher.new_job(ChatRequest(model=part.model, messages=[]), model, client, max_wait, priority,
-                                    embedding=part)
+    return await dispatcher.new_job(part, model, client, max_wait, priority)
 
 
 def answer_of(payload: bytes) -> EmbeddingComplete | None:

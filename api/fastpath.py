@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -48,6 +48,8 @@ class FastPath:
                 scope["app"] = self.app  # handlers reach app.state through the request
                 try:
                     response = await handler(Request(scope, receive))
+                except ClientDisconnect:
+                    return  # the client left before its body was read: nobody to answer, nothing queued
                 except Exception:
                     log.exception("unhandled error", extra={"path": scope["path"]})
                     response = Response(b'{"error":{"message":"Internal error.","type":"server_error"}}', 500,

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.batches.lines import OPENAI_ENDPOINTS
+
 if TYPE_CHECKING:
     import httpx
 
@@ -162,7 +164,7 @@ def add_parser(sub: Any, key_default: Any) -> None:
     verbs = batch.add_subparsers(dest="verb", required=True)
     submit = verbs.add_parser("submit", help="upload a JSONL file and start a batch")
     submit.add_argument("input")
-    submit.add_argument("--endpoint", default="/v1/chat/completions", choices=["/v1/chat/completions", "/v1/responses"])
+    submit.add_argument("--endpoint", default="/v1/chat/completions", choices=OPENAI_ENDPOINTS)
     submit.add_argument("--model", default=None, help="set this model on every line")
     submit.add_argument("--wait", action="store_true", help="show progress, then write the results")
     submit.add_argument("-o", "--output", default=None, help="results file (default: <input>.results.jsonl)")

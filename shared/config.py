@@ -82,6 +82,9 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
 class ClientKey(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     key: str
+    # Share of a busy account's interactive lane against other keys (fair queuing, enqueue.lua):
+    # a key of weight 2 is served twice as often as a key of weight 1 while both have work queued.
+    weight: float = 1.0
 
     def __repr__(self) -> str:
         return f"ClientKey(name={self.name!r})"
@@ -313,6 +316,8 @@ def _check(config: Config, fail: Any) -> None:
             raise fail(f"$.client_keys[{i}].key", "must not be empty")
         if client.key in keys:
             raise fail(f"$.client_keys[{i}].key", "duplicate client key")
+        if not 0.01 <= client.weight <= 100:
+            raise fail(f"$.client_keys[{i}].weight", "must be between 0.01 and 100")
         keys.add(client.key)
 
 

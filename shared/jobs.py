@@ -25,6 +25,12 @@ class Job(msgspec.Struct, omit_defaults=True):
     priority: Priority = "interactive"
     client: str = ""  # client key name, for per-client metrics
     # Set on an embedding job (worker/embeddings.py runs it); `request` then carries only the model.
+    # Why not one typed field, `request: ChatRequest | EmbeddingRequest`: msgspec tells two structs
+    # apart in a union only by a tag, and a tagged ChatRequest is refused when its tag is missing,
+    # so every job already queued by the previous release (a rolling deploy, a batch feeding
+    # through one) would fail to decode in a new worker and be dropped as unreadable. The
+    # placeholder keeps one job shape every release reads; it is built in one place
+    # (`Dispatcher.job_for`), and the worker branches on `embedding` alone.
     embedding: EmbeddingRequest | None = None
     moves: int = 0  # times it moved to another account while queued (shared/redis/moves.py)
     # With an Idempotency-Key: the Redis key that names this job (shared/redis/idempotency.py),

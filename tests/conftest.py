@@ -6,18 +6,23 @@ free loopback port and every system gets its own key prefix, deleted afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+import uvicorn
 
 from shared.cli import build_parser, mock_settings
+from shared.mock import create_app
 from shared.mock.settings import MockSettings
 from shared.redis.embedded import EmbeddedRedis
 from shared.system import MockOptions, System, SystemOptions
@@ -161,3 +166,33 @@ def two_account_model(rpm: int | None = None) -> tuple[list[dict[str, Any]], lis
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@contextlib.contextmanager
+def serve_mock(settings: MockSettings) -> Iterator[str]:
+    """The mock provider on a real uvicorn server on 127.0.0.1, in a thread; yields its base URL."""
+    # Bind before the thread starts: connections queue in the backlog until uvicorn accepts them,
+    # so no readiness polling is needed.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings), http="httptools", log_level="warning", access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def live_mock() -> Callable[[MockSettings], contextlib.AbstractContextManager[str]]:
+    """`with live_mock(MockSettings(...)) as base_url:` the mock provider on a real server on
+    127.0.0.1 (the mock's own tests, and worker tests that need a real upstream)."""
+    return serve_mock

@@ -16,6 +16,7 @@ from api.dialects import ANTHROPIC
 from api.routes.batch_common import (
     BatchContext,
     create_inline,
+    decode_body,
     delete_batch,
     guarded,
     internal_id,
@@ -24,7 +25,7 @@ from api.routes.batch_common import (
 )
 from shared.batches.lines import ANTHROPIC_ENDPOINT
 from shared.batches.records import TERMINAL, BatchView
-from shared.errors import GatewayError, field_of, invalid
+from shared.errors import GatewayError, invalid
 
 router = APIRouter()
 PREFIX = "msgbatch_"
@@ -78,12 +79,7 @@ async def create(request: Request) -> Response:
         raw = await request.body()
         if len(raw) > settings.anthropic_max_bytes:
             raise invalid(f"The batch is {len(raw)} bytes; the limit is {settings.anthropic_max_bytes}.", "requests")
-        try:
-            req = _create.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
-        except msgspec.DecodeError:
-            raise invalid("The request body is not valid JSON.") from None
+        req = decode_body(_create, raw)
         if not req.requests:
             raise invalid("'requests' must hold at least one request.", "requests")
         if len(req.requests) > settings.anthropic_max_requests:

@@ -8,7 +8,9 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
+import msgspec
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,11 +21,23 @@ from shared.batches.lines import validate
 from shared.batches.records import BatchDialect, BatchView, Records, now_s
 from shared.batches.store import FileStore, store_for
 from shared.config import Config
-from shared.errors import GatewayError, invalid
+from shared.errors import GatewayError, field_of, invalid
 
 log = logging.getLogger("sluice.api")
 
 _HEX_ID = re.compile(r"^[0-9a-f]{24}$")
+
+T = TypeVar("T")
+
+
+def decode_body(decoder: msgspec.json.Decoder[T], raw: bytes) -> T:
+    """A create-batch body, or the dialect's 400 naming the field that is wrong."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
+    except msgspec.DecodeError:
+        raise invalid("The request body is not valid JSON.") from None
 
 
 class BatchContext:

@@ -16,10 +16,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.dialects import GEMINI
-from api.routes.batch_common import BatchContext, create_inline, delete_batch, guarded, internal_id, page_limit
+from api.routes.batch_common import (
+    BatchContext,
+    create_inline,
+    decode_body,
+    delete_batch,
+    guarded,
+    internal_id,
+    page_limit,
+)
 from shared.batches.lines import GEMINI_ENDPOINT
 from shared.batches.records import TERMINAL, BatchView
-from shared.errors import GatewayError, field_of, invalid
+from shared.errors import GatewayError, invalid
 
 router = APIRouter()
 
@@ -118,12 +126,7 @@ async def create(request: Request, model: str) -> Response:
         if len(raw) > settings.gemini_max_inline_bytes:
             raise invalid(f"Inline requests total {len(raw)} bytes; the limit is {settings.gemini_max_inline_bytes}.",
                           "batch.inputConfig.requests")
-        try:
-            req = _create.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
-        except msgspec.DecodeError:
-            raise invalid("The request body is not valid JSON.") from None
+        req = decode_body(_create, raw)
         if ctx.config.model(model) is None:
             raise GatewayError("not_found", f"The model '{model}' does not exist.", param="model")
         items = req.batch.input_config.requests.requests

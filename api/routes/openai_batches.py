@@ -14,11 +14,11 @@ from starlette.responses import Response
 
 from api.dialects import OPENAI_CHAT
 from api.routes import gemini_batches
-from api.routes.batch_common import BatchContext, guarded, internal_id, page_limit
+from api.routes.batch_common import BatchContext, decode_body, guarded, internal_id, page_limit
 from api.routes.files import owned_file
 from shared.batches.lines import OPENAI_ENDPOINTS
 from shared.batches.records import BatchView, now_s
-from shared.errors import GatewayError, field_of, invalid
+from shared.errors import GatewayError, invalid
 
 router = APIRouter()
 
@@ -68,12 +68,7 @@ def _json(value: object) -> Response:
 
 
 def _parse_create(raw: bytes) -> CreateBatch:
-    try:
-        req = _create.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise invalid(f"Invalid request body: {exc}", field_of(exc)) from None
-    except msgspec.DecodeError:
-        raise invalid("The request body is not valid JSON.") from None
+    req = decode_body(_create, raw)
     if req.endpoint not in OPENAI_ENDPOINTS:
         raise invalid(f"'endpoint' must be one of {', '.join(OPENAI_ENDPOINTS)}.", "endpoint")
     if req.completion_window != "24h":

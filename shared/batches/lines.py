@@ -4,24 +4,32 @@ same dialect parsers the live routes use, and validated before any line runs.
 OpenAI lines are the client's own file: `{"custom_id", "method", "url", "body"}`. Anthropic and
 Gemini batches arrive inline; the API stores each request as one line of the same kind:
 `{"custom_id", "params"}` and `{"key", "request"}`.
+
+A batch has one endpoint (OpenAI's rule: the batch's `endpoint`); a line whose `url` differs is a
+validation error naming its line. An `/v1/embeddings` line parses to an `EmbeddingRequest` and is
+checked as the live route checks it (`embedding_parts.plan`: an embedding model, token arrays
+only to upstreams that take them), so a batch never fails a line the live route would refuse.
 """
 
 from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 
 from shared.batches.records import BatchDialect, LineError
 from shared.config import BatchSettings, Config
+from shared.embedding_parts import plan
+from shared.embeddings import EmbeddingRequest
 from shared.errors import GatewayError
 from shared.model import ChatRequest
-from shared.protocols import anthropic_messages, gemini, openai_chat, openai_responses
+from shared.protocols import anthropic_messages, gemini, openai_chat, openai_embeddings, openai_responses
 
-OPENAI_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+OPENAI_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", EMBEDDINGS_ENDPOINT)
 ANTHROPIC_ENDPOINT = "/v1/messages"
 GEMINI_ENDPOINT = "generateContent"
 _ANTHROPIC_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -47,6 +55,11 @@ class GeminiLine(msgspec.Struct):
 _openai = msgspec.json.Decoder(OpenAILine)
 _anthropic = msgspec.json.Decoder(AnthropicLine)
 _gemini = msgspec.json.Decoder(GeminiLine)
+_OPENAI_PARSERS: dict[str, Callable[[bytes], ChatRequest | EmbeddingRequest]] = {
+    "/v1/chat/completions": openai_chat.parse_request,
+    "/v1/responses": openai_responses.parse_request,
+    EMBEDDINGS_ENDPOINT: openai_embeddings.parse_request,
+}
 
 
 class LineProblem(Exception):
@@ -58,7 +71,7 @@ class LineProblem(Exception):
 @dataclass(frozen=True, slots=True)
 class Line:
     custom_id: str
-    request: ChatRequest
+    request: ChatRequest | EmbeddingRequest  # an embedding request on a batch of `/v1/embeddings`
 
 
 def parse_line(dialect: BatchDialect, endpoint: str, model: str, raw: bytes) -> Line:
@@ -71,8 +84,7 @@ def parse_line(dialect: BatchDialect, endpoint: str, model: str, raw: bytes) -> 
             if ol.url != endpoint:
                 raise LineProblem("mismatched_url", f"'url' is {ol.url!r} but the batch's endpoint is {endpoint!r}.",
                                   "url")
-            parse = openai_chat.parse_request if endpoint == "/v1/chat/completions" else openai_responses.parse_request
-            custom_id, req = ol.custom_id, parse(bytes(ol.body))
+            custom_id, req = ol.custom_id, _OPENAI_PARSERS[endpoint](bytes(ol.body))
         elif dialect == "anthropic":
             al = _anthropic.decode(raw)
             if not _ANTHROPIC_ID.match(al.custom_id):
@@ -91,9 +103,26 @@ def parse_line(dialect: BatchDialect, endpoint: str, model: str, raw: bytes) -> 
         raise LineProblem("invalid_request", err.message, param) from None
     if not custom_id:
         raise LineProblem("invalid_custom_id", "'custom_id' must not be empty.", "custom_id")
-    if req.stream:
+    if isinstance(req, ChatRequest) and req.stream:
         raise LineProblem("invalid_request", "Streaming is not available in a batch.", "body.stream")
     return Line(custom_id, req)
+
+
+def _check_model(config: Config, req: ChatRequest | EmbeddingRequest) -> LineProblem | None:
+    """The line's model exists and serves the line's kind of request."""
+    model = config.model(req.model)
+    if model is None:
+        return LineProblem("model_not_found", f"The model {req.model!r} does not exist.", "body.model")
+    if isinstance(req, EmbeddingRequest):
+        try:
+            plan(config, req)
+        except GatewayError as err:
+            code = "model_not_found" if err.status == 404 else "invalid_request"
+            return LineProblem(code, err.message, f"body.{err.param}" if err.param else None)
+    elif model.kind == "embedding":
+        return LineProblem("model_not_found", f"The model {req.model!r} is an embedding model: it serves "
+                           f"{EMBEDDINGS_ENDPOINT} only.", "body.model")
+    return None
 
 
 @dataclass(slots=True)
@@ -140,8 +169,8 @@ def validate(lines: Iterable[bytes], dialect: BatchDialect, endpoint: str, model
             problem("duplicate_custom_id", f"The custom_id {parsed.custom_id!r} appears more than once.", n,
                     "custom_id")
         seen.add(parsed.custom_id)
-        if config.model(parsed.request.model) is None:
-            problem("model_not_found", f"The model {parsed.request.model!r} does not exist.", n, "body.model")
+        if (wrong := _check_model(config, parsed.request)) is not None:
+            problem(wrong.code, wrong.message, n, wrong.param)
         v.models.add(parsed.request.model)
     if v.total > max_lines:
         problem("too_many_requests", f"The file has {v.total} requests; the limit is {max_lines}.", None)

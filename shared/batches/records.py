@@ -5,7 +5,12 @@ Per batch (hash tag `{b:<id>}`, so every batch script stays on one Cluster slot)
     {p}:{b:<id>}:b        HASH    the batch: fields of `BatchView` (status, counters
                                   n_s/n_e/n_c/n_x, tokens, timestamps, file ids, errors)
     {p}:{b:<id>}:done     STRING  bitmap, bit n = line n's result is in a segment
-    {p}:{b:<id>}:pending  HASH    line -> account, for the lines in flight (the feed window)
+    {p}:{b:<id>}:pending  HASH    line -> account, for the lines in flight (the feed window); a
+                                  line split into several upstream calls (an embeddings line
+                                  over the upstream's list limit): its parts' accounts, by part,
+                                  joined with "," (account names never hold one)
+
+A line's job id is `<id>.<line>`; a split line's parts are `<id>.<line>.<part>` (`line_jobs`).
 
 Per file `{p}:{f:<id>}` HASH (`FileView`); per client `{p}:{fl:<client>}` and `{p}:{bl:<client>}`
 ZSETs (id -> created ms) for listing; `{p}:{files}:expiring` ZSET (file id -> expiry s);
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -88,6 +93,26 @@ class LineError(msgspec.Struct):
     param: str | None = None
 
 
+def job_id(batch_id: str, line: int, part: int = 0, parts: int = 1) -> str:
+    """The job id of one upstream call of a line. Deterministic, so a line (or part) fed again is
+    the same job."""
+    return f"{batch_id}.{line}" if parts == 1 else f"{batch_id}.{line}.{part}"
+
+
+def line_jobs(batch_id: str, line: int, accounts: list[str]) -> list[tuple[str, str]]:
+    """(job id, account) of each upstream call of a line in flight, by part."""
+    return [(job_id(batch_id, line, part, len(accounts)), account) for part, account in enumerate(accounts)]
+
+
+def parse_job_id(job_id: str) -> tuple[str, int, int]:
+    """`line_jobs`' inverse: (batch id, line, part); the part of an unsplit line is 0. Raises
+    ValueError for an id of another shape."""
+    batch_id, line, *part = job_id.split(".")
+    if len(part) > 1:
+        raise ValueError(job_id)
+    return batch_id, int(line), int(part[0]) if part else 0
+
+
 @dataclass(frozen=True, slots=True)
 class BatchKeys:
     batch: str
@@ -95,8 +120,25 @@ class BatchKeys:
     pending: str
 
 
-def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
+_View = TypeVar("_View", BatchView, FileView)
+
+
+def _owned(raw: dict[bytes, bytes], kind: type[_View], client: str | None) -> _View | None:
+    """A record read back: None when it does not exist or (`client` given) belongs to another."""
+    if not raw:
+        return None
+    view = msgspec.convert({k.decode(): v.decode() for k, v in raw.items()}, kind, strict=False)
+    return None if client is not None and view.client != client else view
+
+
+def _listed_at(created_at: int) -> float:
+    """A listing score: creation second, ordered within the second by the time of the write."""
+    return created_at * 1000 + time.time() % 1
+
+
+def _flat(rows: list[tuple[Any, ...]]) -> list[Any]:
+    """A script's trailing ARGV: rows of fields, one after another."""
+    return [field for row in rows for field in row]
 
 
 class Records:
@@ -132,19 +174,13 @@ class Records:
 
     async def save_file(self, f: FileView) -> None:
         await self.redis.hset(self.file_key(f.id), mapping=msgspec.to_builtins(f))  # type: ignore[misc]
-        await self.redis.zadd(self.file_list(f.client), {f.id: f.created_at * 1000 + time.time() % 1})
+        await self.redis.zadd(self.file_list(f.client), {f.id: _listed_at(f.created_at)})
         if f.expires_at:
             await self.redis.zadd(self.expiring, {f.id: f.expires_at})
 
     async def file(self, file_id: str, client: str | None) -> FileView | None:
         """The file, if it exists and (when `client` is given) belongs to that client."""
-        raw = await self.redis.hgetall(self.file_key(file_id))  # type: ignore[misc]
-        if not raw:
-            return None
-        view = msgspec.convert(_decode(raw), FileView, strict=False)
-        if client is not None and view.client != client:
-            return None
-        return view
+        return _owned(await self.redis.hgetall(self.file_key(file_id)), FileView, client)  # type: ignore[misc]
 
     async def drop_file(self, f: FileView) -> None:
         await self.redis.delete(self.file_key(f.id))
@@ -163,55 +199,43 @@ class Records:
         k = self.keys(view.id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(k.batch, mapping={f: str(v) for f, v in msgspec.to_builtins(view).items()})
-        pipe.zadd(self.batch_list(view.client), {view.id: view.created_at * 1000 + time.time() % 1})
+        pipe.zadd(self.batch_list(view.client), {view.id: _listed_at(view.created_at)})
         pipe.zadd(self.active, {view.id: 0})
         pipe.lpush(self.bell, "1")
         pipe.ltrim(self.bell, 0, 63)
         await pipe.execute()
 
     async def batch(self, batch_id: str, client: str | None = None) -> BatchView | None:
-        raw = await self.redis.hgetall(self.keys(batch_id).batch)  # type: ignore[misc]
-        if not raw:
-            return None
-        view = msgspec.convert(_decode(raw), BatchView, strict=False)
-        if client is not None and view.client != client:
-            return None
-        return view
+        return _owned(await self.redis.hgetall(self.keys(batch_id).batch), BatchView, client)  # type: ignore[misc]
 
     async def drop_batch(self, view: BatchView) -> None:
         k = self.keys(view.id)
         await self.redis.delete(k.batch, k.done, k.pending)
         await self.redis.zrem(self.batch_list(view.client), view.id)
-        await self.redis.zrem(self.active, view.id)
-        await self.redis.hdel(self.holder, view.id)  # type: ignore[misc]
+        await self.retire(view.id)
 
     async def transition(self, batch_id: str, allowed: tuple[str, ...], to: str, stamp: str = "",
                          **fields: Any) -> tuple[bool, str]:
-        args: list[Any] = [",".join(allowed), to, stamp]
-        for name, value in fields.items():
-            args += [name, str(value)]
+        args = [",".join(allowed), to, stamp, *_flat([(name, str(value)) for name, value in fields.items()])]
         moved, status = await self._status(keys=[self.keys(batch_id).batch], args=args)
         return bool(moved), status.decode() if isinstance(status, bytes) else str(status)
 
     async def mark_done(self, batch_id: str, results: list[tuple[int, Outcome, int, int]]) -> tuple[int, int]:
         k = self.keys(batch_id)
-        args: list[Any] = []
-        for line, outcome, tin, tout in results:
-            args += [line, outcome, tin, tout]
-        fresh, done = await self._done(keys=[k.batch, k.done, k.pending], args=args)
+        fresh, done = await self._done(keys=[k.batch, k.done, k.pending], args=_flat(results))
         return int(fresh), int(done)
 
-    async def fed(self, batch_id: str, fed: int, lines: list[tuple[int, str]]) -> str:
+    async def fed(self, batch_id: str, fed: int, lines: list[tuple[int, list[str]]]) -> str:
+        """Feeding has got to line `fed`; `lines` are in flight on these accounts (one per part)."""
         k = self.keys(batch_id)
-        args: list[Any] = [fed]
-        for line, account in lines:
-            args += [line, account]
+        args = [fed, *_flat([(line, ",".join(accounts)) for line, accounts in lines])]
         status = await self._feed(keys=[k.batch, k.pending], args=args)
         return status.decode() if isinstance(status, bytes) else str(status)
 
-    async def pending(self, batch_id: str) -> dict[int, str]:
+    async def pending(self, batch_id: str) -> dict[int, list[str]]:
+        """Lines in flight -> the account of each of their parts."""
         raw = await self.redis.hgetall(self.keys(batch_id).pending)  # type: ignore[misc]
-        return {int(k): v.decode() for k, v in raw.items()}
+        return {int(k): v.decode().split(",") for k, v in raw.items()}
 
     async def is_done(self, batch_id: str, line: int) -> bool:
         return bool(await self.redis.getbit(self.keys(batch_id).done, line))

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from shared.batches.records import Records
+from shared.batches.records import Records, line_jobs
 from shared.config import Config
 from shared.redis.keys import Keys
 
@@ -26,18 +26,20 @@ async def collect_batches(config: Config, client: aioredis.Redis) -> dict[str, A
         if view is None:
             continue
         pending = await records.pending(batch_id)
+        # per upstream call (a line split into parts is one call per part)
+        calls = [(line, *call) for line, accounts in pending.items() for call in line_jobs(batch_id, line, accounts)]
         pipe = client.pipeline(transaction=False)
-        for line, account in pending.items():  # in flight = claimed by a worker; else still queued
-            pipe.zscore(keys.account(account).inflight, f"{batch_id}.{line}")
-        claimed = await pipe.execute() if pending else []
-        mine = Counter(account for (_, account), score in zip(pending.items(), claimed, strict=True)
-                       if score is not None)
+        for _, job, account in calls:  # in flight = claimed by a worker; else still queued
+            pipe.zscore(keys.account(account).inflight, job)
+        claimed = await pipe.execute() if calls else []
+        mine = Counter(account for (_, _, account), score in zip(calls, claimed, strict=True) if score is not None)
         running.update(mine)
-        queued.update(pending.values())
+        queued.update(account for _, _, account in calls)
         queued.subtract(mine)
+        running_lines = len({line for (line, _, _), score in zip(calls, claimed, strict=True) if score is not None})
         batches.append({"id": batch_id, "dialect": view.dialect, "client": view.client, "status": view.status,
                         "total": view.total, "unfed": max(0, view.total - view.fed),
-                        "queued": len(pending) - sum(mine.values()), "running": sum(mine.values()),
+                        "queued": len(pending) - running_lines, "running": running_lines,
                         "succeeded": view.n_s, "failed": view.n_e + view.n_c + view.n_x})
     return {"batches": batches, "batch_lines": {a: {"queued": queued[a], "running": running[a]}
                                                 for a in sorted(set(queued) | set(running))}}

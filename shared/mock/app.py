@@ -21,8 +21,10 @@ from shared.mock.core import (
     MockError,
     MockState,
     Receive,
+    Request,
     Scope,
     Send,
+    counted,
     load_object,
     send_body,
     send_json,
@@ -66,7 +68,7 @@ async def _http(state: MockState, scope: Scope, receive: Receive, send: Send) ->
     path: str = scope["path"]
     method: str = scope["method"]
     if (embedder := embeddings.dialect_for(path, method)) is not None:
-        await embeddings.serve(embedder, state, scope, receive, send)
+        await counted(state, embeddings.exchange(embedder, state, Request(scope), receive, send))
         return
     dialect = _GENERATION.get(path)
     if dialect is not None:

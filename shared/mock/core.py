@@ -3,7 +3,9 @@
     auth -> x-mock-fail -> parse and validate -> rate limits -> latency -> answer (JSON or SSE)
 
 A dialect only supplies the parts that differ: how it authenticates, how it reads a body into a
-`Conversation`, and how it renders answers, errors and rate-limit headers.
+`Conversation`, and how it renders answers, errors and rate-limit headers. The embeddings
+endpoints (shared/mock/embeddings.py) run the same steps: `precheck`, `admit`, and `counted`
+around the exchange.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class MockError(Exception):
         self.headers = headers or []
 
 
-class _ClientGone(Exception):
-    pass
+class ClientGone(Exception):
+    """The client hung up before its request was read."""
 
 
 class Request:
@@ -156,12 +158,57 @@ def load_object(raw: bytes) -> dict[str, Any]:
 
 
 async def serve(dialect: Dialect, state: MockState, scope: Scope, receive: Receive, send: Send) -> None:
+    """One chat exchange, counted in the stats."""
+    await counted(state, _cycle(dialect, state, Request(scope), receive, send))
+
+
+async def counted(state: MockState, exchange: Awaitable[int]) -> None:
+    """Runs one exchange (chat, or embeddings in shared/mock/embeddings.py) and counts it in the
+    stats by the status it answered, 500 when it raised."""
     state.stats.begin()
     status = 500
     try:
-        status = await _cycle(dialect, state, Request(scope), receive, send)
+        status = await exchange
     finally:
         state.stats.end(status)
+
+
+async def precheck(dialect: Dialect, settings: MockSettings, req: Request) -> float:
+    """What every endpoint does before reading the body: the dialect's auth, the per-request
+    latency override and a failure forced by `x-mock-fail`. Returns the latency to apply, in ms.
+    Raises MockError."""
+    dialect.authenticate(req, settings)
+    latency = settings.latency_ms
+    override = req.header(b"x-mock-latency-ms")
+    if override is not None:
+        latency = _number(override, latency)
+    fail = req.header(b"x-mock-fail")
+    if fail is not None and (code := fail_status(fail)) is not None:
+        await pause(latency)
+        raise MockError(code, f"Mock failure requested by x-mock-fail: {code}.", kind="forced",
+                        retry_after=1.0 if code == 429 else None)
+    if settings.fail_next > 0:  # fault injection through POST /_config (docs/reliability.md)
+        settings.fail_next -= 1
+        await pause(latency)
+        code = settings.fail_status
+        raise MockError(code, f"Mock failure injected by fail_next: {code}.", kind="forced",
+                        retry_after=1.0 if code == 429 else None)
+    return latency
+
+
+def admit(dialect: Dialect, state: MockState, cost: int) -> Admission:
+    """The provider's own limits for a call of `cost` tokens; over them, the dialect's 429."""
+    try:
+        return state.limits.admit(state.settings, cost)
+    except RateLimited as exc:
+        raise MockError(
+            429,
+            f"Rate limit reached for {exc.which} per minute. Please try again in {go_duration(exc.retry_after)}.",
+            kind=exc.which,
+            code="rate_limit_exceeded",
+            retry_after=exc.retry_after,
+            headers=dialect.limit_headers(exc.admission),
+        ) from None
 
 
 async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Receive, send: Send) -> int:
@@ -169,24 +216,9 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
     base: Headers = []
     if dialect.request_id_header is not None:
         base.append((dialect.request_id_header, response_id("req_").encode()))
-    latency = settings.latency_ms
     try:
-        dialect.authenticate(req, settings)
-        override = req.header(b"x-mock-latency-ms")
-        if override is not None:
-            latency = _number(override, latency)
-        fail = req.header(b"x-mock-fail")
-        if fail is not None and (code := _fail_status(fail)) is not None:
-            await _sleep(latency)
-            message = f"Mock failure requested by x-mock-fail: {code}."
-            raise MockError(code, message, kind="forced", retry_after=1.0 if code == 429 else None)
-        if settings.fail_next > 0:
-            settings.fail_next -= 1
-            await _sleep(latency)
-            code = settings.fail_status
-            raise MockError(code, f"Mock failure injected by fail_next: {code}.", kind="forced",
-                            retry_after=1.0 if code == 429 else None)
-        raw = await _read_body(receive)
+        latency = await precheck(dialect, settings, req)
+        raw = await read_body(receive)
         conv = dialect.conversation(req, load_object(raw))
         answer = plan(
             conv,
@@ -198,21 +230,11 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
             reply_text=settings.reply_text,
         )
         cost = answer.input_tokens + (answer.max_tokens if answer.max_tokens is not None else settings.output_tokens)
-        try:
-            admission = state.limits.admit(settings, cost)
-        except RateLimited as exc:
-            raise MockError(
-                429,
-                f"Rate limit reached for {exc.which} per minute. Please try again in {go_duration(exc.retry_after)}.",
-                kind=exc.which,
-                code="rate_limit_exceeded",
-                retry_after=exc.retry_after,
-                headers=dialect.limit_headers(exc.admission),
-            ) from None
+        admission = admit(dialect, state, cost)
     except MockError as err:
-        await _send_error(dialect, err, base, send)
+        await send_error(dialect, err, base, send)
         return err.status
-    except _ClientGone:
+    except ClientGone:
         return 499
     delay = settings.chunk_tokens / settings.tokens_per_second if settings.tokens_per_second > 0 else 0.0
     # Watch for the client hanging up only while there is time to: a latency or a paced stream.
@@ -253,7 +275,7 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
             gone.cancel()
 
 
-async def _send_error(dialect: Dialect, err: MockError, base: Headers, send: Send) -> None:
+async def send_error(dialect: Dialect, err: MockError, base: Headers, send: Send) -> None:
     headers = base + err.headers
     if err.retry_after is not None and dialect.retry_headers:
         headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after))).encode()))
@@ -296,10 +318,10 @@ async def _wait_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     message = await receive()
     if message["type"] == "http.disconnect":
-        raise _ClientGone
+        raise ClientGone
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         return body
@@ -307,13 +329,13 @@ async def _read_body(receive: Receive) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _ClientGone
+            raise ClientGone
         parts.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(parts)
 
 
-async def _sleep(ms: float) -> None:
+async def pause(ms: float) -> None:
     if ms > 0:
         await asyncio.sleep(ms / 1000)
 
@@ -326,7 +348,7 @@ def _number(text: str, default: float) -> float:
     return value if math.isfinite(value) and value >= 0 else default
 
 
-def _fail_status(text: str) -> int | None:
+def fail_status(text: str) -> int | None:
     try:
         code = int(text.strip())
     except ValueError:

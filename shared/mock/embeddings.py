@@ -32,23 +32,22 @@ import orjson
 
 from shared.mock import gemini
 from shared.mock.core import (
+    ClientGone,
     Dialect,
     MockError,
     MockState,
     Receive,
     Request,
-    Scope,
     Send,
-    _ClientGone,
-    _fail_status,
-    _number,
-    _read_body,
-    _send_error,
-    _sleep,
+    admit,
+    fail_status,
     load_object,
+    pause,
+    precheck,
+    read_body,
     send_body,
+    send_error,
 )
-from shared.mock.limits import RateLimited, go_duration
 from shared.mock.mistral import MistralDialect, _extra, _unprocessable
 from shared.mock.openai import OpenAIDialect
 
@@ -235,49 +234,25 @@ def dialect_for(path: str, method: str) -> _Embeddings | None:
     return None
 
 
-async def serve(dialect: _Embeddings, state: MockState, scope: Scope, receive: Receive, send: Send) -> None:
-    state.stats.begin()
-    status = 500
-    try:
-        status = await _cycle(dialect, state, Request(scope), receive, send)
-    finally:
-        state.stats.end(status)
-
-
-async def _cycle(dialect: _Embeddings, state: MockState, req: Request, receive: Receive, send: Send) -> int:
+async def exchange(dialect: _Embeddings, state: MockState, req: Request, receive: Receive, send: Send) -> int:
+    """One embeddings call (run it under `core.counted`, as chat runs under `core.serve`)."""
     settings = state.settings
     chat = dialect.chat
-    latency = settings.latency_ms
     try:
-        chat.authenticate(req, settings)
-        override = req.header(b"x-mock-latency-ms")
-        if override is not None:
-            latency = _number(override, latency)
-        fail = req.header(b"x-mock-fail")
-        if fail is not None and (code := _fail_status(fail)) is not None:
-            await _sleep(latency)
-            raise MockError(code, f"Mock failure requested by x-mock-fail: {code}.", kind="forced",
-                            retry_after=1.0 if code == 429 else None)
-        call = dialect.parse(req, load_object(await _read_body(receive)), settings.max_embedding_inputs)
+        latency = await precheck(chat, settings, req)
+        call = dialect.parse(req, load_object(await read_body(receive)), settings.max_embedding_inputs)
         marked = next((item for item in call.inputs if isinstance(item, str) and item.startswith(FAIL_MARK)), None)
-        if marked is not None and (code := _fail_status(marked[len(FAIL_MARK):])) is not None:
+        if marked is not None and (code := fail_status(marked[len(FAIL_MARK):])) is not None:
             raise MockError(code, f"Mock failure requested by an input: {code}.", kind="forced",
                             retry_after=1.0 if code == 429 else None)
         tokens = sum(tokens_of(item) for item in call.inputs)
-        try:
-            admission = state.limits.admit(settings, tokens)
-        except RateLimited as exc:
-            raise MockError(
-                429, f"Rate limit reached for {exc.which} per minute. Please try again in "
-                     f"{go_duration(exc.retry_after)}.",
-                kind=exc.which, code="rate_limit_exceeded", retry_after=exc.retry_after,
-                headers=chat.limit_headers(exc.admission)) from None
+        admission = admit(chat, state, tokens)
     except MockError as err:
-        await _send_error(chat, err, [], send)
+        await send_error(chat, err, [], send)
         return err.status
-    except _ClientGone:
+    except ClientGone:
         return 499
-    await _sleep(latency)
+    await pause(latency)
     state.stats.input_tokens += tokens
     dims = call.dimensions or settings.embedding_dimensions
     vectors = [vector(item, dims, call.salt) for item in call.inputs]

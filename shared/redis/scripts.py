@@ -110,14 +110,14 @@ class Scripts:
 
     async def enqueue(
         self, keys: AccountKeys, job_id: str, payload: bytes, cost: tuple[int, int], batch: bool, max_depth: int,
-        pipe: Pipeline | None = None,
+        pipe: Pipeline | None = None, tenant: str = "", weight: float = 1.0,
     ) -> int:
         """The lane's depth including this job, or QUEUE_FULL when the lane is full (with `pipe`:
-        queued only)."""
+        queued only). `tenant` and its `weight` set the job's fair share of the interactive lane."""
         result = await self._call(
             self._enqueue,
             [keys.ready, keys.jobs, keys.meta, keys.bell, keys.bready],
-            [job_id, payload, f"{cost[0]}:{cost[1]}", 1 if batch else 0, max_depth],
+            [job_id, payload, f"{cost[0]}:{cost[1]}", 1 if batch else 0, max_depth, tenant, f"{1 / weight:.3f}"],
             pipe,
         )
         return int(result) if pipe is None else 0

@@ -39,3 +39,17 @@ def results(api: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     if file_id is None:
         return []
     return [json.loads(line) for line in api.files.content(file_id).text.splitlines() if line.strip()]
+
+
+def embedding_model(accounts: list[dict[str, Any]], per_call: int) -> dict[str, Any]:
+    """An embedding model over `accounts`, each taking at most `per_call` inputs in one upstream
+    call, so a longer list in a line runs as several parts."""
+    for account in accounts:
+        account["max_embedding_inputs"] = per_call
+    return {"name": "embed", "kind": "embedding",
+            "route": [{"account": a["name"], "model": "mock-embed"} for a in accounts]}
+
+
+def embedding_line(custom_id: str, inputs: str | list[str], model: str = "embed", **extra: Any) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings",
+            "body": {"model": model, "input": inputs, **extra}}

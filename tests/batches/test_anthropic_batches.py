@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 
 from tests.conftest import CLIENT_KEY, OTHER_CLIENT_KEY, SluiceSystem, two_account_model, wait_until
@@ -96,3 +97,16 @@ def test_a_batch_is_invisible_to_other_keys(system: SluiceSystem) -> None:
         stranger.messages.batches.cancel(batch.id)
     assert batch.id not in [b.id for b in stranger.messages.batches.list()]
     ended(client(system), batch.id)
+
+
+def test_a_malformed_create_body_is_a_400_in_anthropic_shape(system: SluiceSystem) -> None:
+    headers = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    url = f"{system.base_url}/v1/messages/batches"
+    wrong_type = httpx.post(url, headers=headers, content=b'{"requests": {"custom_id": "a"}}')
+    assert wrong_type.status_code == 400
+    body = wrong_type.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert "requests" in body["error"]["message"]
+    broken = httpx.post(url, headers=headers, content=b'{"requests": [')
+    assert broken.status_code == 400
+    assert "not valid JSON" in broken.json()["error"]["message"]

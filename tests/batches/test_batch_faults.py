@@ -2,7 +2,8 @@
 every worker and the coordinator; a redis-server (AOF on) killed and started again on its files;
 or one started again on an older copy of its AOF, having lost its last seconds (this one fails
 without finalize's dedupe). Sizes are small so CI stays quick; the `slow` variant runs a larger
-batch and more kills."""
+batch and more kills. An embeddings batch whose lines split into several upstream calls (one job
+per part) takes the same SIGKILLs."""
 
 from __future__ import annotations
 
@@ -15,23 +16,39 @@ from typing import Any
 import pytest
 
 from shared.redis.embedded import EmbeddedRedis, free_port
-from tests.batches.helpers import chat_line, jsonl, openai_client, results, wait_for_status
+from tests.batches.helpers import (
+    chat_line,
+    embedding_line,
+    embedding_model,
+    jsonl,
+    openai_client,
+    results,
+    wait_for_status,
+)
 from tests.conftest import SluiceSystem, two_account_model, wait_until
 
 FAST = {"lease_seconds": 1.0}  # the coordinator's lease: a killed one's batch moves on within ~1 s
 QUEUE = {"lease_seconds": 1.0}  # the workers' leases, likewise
 
 
+EMBEDDING_PARTS = 3  # inputs of an embeddings line: one per upstream call, so three parts a line
+
+
 def start(make: Callable[..., SluiceSystem], rpm: int) -> SluiceSystem:
     accounts, models = two_account_model(rpm=rpm)
+    models.append(embedding_model(accounts, 1))
     return make(accounts=accounts, models=models, batchers=2, batches=FAST, queue=QUEUE)
 
 
-def submit(system: SluiceSystem, n: int) -> str:
+def submit(system: SluiceSystem, n: int, embeddings: bool = False) -> str:
     api = openai_client(system)
-    uploaded = api.files.create(file=("in.jsonl", jsonl([chat_line(f"f{i}", text=f"n{i}") for i in range(n)])),
-                                purpose="batch")
-    batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    if embeddings:
+        lines = [embedding_line(f"f{i}", [f"n{i}.{k}" for k in range(EMBEDDING_PARTS)]) for i in range(n)]
+    else:
+        lines = [chat_line(f"f{i}", text=f"n{i}") for i in range(n)]
+    uploaded = api.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+    endpoint = "/v1/embeddings" if embeddings else "/v1/chat/completions"
+    batch = api.batches.create(input_file_id=uploaded.id, endpoint=endpoint, completion_window="24h")
     return batch.id
 
 
@@ -79,6 +96,9 @@ def exactly_once(system: SluiceSystem, batch_id: str, n: int) -> None:
     for r in out:  # each answer is the one for its own line
         assert r["response"]["status_code"] == 200 and r["response"]["request_id"].endswith(
             "." + r["custom_id"][1:])
+        body = r["response"]["body"]
+        if body["object"] == "list":  # an embeddings line: all its parts, joined in order
+            assert [d["index"] for d in body["data"]] == list(range(EMBEDDING_PARTS))
 
 
 def kill_everything_but_redis(system: SluiceSystem) -> None:
@@ -96,9 +116,10 @@ def restart_everything(system: SluiceSystem) -> None:
     system.start_api()
 
 
-def sigkill_round(make: Callable[..., SluiceSystem], n: int, kills: int, rpm: int) -> None:
+def sigkill_round(make: Callable[..., SluiceSystem], n: int, kills: int, rpm: int,
+                  embeddings: bool = False) -> None:
     system = start(make, rpm)
-    batch_id = submit(system, n)
+    batch_id = submit(system, n, embeddings)
     for k in range(kills):
         target = n * (k + 1) // (kills + 2)
         wait_until(lambda t=target: completed(system, batch_id) >= t, 60, f"{target} lines done")  # type: ignore[misc]
@@ -109,6 +130,12 @@ def sigkill_round(make: Callable[..., SluiceSystem], n: int, kills: int, rpm: in
 
 def test_sigkill_of_api_workers_and_coordinators_mid_batch(make_system: Callable[..., SluiceSystem]) -> None:
     sigkill_round(make_system, n=120, kills=1, rpm=1200)
+
+
+def test_sigkill_mid_batch_of_split_embedding_lines(make_system: Callable[..., SluiceSystem]) -> None:
+    """Each line is three jobs, spread over both accounts: some lines are part done when
+    everything dies. Every custom_id still ends once, with all of its vectors."""
+    sigkill_round(make_system, n=60, kills=1, rpm=1200, embeddings=True)
 
 
 @pytest.mark.slow

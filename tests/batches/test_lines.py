@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from shared.batches.lines import parse_line, validate
+from shared.batches.records import job_id, line_jobs, parse_job_id
 from shared.config import BatchSettings, Config, parse_config
 
 CONFIG = parse_config("""
@@ -60,3 +61,43 @@ def test_anthropic_custom_ids_follow_anthropics_rule() -> None:
     bad = json.dumps({"custom_id": "not ok!", "params": params}).encode()
     v = validate([good, bad], "anthropic", "/v1/messages", "", CONFIG)
     assert [(e.line, e.code) for e in v.errors] == [(2, "invalid_custom_id")]
+
+
+EMBED_CONFIG = parse_config("""
+accounts:
+  - {name: a, provider: mock, base_url: "http://127.0.0.1:9/v1"}
+  - {name: g, provider: gemini, api_key: k}
+models:
+  - {name: m, route: [{account: a, model: x}]}
+  - {name: e, kind: embedding, route: [{account: a, model: x}]}
+  - {name: text-only, kind: embedding, route: [{account: g, model: x}]}
+""")
+
+
+def embedding(custom_id: str, **body: Any) -> bytes:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings",
+                       "body": {"model": "e", "input": "hi", **body}}).encode() + b"\n"
+
+
+def test_embedding_lines_are_checked_as_the_live_route_checks_them() -> None:
+    lines = [embedding("a"), embedding("b", input=[[1, 2], [3]]), embedding("c", model="text-only", input=[[1, 2]]),
+             embedding("d", dimensions=0), embedding("e", model="m"), line("f")]
+    v = validate(lines, "openai", "/v1/embeddings", "", EMBED_CONFIG)
+    got = [(e.line, e.code, e.param) for e in v.errors]
+    assert got == [(3, "invalid_request", "body.input"), (4, "invalid_request", "body.dimensions"),
+                   (5, "model_not_found", "body.model"), (6, "mismatched_url", "url")]
+    assert "text only" in v.errors[0].message and "/v1/embeddings" in v.errors[3].message
+
+
+def test_a_chat_line_may_not_name_an_embedding_model() -> None:
+    v = validate([line("a", model="e")], "openai", "/v1/chat/completions", "", EMBED_CONFIG)
+    assert [(e.line, e.code, e.param) for e in v.errors] == [(1, "model_not_found", "body.model")]
+
+
+def test_job_ids_name_the_line_and_the_part() -> None:
+    assert line_jobs("b1", 7, ["acct-a"]) == [("b1.7", "acct-a")]  # a line of one call: as a chat line
+    split = line_jobs("b1", 7, ["acct-a", "acct-b", "acct-a"])
+    assert split == [("b1.7.0", "acct-a"), ("b1.7.1", "acct-b"), ("b1.7.2", "acct-a")]
+    assert [parse_job_id(j) for j, _ in [*line_jobs("b1", 7, ["x"]), *split]] == [
+        ("b1", 7, 0), ("b1", 7, 0), ("b1", 7, 1), ("b1", 7, 2)]
+    assert job_id("b1", 7, 2, 3) == "b1.7.2"

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 
 from tests.batches.helpers import chat_line, jsonl, openai_client, results, wait_for_status
-from tests.conftest import OTHER_CLIENT_KEY, SluiceSystem, two_account_model
+from tests.conftest import CLIENT_KEY, OTHER_CLIENT_KEY, SluiceSystem, two_account_model
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +123,17 @@ def test_responses_endpoint_batch_and_file_lifecycle(system: SluiceSystem) -> No
     with pytest.raises(openai.NotFoundError):
         api.files.retrieve(uploaded.id)
     assert json.loads(json.dumps(done.to_dict()))["request_counts"]["completed"] == 5
+
+
+def test_a_malformed_create_body_is_a_400_naming_the_field(system: SluiceSystem) -> None:
+    # The SDK cannot send these; a hand-rolled client can.
+    headers = {"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"}
+    url = f"{system.base_url}/v1/batches"
+    wrong_type = httpx.post(url, headers=headers, content=b'{"input_file_id": 7, "endpoint": "/v1/chat/completions",'
+                                                          b' "completion_window": "24h"}')
+    assert wrong_type.status_code == 400
+    assert wrong_type.json()["error"]["param"] == "input_file_id"
+    broken = httpx.post(url, headers=headers, content=b'{"input_file_id": ')
+    assert broken.status_code == 400
+    assert broken.json()["error"]["type"] == "invalid_request_error"
+    assert "not valid JSON" in broken.json()["error"]["message"]

@@ -269,6 +269,13 @@ class Reference:
         else:
             self.meta["#ms"], self.meta["#seq"], seq = str(now), "0", 0
         rank = now + seq / 1000
+        if not batch:  # start-time fair queuing, one tenant ("") of weight 1
+            v = float(self.meta.get("#v", "0"))
+            if v == 0:
+                v = rank
+                self.meta["#v"] = f"{v:.3f}"
+            rank = max(v, float(self.meta.get("#f:", "0")))
+            self.meta["#f:"] = f"{rank + 1:.3f}"
         self.jobs[job_id] = payload
         self.meta[job_id] = f"{cost[0]}:{cost[1]}"
         self.meta[f"{job_id}:s"] = f"{rank:.3f}"
@@ -323,6 +330,8 @@ class Reference:
                     self.meta["#bc"] = str(earned)
                 else:
                     self.meta.pop("#bc", None)
+            if lane is self.ready and lane[job_id] > float(self.meta.get("#v", "0")):
+                self.meta["#v"] = f"{lane[job_id]:.3f}"
             del lane[job_id]
             self.inflight[job_id] = now + self.setup.lease_ms
             self.stats["claimed"] += 1

@@ -33,8 +33,8 @@ def job(stream_it: bool) -> Job:
 
 
 @pytest.mark.parametrize("client", ["native", "httpx"])
-async def test_a_whole_answer_and_what_the_call_saw(live_upstream: Live, client: str) -> None:
-    with live_upstream(MockSettings(output_tokens=5, api_key="sk-up")) as base:
+async def test_a_whole_answer_and_what_the_call_saw(live_mock: Live, client: str) -> None:
+    with live_mock(MockSettings(output_tokens=5, api_key="sk-up")) as base:
         acct = account(base, client)
         transport = make_transport(acct)
         assert isinstance(transport, HttpxTransport) == (client == "httpx")
@@ -49,8 +49,8 @@ async def test_a_whole_answer_and_what_the_call_saw(live_upstream: Live, client:
 
 
 @pytest.mark.parametrize("client", ["native", "httpx"])
-async def test_a_stream_arrives_as_event_batches_to_the_end(live_upstream: Live, client: str) -> None:
-    with live_upstream(MockSettings(output_tokens=6, chunk_tokens=2)) as base:
+async def test_a_stream_arrives_as_event_batches_to_the_end(live_mock: Live, client: str) -> None:
+    with live_mock(MockSettings(output_tokens=6, chunk_tokens=2)) as base:
         acct = account(base, client)
         transport = make_transport(acct)
         provider = provider_for(acct)
@@ -70,8 +70,8 @@ async def test_a_stream_arrives_as_event_batches_to_the_end(live_upstream: Live,
 
 
 @pytest.mark.parametrize("stream_it", [False, True])
-async def test_a_refused_key_is_the_providers_error(live_upstream: Live, stream_it: bool) -> None:
-    with live_upstream(MockSettings(api_key="sk-right")) as base:
+async def test_a_refused_key_is_the_providers_error(live_mock: Live, stream_it: bool) -> None:
+    with live_mock(MockSettings(api_key="sk-right")) as base:
         acct = account(base, key="sk-wrong")
         transport = make_transport(acct)
         provider = provider_for(acct)

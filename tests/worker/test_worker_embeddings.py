@@ -51,8 +51,8 @@ async def answer(h: Harness, job_id: str) -> list[Any]:
 
 
 async def test_an_embedding_job_is_one_answer_and_its_ack_counts_the_upstreams_usage(redis_url: str,
-                                                                                      live_upstream: Live) -> None:
-    with live_upstream(MockSettings()) as base:
+                                                                                      live_mock: Live) -> None:
+    with live_mock(MockSettings()) as base:
         async with running(config_for(redis_url, base)) as h:
             job = embedding_job()
             await h.enqueue(job)
@@ -67,8 +67,8 @@ async def test_an_embedding_job_is_one_answer_and_its_ack_counts_the_upstreams_u
 
 
 async def test_a_rerun_of_an_embedding_already_recorded_is_only_acknowledged(redis_url: str,
-                                                                             live_upstream: Live) -> None:
-    with live_upstream(MockSettings()) as base:
+                                                                             live_mock: Live) -> None:
+    with live_mock(MockSettings()) as base:
         config = config_for(redis_url, base)
         client = connect(redis_url, Role.TOOL)
         h = Harness(config, client)
@@ -86,8 +86,8 @@ async def test_a_rerun_of_an_embedding_already_recorded_is_only_acknowledged(red
     assert stats["reclaimed"] == 1 and len(events) == 1
 
 
-async def test_a_rerun_with_nothing_recorded_runs_the_call(redis_url: str, live_upstream: Live) -> None:
-    with live_upstream(MockSettings()) as base:
+async def test_a_rerun_with_nothing_recorded_runs_the_call(redis_url: str, live_mock: Live) -> None:
+    with live_mock(MockSettings()) as base:
         config = config_for(redis_url, base)
         client = connect(redis_url, Role.TOOL)
         job = embedding_job("float")

@@ -115,8 +115,8 @@ def upstream_requests(base: str) -> int:
 
 
 async def test_a_stream_is_written_to_the_record_and_published_entry_for_entry(redis_url: str,
-                                                                               live_upstream: Live) -> None:
-    with live_upstream(MockSettings(output_tokens=6)) as base:
+                                                                               live_mock: Live) -> None:
+    with live_mock(MockSettings(output_tokens=6)) as base:
         config = config_for(redis_url, base)
         async with running(config) as h:
             channel = h.keys.reply_channel("api-test")
@@ -140,8 +140,8 @@ async def test_a_stream_is_written_to_the_record_and_published_entry_for_entry(r
     assert stats["completed"] == 1 and inflight == 0
 
 
-async def test_a_whole_answer_is_one_complete_event_with_its_timing(redis_url: str, live_upstream: Live) -> None:
-    with live_upstream(MockSettings(output_tokens=3)) as base:
+async def test_a_whole_answer_is_one_complete_event_with_its_timing(redis_url: str, live_mock: Live) -> None:
+    with live_mock(MockSettings(output_tokens=3)) as base:
         async with running(config_for(redis_url, base)) as h:
             job = new_job(stream=False)
             await h.enqueue(job)
@@ -152,8 +152,8 @@ async def test_a_whole_answer_is_one_complete_event_with_its_timing(redis_url: s
     assert events[0].response.usage.output_tokens == 3
 
 
-async def test_a_job_past_its_deadline_is_never_sent_upstream(redis_url: str, live_upstream: Live) -> None:
-    with live_upstream(MockSettings()) as base:
+async def test_a_job_past_its_deadline_is_never_sent_upstream(redis_url: str, live_mock: Live) -> None:
+    with live_mock(MockSettings()) as base:
         async with running(config_for(redis_url, base)) as h:
             late = new_job(stream=False, deadline_ms=int(time.time() * 1000) - 1)
             fresh = new_job(stream=False)
@@ -182,8 +182,8 @@ async def test_a_batch_line_past_its_deadline_is_left_to_its_coordinator(redis_u
     assert stats["expired"] == 1 and late_record.events == []
 
 
-async def test_a_refused_key_fails_the_job_and_cools_the_account_down(redis_url: str, live_upstream: Live) -> None:
-    with live_upstream(MockSettings(api_key="sk-right")) as base:
+async def test_a_refused_key_fails_the_job_and_cools_the_account_down(redis_url: str, live_mock: Live) -> None:
+    with live_mock(MockSettings(api_key="sk-right")) as base:
         async with running(config_for(redis_url, base, key="sk-wrong")) as h:
             job = new_job(stream=True)
             await h.enqueue(job)
@@ -195,8 +195,8 @@ async def test_a_refused_key_fails_the_job_and_cools_the_account_down(redis_url:
     assert stats["failed"] == 1
 
 
-async def test_an_unreadable_job_is_dropped_and_the_next_one_runs(redis_url: str, live_upstream: Live) -> None:
-    with live_upstream(MockSettings()) as base:
+async def test_an_unreadable_job_is_dropped_and_the_next_one_runs(redis_url: str, live_mock: Live) -> None:
+    with live_mock(MockSettings()) as base:
         async with running(config_for(redis_url, base)) as h:
             broken, good = new_job(stream=False), new_job(stream=False)
             await h.enqueue(broken, payload=b"{not a job")
@@ -215,8 +215,8 @@ async def lease_lost(h: Harness, job: Job) -> None:
 
 
 async def test_a_rerun_of_an_answer_already_recorded_is_only_acknowledged(redis_url: str,
-                                                                          live_upstream: Live) -> None:
-    with live_upstream(MockSettings()) as base:
+                                                                          live_mock: Live) -> None:
+    with live_mock(MockSettings()) as base:
         config = config_for(redis_url, base)
         client = connect(redis_url, Role.TOOL)
         h = Harness(config, client)
@@ -235,8 +235,8 @@ async def test_a_rerun_of_an_answer_already_recorded_is_only_acknowledged(redis_
 
 
 async def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_a_503(redis_url: str,
-                                                                          live_upstream: Live) -> None:
-    with live_upstream(MockSettings()) as base:
+                                                                          live_mock: Live) -> None:
+    with live_mock(MockSettings()) as base:
         config = config_for(redis_url, base, queue="{max_attempts: 1}")
         client = connect(redis_url, Role.TOOL)
         h = Harness(config, client)

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from api.dispatch import Dispatcher
 from api.hub import ReplyHub
-from shared.batches.records import Records, now_s
+from shared.batches.records import Records, now_s, parse_job_id
 from shared.batches.store import FileStore, store_for
 from shared.config import Config
 from shared.redis import reply
@@ -122,10 +122,10 @@ class Coordinator:
                     if message["type"] != "message":
                         continue
                     job, (seq, payload) = reply.decode(message["data"])
-                    batch_id, _, line = job.decode().rpartition(".")
+                    batch_id, line, part = parse_job_id(job.decode())
                     holder = self.runners.get(batch_id)
                     if holder is not None:
-                        holder.offer(int(line), seq, payload)
+                        holder.offer(line, part, seq, payload)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, ValueError):

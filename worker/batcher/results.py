@@ -12,9 +12,14 @@ import msgspec
 import orjson
 
 from api.dialects import ANTHROPIC, DIALECTS, GEMINI, Dialect
+from api.embeddings import join
+from shared.batches.lines import EMBEDDINGS_ENDPOINT
 from shared.batches.records import BatchView, Outcome
+from shared.embeddings import EmbeddingComplete, EmbeddingRequest, decode_embedding_events
 from shared.errors import GatewayError
 from shared.model import ChatRequest, Complete, StreamError, StreamEvent
+from shared.protocols import openai_embeddings
+from shared.redis.record import decode_events
 
 _ENDED_MESSAGES = {
     "c": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
@@ -47,6 +52,7 @@ def parse_record(raw: bytes) -> Result | None:
 
 
 def dialect_of(view: BatchView) -> Dialect:
+    """The dialect of the batch's answers (an embeddings batch borrows OpenAI chat's for errors)."""
     if view.dialect == "anthropic":
         return ANTHROPIC
     if view.dialect == "gemini":
@@ -61,15 +67,30 @@ def terminal(events: list[StreamEvent]) -> Complete | StreamError | None:
     return None
 
 
-def render(view: BatchView, line: int, custom_id: str, job_id: str, req: ChatRequest,
-           event: Complete | StreamError) -> Result:
-    dialect = dialect_of(view)
-    if isinstance(event, Complete):
-        usage = event.response.usage
-        body = dialect.render_response(event.response, req.model, job_id, req)
-        return Result(line, "s", usage.input_tokens, usage.output_tokens, _success(view, custom_id, job_id, body))
-    err = GatewayError.from_info(event.error)
-    status, body, _ = dialect.render_error(err)
+def answer_in(view: BatchView, payload: bytes) -> Complete | EmbeddingComplete | StreamError | None:
+    """The answer in one of a job's record entries, if it holds one; the batch's endpoint says
+    which kind of events its jobs write."""
+    if view.endpoint == EMBEDDINGS_ENDPOINT:
+        return next((e for e in decode_embedding_events(payload)), None)
+    return terminal(decode_events(payload))
+
+
+def render(view: BatchView, line: int, custom_id: str, job_id: str, req: ChatRequest, event: Complete) -> Result:
+    usage = event.response.usage
+    body = dialect_of(view).render_response(event.response, req.model, job_id, req)
+    return Result(line, "s", usage.input_tokens, usage.output_tokens, _success(view, custom_id, job_id, body))
+
+
+def render_embeddings(view: BatchView, line: int, custom_id: str, job_id: str, req: EmbeddingRequest,
+                      answers: list[EmbeddingComplete]) -> Result:
+    """A line's parts joined in input order, in OpenAI's embeddings response shape."""
+    joined = join(req.model, answers)
+    body = openai_embeddings.render_response(joined, req.model, req.encoding_format)
+    return Result(line, "s", joined.input_tokens, 0, _success(view, custom_id, job_id, body))
+
+
+def render_error(view: BatchView, line: int, custom_id: str, job_id: str, event: StreamError) -> Result:
+    status, body, _ = dialect_of(view).render_error(GatewayError.from_info(event.error))
     return Result(line, "e", 0, 0, _failure(view, custom_id, job_id, status, body))
 
 

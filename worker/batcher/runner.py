@@ -6,6 +6,12 @@ Exactly once (see docs/ARCHITECTURE.md, Batches): a result is first written to a
 object (fsynced), then marked done by batch_done.lua (bitmap test-and-set + counters); finalize
 keeps the first record per line. Whatever is lost between those steps (a SIGKILL, a Redis
 restart) is re-collected or re-run and dropped as a duplicate.
+
+A line is one job, except an embeddings line whose inputs are more than an upstream takes in one
+call: it is cut as the live route cuts it (`embedding_parts.plan`) and each part is a job of its
+own (`<batch>.<line>.<part>`), claimed, rate limited and answered once. Parts' answers wait in
+their records; the line is done, as one joined result, when all of them are there, and fails
+when one part fails (its siblings still queued are withdrawn). A lost part is fed again alone.
 """
 
 from __future__ import annotations
@@ -22,14 +28,34 @@ import msgspec
 
 from api.dispatch import Dispatcher
 from shared.batches.lines import Line, LineProblem, parse_line, validate
-from shared.batches.records import ACTIVE, TERMINAL, BatchView, FileView, Outcome, Records, now_s
+from shared.batches.records import (
+    ACTIVE,
+    TERMINAL,
+    BatchView,
+    FileView,
+    Outcome,
+    Records,
+    job_id,
+    line_jobs,
+    now_s,
+)
 from shared.batches.store import FileStore
 from shared.config import Config
+from shared.embedding_parts import plan
+from shared.embeddings import EmbeddingComplete, EmbeddingRequest
+from shared.errors import GatewayError
 from shared.jobs import Job
+from shared.model import ChatRequest, StreamError
 from shared.redis import record
-from shared.redis.record import decode_events
-from shared.tokens import estimate_input_tokens
-from worker.batcher.results import Result, ended, parse_record, render, terminal
+from worker.batcher.results import (
+    Result,
+    answer_in,
+    ended,
+    parse_record,
+    render,
+    render_embeddings,
+    render_error,
+)
 
 log = logging.getLogger("sluice.batcher")
 
@@ -52,8 +78,27 @@ def input_key(view: BatchView) -> str:
     return f"files/{view.input_file_id}" if view.input_file_id else f"batches/{view.id}/input.jsonl"
 
 
-def job_id(batch_id: str, line: int) -> str:
-    return f"{batch_id}.{line}"
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One upstream call of a line: the whole line, or part `part` of `parts`."""
+
+    line: int
+    part: int
+    parts: int
+    request: ChatRequest | EmbeddingRequest
+
+
+def calls_of(config: Config, line: int, parsed: Line) -> list[Call]:
+    """A line's upstream calls, cut as the live route cuts the same request. Raises LineProblem
+    when the config changed under a validated line."""
+    req = parsed.request
+    if isinstance(req, ChatRequest):
+        return [Call(line, 0, 1, req)]
+    try:
+        parts = plan(config, req)[1]
+    except GatewayError as err:
+        raise LineProblem("invalid_request", err.message, err.param) from None
+    return [Call(line, k, len(parts), part) for k, part in enumerate(parts)]
 
 
 def output_file_ids(batch_id: str) -> tuple[str, str]:
@@ -65,12 +110,14 @@ class BatchRunner:
     def __init__(self, ctx: Context, batch_id: str) -> None:
         self.ctx = ctx
         self.id = batch_id
-        self.inbox: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()  # (line, seq, events)
+        self.inbox: asyncio.Queue[tuple[int, int, int, bytes]] = asyncio.Queue()  # (line, part, seq, events)
         self.view: BatchView | None = None
         self.offsets = array("Q")
         self.done = bytearray()
         self.window: dict[int, Line] = {}  # fed lines this process still has parsed
-        self.pending: dict[int, str] = {}  # line -> account, in flight
+        self.pending: dict[int, list[str]] = {}  # line -> account of each part, in flight
+        self.parts: dict[int, dict[int, EmbeddingComplete]] = {}  # split lines' answered parts
+        self.withdraw: list[tuple[str, str]] = []  # (job id, account): parts of lines that failed
         self.buffer: list[Result] = []
         self.segment = 0
         self.started_ms = int(time.time() * 1000)
@@ -80,8 +127,8 @@ class BatchRunner:
 
     # --- entry points -------------------------------------------------------------------------
 
-    def offer(self, line: int, seq: int, payload: bytes) -> None:
-        self.inbox.put_nowait((line, seq, payload))
+    def offer(self, line: int, part: int, seq: int, payload: bytes) -> None:
+        self.inbox.put_nowait((line, part, seq, payload))
 
     async def run(self) -> None:
         view = await self._refresh()
@@ -195,14 +242,19 @@ class BatchRunner:
         if end <= start:
             return
         lines: dict[int, Line] = {}
+        calls: list[Call] = []
         failed: list[Result] = []
         for line in range(start, end):
             raw = self._read_next(view, line)
             try:
-                lines[line] = parse_line(view.dialect, view.endpoint, view.model, raw)
+                parsed = parse_line(view.dialect, view.endpoint, view.model, raw)
+                calls += calls_of(self.ctx.config, line, parsed)
+                lines[line] = parsed
             except LineProblem as p:  # validated already; only a changed config gets here
                 failed.append(Result(line, "e", 0, 0, msgspec.json.encode({"line": line + 1, "error": p.message})))
-        fed = await self._enqueue(view, lines)
+        fed: dict[int, list[str]] = {}
+        for call, account in await self._enqueue(view, calls):
+            fed.setdefault(call.line, [""] * call.parts)[call.part] = account
         self.window.update(lines)
         # A line whose lane was full is noted as in flight all the same: the sweep finds no job
         # for it and feeds it again.
@@ -212,29 +264,31 @@ class BatchRunner:
             self.buffer += failed
             await self._flush(view)
 
-    async def _enqueue(self, view: BatchView, lines: dict[int, Line]) -> dict[int, str]:
-        """Routes and enqueues lines as batch-lane jobs (one read of the accounts' state and one
-        round trip for all); returns line -> account."""
+    async def _enqueue(self, view: BatchView, calls: list[Call]) -> list[tuple[Call, str]]:
+        """Routes and enqueues calls as batch-lane jobs (one read of the accounts' state and one
+        round trip for all); returns each call with its account."""
         config, dispatcher = self.ctx.config, self.ctx.dispatcher
-        by_model: dict[str, list[tuple[int, Line]]] = {}
-        for line, parsed in lines.items():
-            if config.model(parsed.request.model) is None:
-                raise LineProblem("model_not_found", f"The model {parsed.request.model!r} no longer exists.")
-            by_model.setdefault(parsed.request.model, []).append((line, parsed))
+        by_model: dict[str, list[Call]] = {}
+        for call in calls:
+            if config.model(call.request.model) is None:
+                raise LineProblem("model_not_found", f"The model {call.request.model!r} no longer exists.")
+            by_model.setdefault(call.request.model, []).append(call)
         wait = max(1.0, view.expires_at - time.time())
         jobs: list[Job] = []
+        placed: list[tuple[Call, str]] = []
         for name, group in by_model.items():
             model = config.model(name)
             assert model is not None
-            costs = [estimate_input_tokens(p.request) + dispatcher.output_reserve(p.request, model) for _, p in group]
+            costs = [sum(dispatcher.reservation(call.request, model)) for call in group]
             routes = await dispatcher.choose_routes(model, costs, batch=True)
-            for (line, parsed), (account, upstream) in zip(group, routes, strict=True):
-                job = dispatcher.job_for(parsed.request, model, view.client, wait, "batch", account, upstream)
-                job.id = job_id(self.id, line)
+            for call, (account, upstream) in zip(group, routes, strict=True):
+                job = dispatcher.job_for(call.request, model, view.client, wait, "batch", account, upstream)
+                job.id = job_id(self.id, call.line, call.part, call.parts)
                 job.reply_to = self.ctx.records.channel
                 jobs.append(job)
+                placed.append((call, account))
         await dispatcher.enqueue(jobs)
-        return {int(job.id.rpartition(".")[2]): job.account for job in jobs}
+        return placed
 
     # --- collecting ---------------------------------------------------------------------------
 
@@ -245,26 +299,49 @@ class BatchRunner:
             if left <= 0:
                 break
             try:
-                line, seq, payload = await asyncio.wait_for(self.inbox.get(), left)
+                line, part, seq, payload = await asyncio.wait_for(self.inbox.get(), left)
             except TimeoutError:
                 break
             if seq != 1:  # a re-run appended to the record: its first answer is the one
-                payload = await self._first_answer(line) or payload
-            self._take(view, line, payload)
+                payload = await self._first_answer(view, line, part) or payload
+            self._take(view, line, part, payload)
         await self._flush(view)
 
-    def _take(self, view: BatchView, line: int, payload: bytes) -> None:
-        if line >= view.total or self._is_done(line) or any(r.line == line for r in self.buffer):
+    def _settled(self, view: BatchView, line: int) -> bool:
+        """The line's result is known: marked done, or waiting in the buffer for its segment."""
+        return line >= view.total or self._is_done(line) or any(r.line == line for r in self.buffer)
+
+    def _take(self, view: BatchView, line: int, part: int, payload: bytes) -> None:
+        if self._settled(view, line):
             return
-        event = terminal(decode_events(payload))
-        if event is None:
+        answer = answer_in(view, payload)
+        if answer is None:
             return
         parsed = self._line(view, line)
-        self.buffer.append(render(view, line, parsed.custom_id, job_id(self.id, line), parsed.request, event))
+        name = job_id(self.id, line)  # the line's request id, whatever its parts
+        if isinstance(answer, StreamError):
+            self.buffer.append(render_error(view, line, parsed.custom_id, name, answer))
+            accounts = self.pending.get(line, [])
+            if len(accounts) > 1:  # a failed part fails the line: its siblings still queued need not run
+                self.withdraw += [call for k, call in enumerate(line_jobs(self.id, line, accounts)) if k != part]
+        elif isinstance(answer, EmbeddingComplete):
+            assert isinstance(parsed.request, EmbeddingRequest)
+            answers = self.parts.setdefault(line, {})
+            answers[part] = answer
+            calls = calls_of(self.ctx.config, line, parsed)
+            if len(answers) == len(calls):
+                self.parts.pop(line)
+                self.buffer.append(render_embeddings(view, line, parsed.custom_id, name, parsed.request,
+                                                     [answers[k] for k in range(len(calls))]))
+        else:
+            assert isinstance(parsed.request, ChatRequest)
+            self.buffer.append(render(view, line, parsed.custom_id, name, parsed.request, answer))
 
-    async def _first_answer(self, line: int) -> bytes | None:
-        for _, events in await record.read(self.ctx.records.redis, self.ctx.dispatcher.keys.out(job_id(self.id, line))):
-            if terminal(decode_events(events)) is not None:
+    async def _first_answer(self, view: BatchView, line: int, part: int) -> bytes | None:
+        parts = len(self.pending.get(line, [""]))
+        key = self.ctx.dispatcher.keys.out(job_id(self.id, line, part, parts))
+        for _, events in await record.read(self.ctx.records.redis, key):
+            if answer_in(view, events) is not None:
                 return bytes(events)
         return None
 
@@ -280,52 +357,67 @@ class BatchRunner:
             self._set_done(r.line)
             self.pending.pop(r.line, None)
             self.window.pop(r.line, None)
+            self.parts.pop(r.line, None)
+        withdraw, self.withdraw = self.withdraw, []
+        for name, account in withdraw:  # followed to where a sibling pulled it, if it moved
+            await self.ctx.dispatcher.withdraw_queued(account, name)
 
     async def _sweep(self, view: BatchView, ending: Outcome | None) -> None:
-        """The record is the truth: collect answers pub/sub did not deliver; a line whose job is
-        gone and whose record holds no answer is fed again (or, winding down, ends)."""
+        """The record is the truth: collect answers pub/sub did not deliver; a call whose job is
+        gone and whose record holds no answer is fed again (or, winding down, its line ends)."""
         await self._reload_done()  # a Redis restart may have lost marks: those lines run again
         self.pending = await self.ctx.records.pending(self.id)
-        lines = sorted(line for line in self.pending if not self._is_done(line))
+        calls = [(line, part, name, account) for line in sorted(self.pending) if not self._is_done(line)
+                 for part, (name, account) in enumerate(line_jobs(self.id, line, self.pending[line]))]
         keys = self.ctx.dispatcher.keys
-        for start in range(0, len(lines), 256):
-            chunk = lines[start:start + 256]
+        for start in range(0, len(calls), 256):
+            chunk = calls[start:start + 256]
             pipe = self.ctx.records.redis.pipeline(transaction=False)
-            for line in chunk:
-                pipe.hexists(keys.account(self.pending[line]).jobs, job_id(self.id, line))
-                pipe.xrange(keys.out(job_id(self.id, line)))
+            for _, _, name, account in chunk:
+                pipe.hexists(keys.account(account).jobs, name)
+                pipe.xrange(keys.out(name))
             replies = await pipe.execute()
-            for i, line in enumerate(chunk):
+            for i, (line, part, _, _) in enumerate(chunk):
                 exists, entries = replies[2 * i], replies[2 * i + 1]
                 answer = next((bytes(fields[record.FIELD]) for _, fields in entries
-                               if terminal(decode_events(fields[record.FIELD]))), None)
+                               if answer_in(view, fields[record.FIELD]) is not None), None)
                 if answer is not None:
-                    self._take(view, line, answer)
-                elif not exists and not await self._moved_on(line):
-                    await self._lost(view, line, ending)
+                    self._take(view, line, part, answer)
+                elif not exists and not await self._moved_on(name, account):
+                    await self._lost(view, line, part, ending)
         await self._flush(view)
 
-    async def _moved_on(self, line: int) -> bool:
-        """True when the line's job is not lost but was pulled to a sibling account while queued
+    async def _moved_on(self, name: str, account: str) -> bool:
+        """True when a call's job is not lost but was pulled to a sibling account while queued
         (worker/rebalance.py): its answer is then collected like any other (so it runs once, and
-        batch_done.lua marks it once). `pending` keeps the account it was fed to; every sweep
-        follows the move from there (not rewritten here: a line that finishes meanwhile would
+        batch_done.lua marks its line once). `pending` keeps the account it was fed to; every
+        sweep follows the move from there (not rewritten here: a line that finishes meanwhile would
         get its pending entry back after batch_done.lua dropped it)."""
         moves, keys = self.ctx.dispatcher.moves, self.ctx.dispatcher.keys
-        source, jid = self.pending[line], job_id(self.id, line)
-        now = await moves.follow(source, jid, len(self.ctx.config.accounts))
-        return now != source and bool(await self.ctx.records.redis.hexists(keys.account(now).jobs, jid))  # type: ignore[misc]
+        now = await moves.follow(account, name, len(self.ctx.config.accounts))
+        return now != account and bool(await self.ctx.records.redis.hexists(keys.account(now).jobs, name))  # type: ignore[misc]
 
-    async def _lost(self, view: BatchView, line: int, ending: Outcome | None) -> None:
+    async def _lost(self, view: BatchView, line: int, part: int, ending: Outcome | None) -> None:
+        if self._settled(view, line):
+            return
         parsed = self._line(view, line)
         if ending is not None:
             self.buffer.append(ended(view, line, parsed.custom_id, ending))
             return
-        log.warning("batch line lost; feeding it again", extra={"batch": self.id, "line": line})
-        await self.ctx.records.redis.delete(self.ctx.dispatcher.keys.out(job_id(self.id, line)))
-        fed = await self._enqueue(view, {line: parsed})
-        self.pending.update(fed)
-        await self.ctx.records.fed(self.id, 0, list(fed.items()))
+        log.warning("batch line lost; feeding it again", extra={"batch": self.id, "line": line, "part": part})
+        calls = calls_of(self.ctx.config, line, parsed)
+        accounts = self.pending.get(line, [])
+        if len(accounts) != len(calls):  # the config now cuts it otherwise: feed the whole line again
+            accounts, lost = [""] * len(calls), calls
+        else:
+            lost = [calls[part]]
+        for call in lost:
+            await self.ctx.records.redis.delete(self.ctx.dispatcher.keys.out(
+                job_id(self.id, line, call.part, call.parts)))
+        for call, account in await self._enqueue(view, lost):
+            accounts[call.part] = account
+        self.pending[line] = accounts
+        await self.ctx.records.fed(self.id, 0, [(line, accounts)])
 
     # --- ending -------------------------------------------------------------------------------
 
@@ -334,9 +426,14 @@ class BatchRunner:
         running, lines already running finish and are collected; then finalize."""
         dispatcher = self.ctx.dispatcher
         self.pending = await self.ctx.records.pending(self.id)
-        for line, account in sorted(self.pending.items()):
-            # withdraw_queued follows a line a sibling pulled to another account while queued
-            if not self._is_done(line) and await dispatcher.withdraw_queued(account, job_id(self.id, line)):
+        for line, accounts in sorted(self.pending.items()):
+            if self._is_done(line):
+                continue
+            # every part still queued leaves (followed if a sibling pulled it to another account);
+            # a line with one part gone can only end now
+            gone = [await dispatcher.withdraw_queued(account, name)
+                    for name, account in line_jobs(self.id, line, accounts)]
+            if any(gone):
                 self.buffer.append(ended(view, line, self._line(view, line).custom_id, outcome))
         await self._flush(view)
         for start in range(view.fed, view.total, WIND_DOWN_CHUNK):

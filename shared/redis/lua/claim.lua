@@ -76,6 +76,13 @@ for _ = 1, tonumber(ARGV[2]) do
     credit = earned
     if credit > 0 then redis.call('HSET', KEYS[4], '#bc', tostring(credit)) else redis.call('HDEL', KEYS[4], '#bc') end
   end
+  if lane == KEYS[1] then
+    -- fair queuing's virtual time (enqueue.lua): the start tag of the last interactive job claimed
+    local rank = tonumber(redis.call('ZSCORE', lane, id))
+    if rank > tonumber(redis.call('HGET', KEYS[4], '#v') or '0') then
+      redis.call('HSET', KEYS[4], '#v', string.format('%.3f', rank))
+    end
+  end
   redis.call('ZREM', lane, id)
   redis.call('ZADD', KEYS[2], now + lease, id)
   redis.call('HINCRBY', KEYS[7], 'claimed', 1)

@@ -1,9 +1,17 @@
 -- enqueue.lua: put one job on one of an account's two lanes, unless that lane is at its cap.
 -- KEYS: 1 ready (interactive lane), 2 jobs, 3 meta, 4 bell, 5 bready (batch lane)
--- ARGV: 1 job id, 2 payload, 3 reserved cost "input:output", 4 lane (0 interactive, 1 batch), 5 max depth
+-- ARGV: 1 job id, 2 payload, 3 reserved cost "input:output", 4 lane (0 interactive, 1 batch), 5 max depth,
+--       6 tenant (client key name), 7 the tenant's spacing: 1 / its weight (interactive lane only)
 -- Returns the lane's depth including this job, or -1 when the lane is full.
--- Both lanes rank by arrival; which lane the next claim serves is claim.lua's rule. A batch job
--- carries "<id>:l" = 1 in meta so a reclaim or a release puts it back on its own lane.
+-- The batch lane ranks by arrival. The interactive lane ranks by start-time fair queuing, so one
+-- tenant's flood cannot starve another's trickle: a job's rank is its start tag
+-- max(v, F[tenant]), where v (meta "#v", moved on by claim.lua) is the start tag of the last job
+-- claimed and F[tenant] (meta "#f:<tenant>") is the tag after the tenant's previous job; the
+-- tenant's next tag is rank + spacing. A backlogged tenant's jobs are thus spaced 1/weight apart
+-- in virtual time while an occasional tenant's job starts at v, ahead of the backlog; one
+-- tenant alone is served in arrival order. Tags start at the clock (ms) and stay in that unit.
+-- Which lane the next claim serves is claim.lua's rule. A batch job carries "<id>:l" = 1 in meta
+-- so a reclaim or a release puts it back on its own lane.
 local batch = ARGV[4] == '1'
 local lane = batch and KEYS[5] or KEYS[1]
 local depth = redis.call('ZCARD', lane)
@@ -19,6 +27,17 @@ else
   redis.call('HSET', KEYS[3], '#ms', string.format('%d', now), '#seq', '0')
 end
 local rank = now + seq / 1000
+if not batch then
+  local v = tonumber(redis.call('HGET', KEYS[3], '#v') or '0')
+  if v == 0 then  -- the account's first job: virtual time starts at the clock, then moves only by claims
+    v = rank
+    redis.call('HSET', KEYS[3], '#v', string.format('%.3f', v))
+  end
+  local tag = '#f:' .. ARGV[6]
+  local finish = tonumber(redis.call('HGET', KEYS[3], tag) or '0')
+  rank = math.max(v, finish)
+  redis.call('HSET', KEYS[3], tag, string.format('%.3f', rank + tonumber(ARGV[7])))
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3], ARGV[1] .. ':s', string.format('%.3f', rank))
 if batch then redis.call('HSET', KEYS[3], ARGV[1] .. ':l', '1') end

@@ -230,10 +230,10 @@ async def test_models_list_in_anthropic_shape(client_for: Any) -> None:
     assert data["data"][0]["type"] == "model"
 
 
-def test_anthropic_sdk_strict(live_server: Any) -> None:
+def test_anthropic_sdk_strict(live_mock: Any) -> None:
     messages: Any = USER  # the SDK's TypedDicts, as plain dicts
     tools: Any = [TOOL]
-    with live_server(MockSettings(api_key="sk-ant", output_tokens=5)) as base:
+    with live_mock(MockSettings(api_key="sk-ant", output_tokens=5)) as base:
         client = anthropic.Anthropic(base_url=base, api_key="sk-ant", max_retries=0, _strict_response_validation=True)
         reply = client.messages.create(model="mock-claude", max_tokens=50, messages=messages)
         assert reply.content[0].type == "text"

@@ -213,8 +213,8 @@ async def test_429_uses_retry_info_and_no_headers(client_for: Any) -> None:
     assert forced.status_code == 503 and error_of(forced)["status"] == "UNAVAILABLE"
 
 
-def test_genai_sdk(live_server: Any) -> None:
-    with live_server(MockSettings(api_key="g-key", output_tokens=4)) as base:
+def test_genai_sdk(live_mock: Any) -> None:
+    with live_mock(MockSettings(api_key="g-key", output_tokens=4)) as base:
         client = genai.Client(api_key="g-key", http_options=types.HttpOptions(base_url=base))
         reply = client.models.generate_content(model="mock-gemini", contents="Hello Gemini")
         assert reply.text == "Hello bravo charlie delta "

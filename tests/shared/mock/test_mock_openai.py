@@ -335,9 +335,9 @@ async def test_models_and_unknown_routes(client_for: Any) -> None:
     assert wrong_method.status_code == 405
 
 
-def test_paced_stream_over_real_server(live_server: Any) -> None:
+def test_paced_stream_over_real_server(live_mock: Any) -> None:
     settings = MockSettings(output_tokens=6, tokens_per_second=50, latency_ms=50)
-    with live_server(settings) as base, httpx.Client(base_url=base) as client:
+    with live_mock(settings) as base, httpx.Client(base_url=base) as client:
         started = time.monotonic()
         arrivals: list[float] = []
         with client.stream("POST", "/v1/chat/completions", json=body(stream=True)) as reply:
@@ -349,10 +349,10 @@ def test_paced_stream_over_real_server(live_server: Any) -> None:
     assert len(arrivals) >= 3
 
 
-def test_openai_sdk_strict(live_server: Any) -> None:
+def test_openai_sdk_strict(live_mock: Any) -> None:
     messages: Any = USER  # the SDK's TypedDicts, as plain dicts
     tools: Any = [WEATHER_TOOL]
-    with live_server(MockSettings(api_key="sk-mock", output_tokens=5)) as base:
+    with live_mock(MockSettings(api_key="sk-mock", output_tokens=5)) as base:
         client = openai.OpenAI(
             base_url=f"{base}/v1", api_key="sk-mock", max_retries=0, _strict_response_validation=True
         )
