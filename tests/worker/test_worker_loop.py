@@ -168,10 +168,10 @@ async def test_a_job_past_its_deadline_is_never_sent_upstream(redis_url: str, li
     assert late_record.events[0].error.kind == "rate_limited"
 
 
-async def test_a_batch_line_past_its_deadline_is_left_to_its_coordinator(redis_url: str, live_upstream: Live) -> None:
+async def test_a_batch_line_past_its_deadline_is_left_to_its_coordinator(redis_url: str, live_mock: Live) -> None:
     # a batch line's deadline is its batch's expiry: the coordinator ends it as expired when it
     # finds no answer, so the worker must not write a 429 that would stand as the line's result
-    with live_upstream(MockSettings()) as base:
+    with live_mock(MockSettings()) as base:
         async with running(config_for(redis_url, base)) as h:
             late = msgspec.structs.replace(new_job(stream=False, deadline_ms=int(time.time() * 1000) - 1),
                                            priority="batch")
@@ -251,8 +251,8 @@ async def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_a_503(redis_
 
 
 async def test_a_provider_that_keeps_failing_dead_letters_the_job_with_its_status(redis_url: str,
-                                                                                   live_upstream: Live) -> None:
-    with live_upstream(MockSettings()) as base:
+                                                                                   live_mock: Live) -> None:
+    with live_mock(MockSettings()) as base:
         # two retries (not the default three), with short backoffs: the test stays quick
         config = config_for(redis_url, base, queue="{upstream_retries: 2, retry_base_seconds: 0.01}")
         config.accounts[0].headers = {"x-mock-fail": "503"}  # the mock answers every call with a 503
@@ -269,9 +269,9 @@ async def test_a_provider_that_keeps_failing_dead_letters_the_job_with_its_statu
     assert still_there is not None  # kept for `sluice dlq replay`
 
 
-async def test_a_worker_started_before_redis_waits_for_it_and_then_serves(live_upstream: Live) -> None:
+async def test_a_worker_started_before_redis_waits_for_it_and_then_serves(live_mock: Live) -> None:
     port = free_port()
-    with live_upstream(MockSettings()) as base:
+    with live_mock(MockSettings()) as base:
         config = config_for(f"redis://127.0.0.1:{port}/0", base)
         client = connect(config.redis_url, Role.WORKER, connections=4)
         account = config.account("acct")
