@@ -39,8 +39,7 @@ Per tenant (hash tag `{tenant:<name>}`: admission and settling are one script ea
 
 Per API process:
 
-    {p}:reply:{<api id>}  CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py);
-                                sharded pub/sub on a Cluster (shared/redis/subscription.py)
+    {p}:reply:<api id>    CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py)
 """
 
 from __future__ import annotations
@@ -117,5 +116,4 @@ class Keys:
         return f"{self.prefix}:outmeta:{{{request_id}}}"
 
     def reply_channel(self, api_id: str) -> str:
-        # hash-tagged: on a Cluster the channel is sharded (SPUBLISH/SSUBSCRIBE), so it lives on one shard
-        return f"{self.prefix}:reply:{{{api_id}}}"
+        return f"{self.prefix}:reply:{api_id}"

@@ -2,8 +2,7 @@
 
 Contract (built and split only here):
 
-    channel   {p}:reply:{<api id>} (Keys.reply_channel), one per API process, subscribed at start-up;
-              published with `client.publish` (SPUBLISH on a Cluster), heard through subscription.py
+    channel   {p}:reply:<api id>   (Keys.reply_channel), one per API process, subscribed at start-up
     message   <job id>|<seq>|<events>
         job id   the request id (hex: never contains `|`)
         seq      the record entry's sequence number, in decimal
