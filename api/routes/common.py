@@ -44,7 +44,7 @@ async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], Cha
             response = await answer(state, dialect, ticket, req, started, request.receive)
         else:
             renderer = dialect.renderer(req.model, ticket.job.id, req.include_usage, req)
-            response = await stream(state, dialect, ticket, renderer, started)
+            response = await stream(state, dialect, ticket, renderer, started, request.receive)
     except GatewayError as err:
         response = error_response(dialect, err)
     except RedisError:

@@ -360,9 +360,8 @@ class BatchRunner:
             self.window.pop(r.line, None)
             self.parts.pop(r.line, None)
         withdraw, self.withdraw = self.withdraw, []
-        scripts, keys = self.ctx.dispatcher.scripts, self.ctx.dispatcher.keys
-        for name, account in withdraw:
-            await scripts.cancel(keys.account(account), name)
+        for name, account in withdraw:  # followed to where a sibling pulled it, if it moved
+            await self.ctx.dispatcher.withdraw_queued(account, name)
 
     async def _sweep(self, view: BatchView, ending: Outcome | None) -> None:
         """The record is the truth: collect answers pub/sub did not deliver; a call whose job is
@@ -385,9 +384,19 @@ class BatchRunner:
                                if answer_in(view, fields[record.FIELD]) is not None), None)
                 if answer is not None:
                     self._take(view, line, part, answer)
-                elif not exists:
+                elif not exists and not await self._moved_on(name, account):
                     await self._lost(view, line, part, ending)
         await self._flush(view)
+
+    async def _moved_on(self, name: str, account: str) -> bool:
+        """True when a call's job is not lost but was pulled to a sibling account while queued
+        (worker/rebalance.py): its answer is then collected like any other (so it runs once, and
+        batch_done.lua marks its line once). `pending` keeps the account it was fed to; every
+        sweep follows the move from there (not rewritten here: a line that finishes meanwhile would
+        get its pending entry back after batch_done.lua dropped it)."""
+        moves, keys = self.ctx.dispatcher.moves, self.ctx.dispatcher.keys
+        now = await moves.follow(account, name, len(self.ctx.config.accounts))
+        return now != account and bool(await self.ctx.records.redis.hexists(keys.account(now).jobs, name))  # type: ignore[misc]
 
     async def _lost(self, view: BatchView, line: int, part: int, ending: Outcome | None) -> None:
         if self._settled(view, line):
@@ -416,13 +425,14 @@ class BatchRunner:
     async def _wind_down(self, view: BatchView, outcome: Outcome) -> None:
         """Cancel or expiry: queued lines leave their lanes and end now, unfed lines end without
         running, lines already running finish and are collected; then finalize."""
-        scripts, keys = self.ctx.dispatcher.scripts, self.ctx.dispatcher.keys
+        dispatcher = self.ctx.dispatcher
         self.pending = await self.ctx.records.pending(self.id)
         for line, accounts in sorted(self.pending.items()):
             if self._is_done(line):
                 continue
-            # every part still queued leaves; a line with one part gone can only end now
-            gone = [await scripts.cancel(keys.account(account), name)
+            # every part still queued leaves (followed if a sibling pulled it to another account);
+            # a line with one part gone can only end now
+            gone = [await dispatcher.withdraw_queued(account, name)
                     for name, account in line_jobs(self.id, line, accounts)]
             if any(gone):
                 self.buffer.append(ended(view, line, self._line(view, line).custom_id, outcome))
