@@ -67,7 +67,7 @@ class Worker:
         self.scripts = Scripts(client)
         self.dead_letters = DeadLetters(client, self.keys)
         self.hand_back = HandBack(client)
-        self.rebalancer = Rebalancer(config, account, client)
+        self.rebalancer = Rebalancer(config, account, client, self._lease_dead_letter)
         self.limits = LimitArgs.of(account)
         self.capacity = account.limits.concurrency
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -172,7 +172,7 @@ class Worker:
         asked = min(free, 32)
         result = await self.scripts.claim(self.akeys, self.limits, self.config.queue, asked)
         for job_id, payload in result.dead:
-            await self._lease_dead_letter(job_id, payload)
+            await self._lease_dead_letter(self.account.name, job_id, payload)
         for job_id, payload, attempt in result.claimed:
             try:
                 job = decode_job(payload)
@@ -452,13 +452,13 @@ class Worker:
         await self.dead_letters.dead_letter(self.akeys, DeadLetter(
             job.id, self.account.name, reason, err.kind, status, attempts, model=job.upstream_model))
 
-    async def _lease_dead_letter(self, job_id: str, payload: bytes) -> None:
-        """claim.lua dead-lettered a job whose lease expired `max_attempts` times: say why, and
-        answer its client."""
+    async def _lease_dead_letter(self, account: str, job_id: str, payload: bytes) -> None:
+        """claim.lua dead-lettered a job of `account` (ours, or a sibling with no live worker: the
+        rebalancer) whose lease expired `max_attempts` times: say why, and answer its client."""
         log.error("job dead-lettered after repeated lease expiry", extra={"request_id": job_id})
         attempts = self.config.queue.max_attempts
-        await self.dead_letters.note(self.akeys, DeadLetter(
-            job_id, self.account.name, f"its lease expired {attempts} times (workers stopped while running it)",
+        await self.dead_letters.note(self.keys.account(account), DeadLetter(
+            job_id, account, f"its lease expired {attempts} times (workers stopped while running it)",
             "upstream_unavailable", 0, attempts))
         try:
             job = decode_job(payload)

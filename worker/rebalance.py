@@ -6,8 +6,11 @@ refused (a five-minute block), it is cooled down or blocked by the provider for 
 out their deadline while a sibling sits idle. So every worker, while its own account is healthy
 and its own queue short, looks at the siblings that serve one of its models and pulls their
 queued jobs over with the three-step move in shared/redis/moves.py (Cluster-safe, never lost,
-never doubled). Pulling, not pushing: an account with no live worker cannot push, and the puller
-is by construction an account that is up. Both lanes move: interactive jobs first, then batch
+never doubled). A sibling with no live worker also has nobody to re-queue the jobs its dead
+workers were running when their leases expire (claim.lua does that, and only its own workers call
+it): the puller runs that step for it (a claim of zero jobs), so those jobs are pulled over too.
+Pulling, not pushing: an account with no live worker cannot push, and the puller is by
+construction an account that is up. Both lanes move: interactive jobs first, then batch
 lines, each onto the same lane here (a batch line stays batch work and its batch still records it
 done once: worker/batcher/runner.py follows the move). Each tick also finishes moves whose mover
 died midway.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import redis.asyncio as aioredis
@@ -28,6 +31,7 @@ from shared.config import Account, Config
 from shared.jobs import Job, decode_job
 from shared.redis.keys import Keys
 from shared.redis.moves import Moves
+from shared.redis.scripts import LimitArgs, Scripts
 
 log = logging.getLogger("sluice.worker")
 
@@ -62,9 +66,14 @@ def siblings_of(config: Config, account: str) -> list[str]:
     return found
 
 
+OnDead = Callable[[str, str, bytes], Awaitable[None]]  # (account, job id, payload): answer its client
+
+
 class Rebalancer:
-    def __init__(self, config: Config, account: Account, client: aioredis.Redis) -> None:
+    def __init__(self, config: Config, account: Account, client: aioredis.Redis, on_dead: OnDead) -> None:
         self.config = config
+        self.on_dead = on_dead
+        self.scripts = Scripts(client)
         self.account = account
         self.redis = client
         self.keys = Keys(config.key_prefix)
@@ -108,14 +117,24 @@ class Rebalancer:
         pulled = 0
         for i, name in enumerate(self.siblings):
             blocked, depth, bdepth, newest = replies[3 + 4 * i: 7 + 4 * i]
-            if not depth and not bdepth:
-                continue
             alive = bool(newest) and now_ms - float(newest[0][1]) < self.liveness_ms
+            if not alive:
+                await self._requeue_expired(name)
+            if not depth and not bdepth and alive:
+                continue
             if alive and float(blocked or 0) - now_ms < STRANDED_BLOCK_MS:
                 continue
             pulled += await self._pull(name)
         self.pulled += pulled
         return pulled
+
+    async def _requeue_expired(self, source: str) -> None:
+        """Puts the jobs whose lease ran out on `source` (their workers died) back in its queue,
+        where `_pull` finds them; one past its attempts is dead-lettered and its client answered."""
+        account = self.config.account(source)
+        result = await self.scripts.claim(self.keys.account(source), LimitArgs.of(account), self.config.queue, 0)
+        for job_id, payload in result.dead:
+            await self.on_dead(source, job_id, payload)
 
     async def _pull(self, source: str) -> int:
         """Up to BATCH of `source`'s head jobs, interactive lane first, then batch lines."""

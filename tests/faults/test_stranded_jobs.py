@@ -79,6 +79,25 @@ def test_an_account_whose_workers_all_died_has_its_queue_served_by_the_sibling(m
     assert int(system.redis.hlen(f"{system.prefix}:{{orphan}}:moved")) >= 1
 
 
+def test_jobs_running_when_all_their_workers_died_are_finished_by_the_sibling(make_system: Any) -> None:
+    """Not only the queue: the jobs the dead workers were running come back when their leases run
+    out (the sibling's rebalancer re-queues them, as the dead account's own claim would) and are
+    served by the sibling, whole."""
+    accounts = [{"name": "orphan", "limits": {"concurrency": 4}}, {"name": "good", "limits": {"concurrency": 32}}]
+    models = [{"name": "m", "route": [{"account": "orphan", "model": "x"}, {"account": "good", "model": "x"}]}]
+    system: SluiceSystem = make_system(accounts=accounts, models=models, queue={"lease_seconds": 2},
+                                       mock_args=["--latency-ms", "1500"])
+    with ThreadPoolExecutor(1) as pool:
+        answers = pool.submit(ask, system, 8)
+        wait_until(lambda: system.counter("orphan", "claimed") >= 1, what="a job running on the orphan")
+        for proc in system.workers["orphan"]:
+            proc.kill()
+            proc.wait()
+        results = answers.result(timeout=90)
+    assert all(isinstance(r, str) and r for r in results), results
+    assert int(system.redis.zcard(f"{system.prefix}:{{orphan}}:inflight")) == 0
+
+
 def test_batch_lines_on_a_refused_key_move_to_the_sibling_and_each_is_recorded_once(make_system: Any) -> None:
     # good's concurrency is low on purpose: pulled lines then wait on its batch lane across the
     # coordinator's sweeps, which must follow them there (not feed them again as lost)

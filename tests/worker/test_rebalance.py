@@ -52,6 +52,16 @@ async def alive(client: aioredis.Redis, keys: Keys, account: str) -> None:
     await client.zadd(keys.account(account).workers, {"w1": time.time() * 1000})
 
 
+def puller_of(cfg: Config, client: aioredis.Redis, dead: list[tuple[str, str]] | None = None) -> Rebalancer:
+    """Account b's rebalancer; the jobs it dead-letters for a sibling are noted in `dead`."""
+
+    async def on_dead(account: str, job_id: str, payload: bytes) -> None:
+        assert decode_job(payload).id == job_id
+        (dead if dead is not None else []).append((account, job_id))
+
+    return Rebalancer(cfg, cfg.account("b"), client, on_dead)
+
+
 async def test_siblings_are_the_accounts_sharing_a_model() -> None:
     cfg = config("x")
     assert siblings_of(cfg, "b") == ["a"] and siblings_of(cfg, "a") == ["b"] and siblings_of(cfg, "c") == []
@@ -67,7 +77,7 @@ async def test_it_pulls_only_from_a_stranded_sibling_and_only_what_it_serves(
         await s.enqueue(a, j.id, encode_job(j), (3, 8), 0, 100)
     await alive(client, keys, "a")
     await alive(client, keys, "b")
-    puller = Rebalancer(cfg, cfg.account("b"), client)
+    puller = puller_of(cfg, client)
     assert await puller.tick() == 0  # a is healthy: its queue stays where routing put it
     await client.hset(a.rl, "blocked", str(time.time() * 1000 + 1000))
     assert await puller.tick() == 0  # a limiter pause, not worth a move
@@ -85,7 +95,7 @@ async def test_an_account_without_a_live_worker_is_stranded(setup: tuple[aioredi
     j = job()
     await s.enqueue(keys.account("a"), j.id, encode_job(j), (3, 8), 0, 100)
     await client.zadd(keys.account("a").workers, {"gone": time.time() * 1000 - 120_000})  # last beat long ago
-    assert await Rebalancer(cfg, cfg.account("b"), client).tick() == 1
+    assert await puller_of(cfg, client).tick() == 1
 
 
 async def test_a_blocked_or_busy_worker_pulls_nothing(setup: tuple[aioredis.Redis, Config, Keys]) -> None:
@@ -94,7 +104,7 @@ async def test_a_blocked_or_busy_worker_pulls_nothing(setup: tuple[aioredis.Redi
     for _ in range(2):
         j = job()
         await s.enqueue(keys.account("a"), j.id, encode_job(j), (3, 8), 0, 100)
-    puller = Rebalancer(cfg, cfg.account("b"), client)
+    puller = puller_of(cfg, client)
     await client.hset(keys.account("b").rl, "blocked", str(time.time() * 1000 + 60_000))
     assert await puller.tick() == 0  # it cannot serve either
     await client.hdel(keys.account("b").rl, "blocked")
@@ -116,7 +126,7 @@ async def test_batch_lines_are_pulled_too_interactive_first_each_onto_its_own_la
     for j in chats:
         await s.enqueue(a, j.id, encode_job(j), (3, 8), 0, 100)
     await client.zadd(a.workers, {"gone": time.time() * 1000 - 120_000})  # a's workers all died
-    assert await Rebalancer(cfg, cfg.account("b"), client).tick() == 5
+    assert await puller_of(cfg, client).tick() == 5
     assert sorted(await client.zrange(b.ready, 0, -1)) == sorted(j.id.encode() for j in chats)
     assert sorted(await client.zrange(b.bready, 0, -1)) == sorted(j.id.encode() for j in lines)
     assert await client.zcard(a.ready) == 0 and await client.zcard(a.bready) == 0
@@ -131,4 +141,40 @@ async def test_a_batch_lane_of_its_own_counts_as_work_of_its_own(setup: tuple[ai
     for _ in range(4):  # b's batch lane is as deep as its concurrency
         mine = job()
         await s.enqueue(keys.account("b"), mine.id, encode_job(mine), (3, 8), 1, 100)
-    assert await Rebalancer(cfg, cfg.account("b"), client).tick() == 0
+    assert await puller_of(cfg, client).tick() == 0
+
+
+async def test_jobs_running_on_a_dead_sibling_come_back_when_their_lease_runs_out(
+        setup: tuple[aioredis.Redis, Config, Keys]) -> None:
+    """Only an account's own workers re-queue its expired leases (claim.lua); when they are all
+    dead, the puller does it for them, then pulls the jobs over; one past its attempts is
+    dead-lettered and handed to `on_dead`, so its client gets an answer."""
+    client, cfg, keys = setup
+    s = Scripts(client)
+    a = keys.account("a")
+    running, doomed = job(), job()
+    for j in (running, doomed):
+        await s.enqueue(a, j.id, encode_job(j), (3, 8), 0, 100)
+    await client.zrem(a.ready, running.id, doomed.id)  # claimed by a's worker, which then died:
+    await client.zadd(a.inflight, {running.id: 1, doomed.id: 1})  # leases long expired
+    await client.hset(a.meta, f"{doomed.id}:a", cfg.queue.max_attempts - 1)
+    await client.zadd(a.workers, {"gone": time.time() * 1000 - 120_000})
+    dead: list[tuple[str, str]] = []
+    assert await puller_of(cfg, client, dead).tick() == 1
+    assert await client.zrange(keys.account("b").ready, 0, -1) == [running.id.encode()]
+    assert await client.zcard(a.inflight) == 0
+    assert dead == [("a", doomed.id)]
+    assert await client.zrange(a.dlq, 0, -1) == [doomed.id.encode()]
+
+
+async def test_a_live_siblings_running_jobs_are_left_to_it(setup: tuple[aioredis.Redis, Config, Keys]) -> None:
+    client, cfg, keys = setup
+    s = Scripts(client)
+    a = keys.account("a")
+    j = job()
+    await s.enqueue(a, j.id, encode_job(j), (3, 8), 0, 100)
+    await client.zrem(a.ready, j.id)
+    await client.zadd(a.inflight, {j.id: 1})  # expired, but a's own worker is alive to re-queue it
+    await alive(client, keys, "a")
+    assert await puller_of(cfg, client).tick() == 0
+    assert await client.zrange(a.inflight, 0, -1) == [j.id.encode()]
