@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from starlette.responses import Response
@@ -10,6 +9,7 @@ from starlette.types import Receive
 
 from api.dialects import Dialect
 from api.fallback import Fallbacks
+from api.hangup import ClientLeft, unless_client_leaves
 from api.state import AppState
 from api.ticket import Ticket
 from api.timing import timing_headers
@@ -39,15 +39,10 @@ async def _answer_unless_abandoned(state: AppState, dialect: Dialect, current: F
     """A client that hangs up (an SDK timeout, usually followed by a retry) takes its job out of
     the queue, or has its upstream call aborted, so an abandoned request does not spend the
     account's budget as a duplicate. Streams get a grace period to resume first (api/cancel.py)."""
-    result = asyncio.ensure_future(_answer(state, dialect, current, req, started))
-    hangup = asyncio.ensure_future(receive())  # the body is read: the next message is the disconnect
     try:
-        await asyncio.wait((result, hangup), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        hangup.cancel()
-    if result.done():
-        return result.result()
-    result.cancel()
+        return await unless_client_leaves(_answer(state, dialect, current, req, started), receive)
+    except ClientLeft:
+        pass
     ticket = current.ticket
     if ticket.follows:
         return Response(b"", CLIENT_CLOSED)  # an Idempotency-Key retry left: the first request runs on

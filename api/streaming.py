@@ -6,8 +6,7 @@ among the frames rendered from that entry, so a client can resume after any fram
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive
@@ -16,6 +15,7 @@ from api.answer import CLIENT_CLOSED
 from api.dialects import Dialect, Renderer
 from api.errors import error_response
 from api.fallback import Fallbacks
+from api.hangup import ClientLeft, unless_client_leaves
 from api.state import AppState
 from api.ticket import Ticket
 from api.timing import timing_headers
@@ -42,7 +42,7 @@ async def stream(state: AppState, dialect: Dialect, ticket: Ticket, renderer: Re
         first = None
         first_events: list[StreamEvent] = []
         try:
-            first = await (anext(entries) if receive is None else _unless_hung_up(anext(entries), receive))
+            first = await (anext(entries) if receive is None else unless_client_leaves(anext(entries), receive))
             if first is not None:
                 first_events = decode_events(first[1])
                 if len(first_events) == 1 and isinstance(first_events[0], StreamError):
@@ -55,7 +55,7 @@ async def stream(state: AppState, dialect: Dialect, ticket: Ticket, renderer: Re
             req = ticket.job.request
             renderer = dialect.renderer(req.model, ticket.job.id, req.include_usage, req)
             continue
-        except _HungUp:
+        except ClientLeft:
             state.dispatcher.release(ticket)
             _client_left(state, ticket)
             return Response(b"", CLIENT_CLOSED)
@@ -88,23 +88,6 @@ async def stream(state: AppState, dialect: Dialect, ticket: Ticket, renderer: Re
             state.metrics.timing(job.request.model, timing, overhead)
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
-
-class _HungUp(Exception):
-    pass
-
-
-async def _unless_hung_up(first: Awaitable[Entry | None], receive: Receive) -> Entry | None:
-    """The first entry, unless the client hangs up while it waits (a queued stream)."""
-    result = asyncio.ensure_future(first)
-    hangup = asyncio.ensure_future(receive())  # the body is read: the next message is the disconnect
-    try:
-        await asyncio.wait((result, hangup), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        hangup.cancel()
-    if result.done():
-        return result.result()
-    result.cancel()
-    raise _HungUp
 
 
 def _client_left(state: AppState, ticket: Ticket) -> None:
