@@ -170,3 +170,16 @@ def test_unreadable_file_is_refused(system: SluiceSystem) -> None:
     with pytest.raises(openai.BadRequestError) as purpose:
         client.files.create(file=("x.txt", b"x"), purpose="fine-tune")
     assert purpose.value.param == "purpose"
+
+
+def test_count_tokens_reads_the_file(system: SluiceSystem) -> None:
+    client = _anthropic(system)
+    uploaded = client.beta.files.upload(file=("notes.txt", NOTES.encode(), "text/plain"))
+
+    def counted(source: dict[str, Any]) -> int:
+        content: Any = [{"type": "text", "text": QUESTION}, {"type": "document", "source": source}]
+        return client.messages.count_tokens(model="via-anthropic",
+                                            messages=[{"role": "user", "content": content}]).input_tokens
+
+    assert counted({"type": "file", "file_id": uploaded.id}) == counted(
+        {"type": "text", "media_type": "text/plain", "data": NOTES}) > 70
