@@ -12,6 +12,7 @@ trustworthy media type. A job never holds an unresolved reference: batch lines r
 from __future__ import annotations
 
 import base64
+import re
 
 import msgspec
 
@@ -23,7 +24,7 @@ from shared.model import ChatRequest, Document, Message, Part
 from shared.protocols.common import PDF, PLAIN_TEXT
 
 # The ids our Files API hands out (api/routes/files.py); anything else cannot be ours.
-_PREFIX = "file-"
+_FILE_ID = re.compile(r"^file-[A-Za-z0-9]{1,64}$")
 
 
 async def resolve_files(state: AppState, client: str, req: ChatRequest) -> ChatRequest:
@@ -49,7 +50,7 @@ async def resolve_files(state: AppState, client: str, req: ChatRequest) -> ChatR
 
 async def _load(state: AppState, client: str, file_id: str) -> Document:
     records = Records(state.redis, state.config.key_prefix)
-    view = await records.file(file_id, client) if file_id.startswith(_PREFIX) and file_id.isascii() else None
+    view = await records.file(file_id, client) if _FILE_ID.match(file_id) else None
     store = store_for(state.config.batches.data_dir)
     size = await store.size(f"files/{view.id}") if view is not None else None
     if view is None or size is None:

@@ -85,8 +85,8 @@ def _session(agent: str, upstream: str, tmp_path: Path) -> dict[str, object]:
     out = tmp_path / "report.json"
     command = (f"ip link set lo up && exec {sys.executable} -m tests.agents.session --agent {agent} "
                f"--upstream {upstream} --scratch {tmp_path / 'scratch'} --out {out}")
-    done = subprocess.run(["unshare", "-n", "sh", "-c", command], cwd=ROOT, capture_output=True, timeout=SESSION_SECONDS,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(["unshare", "-n", "sh", "-c", command], cwd=ROOT, capture_output=True,
+                          timeout=SESSION_SECONDS, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     report: dict[str, object] = json.loads(out.read_text())
     return report

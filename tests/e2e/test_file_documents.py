@@ -26,6 +26,7 @@ PDF_URI = "data:application/pdf;base64," + base64.b64encode(PDF).decode()
 ATTACHMENT_TOKENS = len(base64.b64encode(PDF)) // 16  # the mock counts a quarter of the base64 as characters
 NOTES = "The quarterly numbers went up. " * 10
 QUESTION = "Summarize this document"
+BODY_LIMIT = 64 * 1024  # also the largest file a prompt may name (uploads have their own limit)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
     ]
     models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in UPSTREAMS]
     running = SluiceSystem(tmp_path_factory.mktemp("file-documents"), redis_url, accounts=accounts, models=models,
-                           base_url_placeholder=placeholder)
+                           base_url_placeholder=placeholder,
+                           extra={"request_limits": {"max_body_bytes": BODY_LIMIT}})
     yield running
     running.close()
 
@@ -167,6 +169,10 @@ def test_unreadable_file_is_refused(system: SluiceSystem) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         _chat_tokens(client, "via-openai", {"type": "file", "file": {"file_id": binary.id}})
     assert info.value.param == "file_id" and "neither a PDF nor UTF-8 text" in info.value.message
+    big = client.files.create(file=("big.txt", b"x" * (BODY_LIMIT + 1)), purpose="user_data")
+    with pytest.raises(openai.BadRequestError) as too_big:
+        _chat_tokens(client, "via-openai", {"type": "file", "file": {"file_id": big.id}})
+    assert too_big.value.param == "file_id" and f"at most {BODY_LIMIT}" in too_big.value.message
     with pytest.raises(openai.BadRequestError) as purpose:
         client.files.create(file=("x.txt", b"x"), purpose="fine-tune")
     assert purpose.value.param == "purpose"
