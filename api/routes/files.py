@@ -137,7 +137,11 @@ async def get_file(request: Request, file_id: str) -> Response:
     async def body(ctx: BatchContext) -> Response:
         view = await owned_file(ctx, file_id)
         if _anthropic(request):
-            head = b"".join([c async for c in ctx.store.read(f"files/{view.id}", 0, 5)])
+            try:  # the type a prompt would read it as (api/documents.py): its bytes decide
+                head = b"".join([c async for c in ctx.store.read(f"files/{view.id}", 0, 5)])
+            except FileNotFoundError:
+                raise GatewayError("not_found", f"The content of {file_id} is no longer available.",
+                                   param="id") from None
             return _json(anthropic_file_object(view, "application/pdf" if head == b"%PDF-" else "text/plain"))
         return _json(file_object(view))
 
