@@ -19,6 +19,7 @@ from shared.model import (
     ChatRequest,
     ChatResponse,
     Complete,
+    Document,
     Message,
     MessageStart,
     MessageStop,
@@ -76,11 +77,10 @@ class _FilePart(msgspec.Struct, tag_field="type", tag="file"):
 
     def part(self, where: str) -> Part:
         f = self.file
-        if f.file_id is not None:
-            raise GatewayError("unsupported", "Files by 'file_id' are not supported in prompts (uploaded "
-                               "files feed batches only); send 'file_data'.", param=f"{where}.file_id")
+        if f.file_id is not None:  # resolved from the tenant's Files store by the API
+            return Document(file_id=f.file_id, title=f.filename)
         if f.file_data is None:
-            raise invalid("'file.file_data' is required.", f"{where}.file_data")
+            raise invalid("'file.file_data' or 'file.file_id' is required.", f"{where}.file_data")
         return document_from_data_uri(f.file_data, f.filename, f"{where}.file_data")
 
 
