@@ -39,7 +39,8 @@ Per tenant (hash tag `{tenant:<name>}`: admission and settling are one script ea
 
 Per API process:
 
-    {p}:reply:<api id>    CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py)
+    {p}:reply:{<api id>}  CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py);
+                                sharded pub/sub on a Cluster (shared/redis/subscription.py)
 """
 
 from __future__ import annotations
@@ -116,4 +117,5 @@ class Keys:
         return f"{self.prefix}:outmeta:{{{request_id}}}"
 
     def reply_channel(self, api_id: str) -> str:
-        return f"{self.prefix}:reply:{api_id}"
+        # hash-tagged: on a Cluster the channel is sharded (SPUBLISH/SSUBSCRIBE), so it lives on one shard
+        return f"{self.prefix}:reply:{{{api_id}}}"
