@@ -15,6 +15,11 @@ Rules both follow:
   environment, which comes from a Secret (`envFrom`), so no secret is ever in a rendered manifest
   unless `secrets.create` is asked for;
 - Redis is external: its URL (or a Secret holding it) goes to every process as `--redis-url`;
+- the API's own secrets (the admin token, without which it refuses to listen on a pod address, and
+  the client-key HMAC secret every API replica must share) come from a Secret mounted as files into
+  the API pods only, named by `SLUICE_ADMIN_TOKEN_FILE` / `SLUICE_KEY_SECRET_FILE`: never an
+  environment variable's value (a child process or a crash report would carry it), never the
+  ConfigMap;
 - terminationGracePeriodSeconds is, unless set, the drain time (`drainSeconds`, else the config's
   `queue.drain_seconds`, else 30) plus `gracePeriodMarginSeconds`, plus the API's preStop pause.
 """
@@ -31,6 +36,7 @@ import msgspec
 import yaml
 
 from shared.config import Config, ConfigError, parse_config
+from shared.tenants.secrets import ADMIN_TOKEN_ENV, KEY_SECRET_ENV, MIN_SECRET_CHARS
 
 # Until the config carries queue.drain_seconds (the graceful-shutdown work), the chart assumes the
 # drain time that work ships with.
@@ -39,6 +45,9 @@ DEFAULT_QUERY = ('max(sum by (instance) (sluice_queue_depth{account="{account}"}
                  'max(sluice_in_flight{account="{account}"})')
 MAX_ACCOUNT_LABEL = 40  # leaves room for `<release>-worker-` and the pod suffixes in a 63-char name
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+SERVER_SECRETS_DIR = "/etc/sluice-secrets"  # the API pods' mount of apiSecrets
+ADMIN_TOKEN_FILE = "admin-token"
+KEY_SECRET_FILE = "key-secret"
 
 
 class _Values(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -60,6 +69,21 @@ class Secrets(_Values):
     existing_secret: str = ""
     create: bool = False
     values: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ApiSecrets(_Values):
+    """The API's admin token and client-key HMAC secret: a Secret of the operator's, or one the
+    chart makes from the two values (test clusters: the values end up in the release history)."""
+
+    existing_secret: str = ""
+    admin_token_key: str = ADMIN_TOKEN_FILE
+    key_secret_key: str = KEY_SECRET_FILE
+    create: bool = False
+    admin_token: str = ""
+    key_secret: str = ""
+
+    def __repr__(self) -> str:  # never let a token reach a log line or traceback
+        return f"ApiSecrets(existing_secret={self.existing_secret!r}, create={self.create!r})"
 
 
 class RedisValues(_Values):
@@ -145,6 +169,7 @@ class ChartValues(_Values):
     config: dict[str, Any] = msgspec.field(default_factory=dict)
     config_file: str = ""
     secrets: Secrets = msgspec.field(default_factory=Secrets)
+    api_secrets: ApiSecrets = msgspec.field(default_factory=ApiSecrets)
     redis: RedisValues = msgspec.field(default_factory=RedisValues)
     api: ApiValues = msgspec.field(default_factory=ApiValues)
     workers: WorkerValues = msgspec.field(default_factory=WorkerValues)
@@ -181,8 +206,43 @@ def parse_for_render(text: str, source: str) -> Config:
     """The config checked as the pods will load it, with every `${VAR}` set to a placeholder:
     rendering needs the accounts, never the secrets. Files it names (`ca_file`) are paths in the
     pods (mounted with `extraVolumes`), not on this machine."""
-    env = {name: "placeholder" for name in _VAR.findall(text)}
-    return parse_config(text, source, env, check_files=False)
+    return parse_config(text, source, placeholders(text), check_files=False)
+
+
+# A `${VAR}` that is a whole field's value stands for a value of that field's shape: the checks the
+# pods run on the real value (a redis_url's scheme, a key_hmac's 64 hex digits) must pass on it.
+_SHAPED = {"redis_url": "redis://placeholder:6379/0", "proxy": "http://placeholder:3128",
+           "base_url": "https://placeholder.invalid"}
+
+
+def placeholders(text: str) -> dict[str, str]:
+    """A stand-in for every `${VAR}` of the config, distinct per variable (two client keys from two
+    variables are not duplicates) and shaped like the field it fills."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raw = None  # parse_config reports it, with its position
+    env: dict[str, str] = {}
+
+    def walk(value: Any, field: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, str(key))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, field)
+        elif isinstance(value, str):
+            whole = _VAR.fullmatch(value)
+            if whole and whole.group(1) not in env:
+                name = whole.group(1)
+                if field == "key_hmac":
+                    env[name] = hashlib.sha256(name.encode()).hexdigest()
+                elif field in _SHAPED:
+                    env[name] = _SHAPED[field]
+    walk(raw, "")
+    for name in _VAR.findall(text):
+        env.setdefault(name, f"placeholder-{name}")
+    return env
 
 
 def account_slug(name: str) -> str:
@@ -268,13 +328,17 @@ class _Renderer:
         name = self.v.secrets.existing_secret or (f"{self.release}-secrets" if self.v.secrets.create else "")
         return [{"secretRef": {"name": name}}] if name else []
 
-    def container(self, name: str, args: list[str], resources: dict[str, Any]) -> dict[str, Any]:
+    def container(self, name: str, args: list[str], resources: dict[str, Any],
+                  server_secrets: bool = False) -> dict[str, Any]:
         image = self.v.image
+        # Paths, not values: the API reads each file at start-up (shared/tenants/secrets.py).
+        secret_files = [{"name": f"{ADMIN_TOKEN_ENV}_FILE", "value": f"{SERVER_SECRETS_DIR}/{ADMIN_TOKEN_FILE}"},
+                        {"name": f"{KEY_SECRET_ENV}_FILE", "value": f"{SERVER_SECRETS_DIR}/{KEY_SECRET_FILE}"}]
         container: dict[str, Any] = {
             "name": name, "image": f"{image.repository}:{image.tag}", "imagePullPolicy": image.pull_policy,
             "command": ["sluice"], "args": [*args, "--redis-url", "$(REDIS_URL)"],
             "env": [*self.env(), {"name": "SLUICE_CONFIG", "value": "/etc/sluice/sluice.yaml"},
-                    *self.v.extra_env],
+                    *(secret_files if server_secrets else []), *self.v.extra_env],
         }
         if self.env_from():
             container["envFrom"] = self.env_from()
@@ -325,6 +389,8 @@ class _Renderer:
             out.append({"apiVersion": "v1", "kind": "Secret",
                         "metadata": self.meta(f"{self.release}-secrets", "secrets"), "type": "Opaque",
                         "stringData": dict(self.v.secrets.values)})
+        if self.v.api_secrets.create:
+            out.append(self.api_secret())
         out += self.api()
         slugs: dict[str, str] = {}
         for account in self.config.accounts:
@@ -348,9 +414,10 @@ class _Renderer:
         api, name = self.v.api, f"{self.release}-api"
         labels = self.labels("api")
         container = self.container("api", ["api", "--host", "0.0.0.0", "--port", str(api.port),
-                                           "--workers", str(api.processes)], api.resources)
+                                           "--workers", str(api.processes)], api.resources, server_secrets=True)
         container["ports"] = [{"name": "http", "containerPort": api.port}]
-        container["volumeMounts"].append({"name": "data", "mountPath": self.data_dir})
+        container["volumeMounts"] += [{"name": "data", "mountPath": self.data_dir},
+                                      {"name": "api-secrets", "mountPath": SERVER_SECRETS_DIR, "readOnly": True}]
         container["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10,
                                       "timeoutSeconds": 2, "failureThreshold": 3}
         container["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5,
@@ -360,13 +427,42 @@ class _Renderer:
         grace = api.termination_grace_period_seconds
         if grace is None:
             grace = self.grace + api.pre_stop_sleep_seconds
-        pod = self.pod(labels, container, grace, [self.data_volume()])
+        pod = self.pod(labels, container, grace, [self.data_volume(), self.api_secrets_volume()])
         pod["metadata"]["annotations"].update({"prometheus.io/scrape": "true", "prometheus.io/port": str(api.port),
                                                "prometheus.io/path": "/metrics"})
         service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
                    "spec": {"type": api.service.type, "selector": labels,
                             "ports": [{"name": "http", "port": api.service.port, "targetPort": "http"}]}}
         return [self.deployment(name, labels, api.replicas, pod), service, self.pdb(name, labels, api.pdb)]
+
+    def api_secrets_name(self) -> str:
+        secrets = self.v.api_secrets
+        if secrets.existing_secret:
+            return secrets.existing_secret
+        if secrets.create:
+            return f"{self.release}-api-secrets"
+        # `sluice api` refuses to listen on the pod's address without an admin token; a chart that
+        # rendered anyway would make API pods that never start.
+        raise RenderError("the API needs an admin token and a client-key secret: set apiSecrets.existingSecret "
+                          f"(a Secret with keys {secrets.admin_token_key!r} and {secrets.key_secret_key!r}) "
+                          "or apiSecrets.create with apiSecrets.adminToken and apiSecrets.keySecret")
+
+    def api_secret(self) -> dict[str, Any]:
+        secrets = self.v.api_secrets
+        for field, value in (("adminToken", secrets.admin_token), ("keySecret", secrets.key_secret)):
+            if len(value) < MIN_SECRET_CHARS:  # the API would refuse it at start-up
+                raise RenderError(f"apiSecrets.{field} must be at least {MIN_SECRET_CHARS} characters")
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": self.meta(f"{self.release}-api-secrets", "secrets"),
+                "type": "Opaque", "stringData": {secrets.admin_token_key: secrets.admin_token,
+                                                 secrets.key_secret_key: secrets.key_secret}}
+
+    def api_secrets_volume(self) -> dict[str, Any]:
+        secrets = self.v.api_secrets
+        # 0440 with the pod's fsGroup: readable by the Sluice user's group only.
+        return {"name": "api-secrets", "secret": {
+            "secretName": self.api_secrets_name(), "defaultMode": 0o440,
+            "items": [{"key": secrets.admin_token_key, "path": ADMIN_TOKEN_FILE},
+                      {"key": secrets.key_secret_key, "path": KEY_SECRET_FILE}]}}
 
     def data_volume(self) -> dict[str, Any]:
         if self.v.batcher.enabled:

@@ -20,11 +20,15 @@ import yaml
 
 from shared import k8s
 from shared.config import QueueSettings, parse_config
+from shared.tenants.secrets import ADMIN_TOKEN_ENV, KEY_SECRET_ENV, read_secret
 from tests.conftest import ROOT
 
 CHART = ROOT / "deploy" / "helm" / "sluice"
 EXAMPLE = CHART / "ci" / "example-values.yaml"
 KEDA_SCHEMA = json.loads((ROOT / "deploy" / "helm" / "schemas" / "keda-scaledobject-v1alpha1.json").read_text())
+SECRET_VARS = ("REDIS_URL", "SLUICE_KEY_TEAM_A", "SLUICE_KEY_TEAM_B_HMAC", "SLUICE_KEY_TEAM_B2", "OPENAI_KEY_1",
+               "ANTHROPIC_KEY", "GEMINI_KEY")
+ADMIN_TOKEN, KEY_SECRET = "admin-token-" + "a" * 20, "key-secret-" + "k" * 20
 # The oldest Kubernetes the chart supports (policy/v1 PDBs, apps/v1) and the newest the package knows.
 K8S_VERSIONS = ("1.27", kubernetes_validate.utils.latest_version())
 
@@ -32,6 +36,11 @@ CONFIG = """\
 redis_url: ${REDIS_URL}
 client_keys:
   - {name: team-a, key: "${SLUICE_KEY_TEAM_A}"}
+  - {name: team-b, key_hmac: "${SLUICE_KEY_TEAM_B_HMAC}", weight: 2}
+  - {name: team-b, key: "${SLUICE_KEY_TEAM_B2}"}
+tenants:
+  - {name: team-b, models: [flash], rpm: 60, concurrency: 4, budget: {period: day, tokens: 1000000}}
+security: {metrics_token: false}
 accounts:
   - {name: openai-1, provider: openai, api_key: "${OPENAI_KEY_1}", limits: {rpm: 500, concurrency: 50}}
   - {name: Claude_Main, provider: anthropic, api_key: "${ANTHROPIC_KEY}"}
@@ -41,6 +50,7 @@ models:
     route: [{account: openai-1, model: gpt-4o-mini}, {account: Claude_Main, model: claude-haiku}]
   - name: flash
     route: [{account: gemini.eu, model: gemini-2.0-flash}]
+    price: {input: 0.1, output: 0.4}
 queue: {lease_seconds: 20}
 batches: {data_dir: /var/lib/sluice}
 """
@@ -57,6 +67,7 @@ def full_values(**overrides: Any) -> k8s.ChartValues:
                 "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/sluice-ca", "readOnly": True}],
                 "extraEnv": [{"name": "SLUICE_LOG_LEVEL", "value": "INFO"}]})
     raw.update({"configFile": CONFIG, "drainSeconds": 45, "secrets": {"create": True, "values": {"OPENAI_KEY_1": "x"}},
+                "apiSecrets": {**raw["apiSecrets"], "create": True, "adminToken": ADMIN_TOKEN, "keySecret": KEY_SECRET},
                 "keda": {**raw["keda"], "enabled": True}, "batcher": {**raw["batcher"], "enabled": True},
                 "workers": {**raw["workers"], "perAccount": {"Claude_Main": {"maxReplicas": 3, "resources": {
                     "requests": {"cpu": "250m", "memory": "256Mi"}}}}}})
@@ -101,10 +112,13 @@ def test_every_part_on_validates_with_one_worker_deployment_per_account(tmp_path
     objects = k8s.render(full_values(), release="prod")
     for obj in objects:
         validate(obj)
-    config = parse_config(by_kind(objects, "ConfigMap")["prod-config"]["data"]["sluice.yaml"],
-                          env={v: "x" for v in ("REDIS_URL", "SLUICE_KEY_TEAM_A", "OPENAI_KEY_1", "ANTHROPIC_KEY",
-                                                "GEMINI_KEY")}, check_files=False)
+    # What the pods load: their environment (the Secret, the chart's REDIS_URL) fills the ${VAR}s.
+    env = {v: f"value-of-{v}" for v in SECRET_VARS} | {"REDIS_URL": "redis://redis:6379/0",
+                                                        "SLUICE_KEY_TEAM_B_HMAC": "ab" * 32}
+    config = parse_config(by_kind(objects, "ConfigMap")["prod-config"]["data"]["sluice.yaml"], env=env,
+                          check_files=False)
     assert [a.name for a in config.accounts] == ["openai-1", "Claude_Main", "gemini.eu"]
+    assert [t.name for t in config.tenants] == ["team-b"]
     deployments = by_kind(objects, "Deployment")
     slugs = {"openai-1": "openai-1", "Claude_Main": "claude-main", "gemini.eu": "gemini-eu"}
     scaled = by_kind(objects, "ScaledObject")
@@ -188,13 +202,87 @@ def test_the_grace_period_follows_the_configs_drain_seconds() -> None:
 def test_no_secret_reaches_the_manifests(monkeypatch: pytest.MonkeyPatch) -> None:
     # Rendering needs the accounts, not the keys: even with the keys in the environment, the
     # manifests carry only the ${VAR}s the pods fill from their Secret.
-    for var in ("OPENAI_KEY_1", "ANTHROPIC_KEY", "GEMINI_KEY", "SLUICE_KEY_TEAM_A", "REDIS_URL"):
+    for var in SECRET_VARS:
         monkeypatch.setenv(var, f"sk-secret-{var}")
-    values = full_values(secrets={"existingSecret": "llm-keys"})
+    monkeypatch.setenv("SLUICE_ADMIN_TOKEN", "sk-secret-admin-token")
+    monkeypatch.setenv("SLUICE_KEY_SECRET", "sk-secret-key-secret")
+    values = full_values(secrets={"existingSecret": "llm-keys"},
+                         apiSecrets={"existingSecret": "llm-api", "adminToken": "", "keySecret": ""})
     text = k8s.dump(k8s.render(values))
     assert "sk-secret" not in text
-    assert "${OPENAI_KEY_1}" in text
+    assert "${OPENAI_KEY_1}" in text and "${SLUICE_KEY_TEAM_B_HMAC}" in text
     assert "kind: Secret" not in text
+
+
+def test_the_api_reads_its_admin_token_and_key_secret_from_mounted_files() -> None:
+    """`sluice api --host 0.0.0.0` refuses to start without an admin token: the chart supplies it,
+    and the key secret every replica shares, as files from a Secret, to the API pods only."""
+    objects = k8s.render(full_values())
+    secret = by_kind(objects, "Secret")["sluice-api-secrets"]
+    assert secret["stringData"] == {"admin-token": ADMIN_TOKEN, "key-secret": KEY_SECRET}
+    config_map = k8s.dump([by_kind(objects, "ConfigMap")["sluice-config"]])
+    assert ADMIN_TOKEN not in config_map and KEY_SECRET not in config_map
+    deployments = by_kind(objects, "Deployment")
+    api = deployments["sluice-api"]["spec"]["template"]["spec"]
+    container = api["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[f"{ADMIN_TOKEN_ENV}_FILE"] == "/etc/sluice-secrets/admin-token"
+    assert env[f"{KEY_SECRET_ENV}_FILE"] == "/etc/sluice-secrets/key-secret"
+    assert ADMIN_TOKEN_ENV not in env and KEY_SECRET_ENV not in env  # the values never travel as variables
+    assert {"name": "api-secrets", "mountPath": "/etc/sluice-secrets", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "api-secrets", "secret": {
+        "secretName": "sluice-api-secrets", "defaultMode": 0o440,
+        "items": [{"key": "admin-token", "path": "admin-token"}, {"key": "key-secret", "path": "key-secret"}]},
+    } in api["volumes"]
+    for name, deployment in deployments.items():
+        if name != "sluice-api":  # workers and the batcher never see them
+            pod = deployment["spec"]["template"]["spec"]
+            assert "api-secrets" not in k8s.dump([pod])
+            assert not any(e["name"].startswith(("SLUICE_ADMIN", "SLUICE_KEY_SECRET"))
+                           for e in pod["containers"][0]["env"])
+
+
+def test_the_api_reads_the_files_the_chart_mounts(tmp_path: Path) -> None:
+    """The mounted files, laid out as the pod sees them, are what `sluice api` reads."""
+    values = full_values(apiSecrets={"existingSecret": "ops-made", "adminTokenKey": "token", "keySecretKey": "hmac"})
+    objects = k8s.render(values)
+    api = by_kind(objects, "Deployment")["sluice-api"]["spec"]["template"]["spec"]
+    (volume,) = [v for v in api["volumes"] if v["name"] == "api-secrets"]
+    assert volume["secret"]["secretName"] == "ops-made"
+    the_secret = {"token": ADMIN_TOKEN, "hmac": KEY_SECRET}  # what `kubectl create secret` put in it
+    mount = next(m["mountPath"] for m in api["containers"][0]["volumeMounts"] if m["name"] == "api-secrets")
+    for item in volume["secret"]["items"]:
+        path = tmp_path / mount.lstrip("/") / item["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(the_secret[item["key"]] + "\n")
+    env = {e["name"]: str(tmp_path) + e["value"] for e in api["containers"][0]["env"]
+           if e["name"].endswith("_FILE")}
+    assert read_secret(ADMIN_TOKEN_ENV, env=env) == ADMIN_TOKEN
+    assert read_secret(KEY_SECRET_ENV, env=env) == KEY_SECRET
+
+
+@pytest.mark.parametrize(("api_secrets", "message"), [
+    ({}, "the API needs an admin token and a client-key secret: set apiSecrets.existingSecret"),
+    ({"create": True, "adminToken": "short", "keySecret": KEY_SECRET}, "apiSecrets.adminToken must be at least 16"),
+    ({"create": True, "adminToken": ADMIN_TOKEN, "keySecret": ""}, "apiSecrets.keySecret must be at least 16"),
+])
+def test_the_api_secrets_are_required(api_secrets: dict[str, Any], message: str) -> None:
+    with pytest.raises(k8s.RenderError, match=message.replace(".", r"\.")) as raised:
+        k8s.render(full_values(apiSecrets=api_secrets))
+    assert KEY_SECRET not in str(raised.value)
+
+
+def test_each_variable_gets_a_placeholder_of_its_fields_shape() -> None:
+    """Rendering checks the config as the pods will, without the secrets: a whole-field ${VAR} stands
+    for a value of that field's shape, and two variables never stand for the same key."""
+    env = k8s.placeholders(CONFIG + 'accounts_proxy_example: {proxy: "${PROXY}"}\n')
+    assert env["REDIS_URL"].startswith("redis://")
+    assert len(env["SLUICE_KEY_TEAM_B_HMAC"]) == 64 and set(env["SLUICE_KEY_TEAM_B_HMAC"]) <= set("0123456789abcdef")
+    assert env["SLUICE_KEY_TEAM_A"] != env["SLUICE_KEY_TEAM_B2"]
+    assert env["PROXY"].startswith("http://")
+    # Two client keys from one variable are one key twice: refused, as the pods would refuse it.
+    with pytest.raises(k8s.RenderError, match="duplicate client key"):
+        k8s.render(full_values(configFile=CONFIG.replace("${SLUICE_KEY_TEAM_B2}", "${SLUICE_KEY_TEAM_A}")))
 
 
 def test_redis_comes_from_a_url_a_secret_or_the_subchart() -> None:
@@ -233,7 +321,8 @@ def test_the_command_says_what_is_wrong_and_exits_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "shared.cli", "k8s", "render", "--config", str(bad), "--values",
                            str(CHART / "values.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert f"{bad}:6:" in done.stderr and "accounts[1].provider" in done.stderr
+    line = next(i for i, text in enumerate(CONFIG.splitlines(), 1) if "provider: anthropic" in text)
+    assert f"{bad}:{line}:" in done.stderr and "accounts[1].provider" in done.stderr
     assert not done.stdout
 
 
@@ -241,8 +330,7 @@ def test_the_config_file_wins_and_is_kept_verbatim(tmp_path: Path) -> None:
     path = tmp_path / "sluice.yaml"
     path.write_text("# our accounts\n" + CONFIG)
     out = tmp_path / "manifests.yaml"
-    objects = rendered_by_cli("--config", str(path), "--values", str(CHART / "values.yaml"), "--release", "llm",
-                              "-o", str(out))
+    objects = rendered_by_cli("--config", str(path), "--values", str(EXAMPLE), "--release", "llm", "-o", str(out))
     assert objects == []  # written to the file instead
     objects = [o for o in yaml.safe_load_all(out.read_text()) if o]
     assert by_kind(objects, "ConfigMap")["llm-config"]["data"]["sluice.yaml"] == path.read_text()
@@ -357,6 +445,9 @@ def test_helm_reads_the_configs_drain_seconds_too(tmp_path: Path) -> None:
     ({"workers": {"perAccount": {"nope": {"replicas": 2}}}}, "workers.perAccount.nope: no account named"),
     ({"redis": {"url": ""}}, "no Redis"),
     ({"configFile": ""}, "no Sluice config"),
+    ({"apiSecrets": {"create": False}}, "the API needs an admin token"),
+    ({"apiSecrets": {"create": True, "adminToken": "short", "keySecret": KEY_SECRET}},
+     "apiSecrets.adminToken must be at least 16"),
 ])
 def test_helm_refuses_what_the_command_refuses(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     values = msgspec.to_builtins(full_values())

@@ -55,6 +55,17 @@ sluice/account: {{ . }}
 {{- end -}}
 {{- end -}}
 
+{{/* The API's admin token and key secret (shared/k8s.py: api_secrets_name). */}}
+{{- define "sluice.apiSecretName" -}}
+{{- if .Values.apiSecrets.existingSecret -}}
+{{ .Values.apiSecrets.existingSecret }}
+{{- else if .Values.apiSecrets.create -}}
+{{ .Release.Name }}-api-secrets
+{{- else -}}
+{{- fail (printf "the API needs an admin token and a client-key secret: set apiSecrets.existingSecret (a Secret with keys %q and %q) or apiSecrets.create with apiSecrets.adminToken and apiSecrets.keySecret" .Values.apiSecrets.adminTokenKey .Values.apiSecrets.keySecretKey) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "sluice.env" -}}
 {{- if .Values.redis.urlSecret.name }}
 - name: REDIS_URL
@@ -80,7 +91,8 @@ sluice/account: {{ . }}
   value: /etc/sluice/sluice.yaml
 {{- end -}}
 
-{{/* dict root, name, args (list), resources[, data (mount path of the file store)] */}}
+{{/* dict root, name, args (list), resources[, data (mount path of the file store)][, apiSecrets (true: the
+API's secret files)] */}}
 {{- define "sluice.container" -}}
 {{- $root := .root -}}
 name: {{ .name }}
@@ -91,6 +103,12 @@ args:
   {{- toYaml (concat .args (list "--redis-url" "$(REDIS_URL)")) | nindent 2 }}
 env:
   {{- include "sluice.env" $root | trim | nindent 2 }}
+  {{- if .apiSecrets }}
+  - name: SLUICE_ADMIN_TOKEN_FILE
+    value: /etc/sluice-secrets/admin-token
+  - name: SLUICE_KEY_SECRET_FILE
+    value: /etc/sluice-secrets/key-secret
+  {{- end }}
   {{- with $root.Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -108,6 +126,9 @@ volumeMounts:
 {{- with .data }}
   - {name: data, mountPath: {{ . }}}
 {{- end }}
+{{- if .apiSecrets }}
+  - {name: api-secrets, mountPath: /etc/sluice-secrets, readOnly: true}
+{{- end }}
 resources:
   {{- toYaml .resources | nindent 2 }}
 securityContext:
@@ -124,6 +145,17 @@ securityContext:
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* 0440 with the pod's fsGroup: readable by the Sluice user's group only. */}}
+{{- define "sluice.apiSecretsVolume" -}}
+- name: api-secrets
+  secret:
+    secretName: {{ include "sluice.apiSecretName" . }}
+    defaultMode: 288
+    items:
+      - {key: {{ .Values.apiSecrets.adminTokenKey }}, path: admin-token}
+      - {key: {{ .Values.apiSecrets.keySecretKey }}, path: key-secret}
 {{- end -}}
 
 {{- define "sluice.dataVolume" -}}
