@@ -28,7 +28,8 @@ Client keys issued at run time (hash tag `{keyring}`: one script changes them al
     {p}:{keyring}:keys    HASH    HMAC digest (hex) -> KeyRecord (msgspec JSON); never the key itself
     {p}:{keyring}:ids     HASH    key id -> HMAC digest (hex)
     {p}:{keyring}:version STRING  bumped by every change; API processes poll it as a fallback
-    {p}:keyring:changed   CHANNEL the new version, published by every change
+    {p}:{keyring}:changed CHANNEL the new version, published by every change (hash-tagged too: on a
+                                Cluster keyring.lua publishes it sharded, on the keys' own slot)
 
 Per tenant (hash tag `{tenant:<name>}`: admission and settling are one script each; api/tenancy.py):
 
@@ -104,7 +105,7 @@ class Keys:
 
     def keyring(self) -> KeyringKeys:
         base = f"{self.prefix}:{{keyring}}"
-        return KeyringKeys(f"{base}:keys", f"{base}:ids", f"{base}:version", f"{self.prefix}:keyring:changed")
+        return KeyringKeys(f"{base}:keys", f"{base}:ids", f"{base}:version", f"{base}:changed")
 
     def tenant(self, name: str) -> TenantKeys:
         base = f"{self.prefix}:{{tenant:{name}}}"

@@ -39,13 +39,33 @@ def _post(system: SluiceSystem, path: str, body: bytes | dict[str, Any], **heade
                       timeout=30, **kwargs)
 
 
+def _answer(sock: socket.socket) -> bytes:
+    """One whole HTTP answer: the head, then content-length bytes of body. One recv is not enough:
+    the server writes head and body separately, and on a busy machine they arrive apart."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return answer
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def test_a_declared_huge_body_is_refused_before_it_is_sent(system: SluiceSystem) -> None:
     url = urlsplit(system.base_url)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                      b"authorization: Bearer " + CLIENT_KEY.encode() +
                      b"\r\ncontent-length: 67108864\r\n\r\n{\"model\"")
-        answer = sock.recv(65536)  # the answer comes while 64 MiB are still unsent
+        answer = _answer(sock)  # the answer comes while 64 MiB are still unsent
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"request_too_large" in answer
 
@@ -55,7 +75,7 @@ def test_a_body_trickled_in_too_slowly_gets_a_408(system: SluiceSystem) -> None:
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                      b"authorization: Bearer " + CLIENT_KEY.encode() + b"\r\ncontent-length: 100\r\n\r\n{")
-        answer = sock.recv(65536)  # nothing more is sent: the server gives up after body_read_seconds
+        answer = _answer(sock)  # nothing more is sent: the server gives up after body_read_seconds
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"request_timeout" in answer
 

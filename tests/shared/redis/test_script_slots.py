@@ -1,8 +1,10 @@
 """Every Lua script is called with keys of one hash slot, as a Redis Cluster requires.
 
-Each wrapper (shared/redis/scripts.py, shared/batches/records.py) is called against a recording
-client, with account, request and batch names like the real ones; the keys each script got are
-mapped to their Cluster slots (CRC16, hash tags included) and must be one slot. Every Lua file
+Each wrapper (shared/redis/scripts.py, shared/batches/records.py, api/tenancy.py,
+shared/tenants/keystore.py) is called against a recording client, with account, request, batch and
+tenant names like the real ones; the keys each script got are mapped to their Cluster slots (CRC16,
+hash tags included) and must be one slot. A script that publishes sharded (SPUBLISH, on a Cluster)
+names its channel in ARGV: the channel must be on that slot too. Every Lua file
 must be seen: a new script fails this test until a call of it is added here, so its keys get
 checked too.
 """
@@ -15,17 +17,24 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
+from api.tenancy import Tenancy
 from shared.batches.records import Records
-from shared.config import QueueSettings
+from shared.config import QueueSettings, parse_config
+from shared.jobs import Job
+from shared.model import ChatRequest, Message, Text, Usage
 from shared.redis.keys import Keys
 from shared.redis.scripts import LimitArgs, Outcome, Scripts, _source
+from shared.tenants.keystore import KeyStore
 
 PRELUDE = "limiter"  # not a script of its own: prepended to the others
 ANSWERS: dict[str, Any] = {  # a plausible reply per script, so the wrappers can decode it
     "enqueue": 1, "claim": [0, 0, [], []], "ack": 1, "release": 1, "block": 0, "heartbeat": [],
     "learn": 0, "cancel": 1, "batch_done": [0, 0], "batch_feed": b"in_progress",
     "batch_status": [1, b"in_progress"], "batch_lease": [b"|"],
+    "tenant_admit": [0, 0], "tenant_settle": 1, "keyring": 1,
 }
+SHARDED_CHANNEL_IN_ARGV1 = {"keyring"}  # scripts that SPUBLISH on ARGV[1] on a Cluster
+TENANTS = ["team-a", "Big Co", "t{x}y", "x"]  # any client key name is a tenant name; braces included
 
 
 def lua_names() -> set[str]:
@@ -39,6 +48,7 @@ class RecordingScript:
 
     async def __call__(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
         self.owner.calls.append((self.name, list(keys)))
+        self.owner.args.append((self.name, list(args)))
         return ANSWERS.get(self.name, 0)
 
 
@@ -47,6 +57,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str]]] = []
+        self.args: list[tuple[str, list[Any]]] = []
         self.by_source = {_source(name): name for name in lua_names()}
         self.scripts: dict[str, RecordingScript] = {}
 
@@ -57,7 +68,9 @@ class Recorder:
 
     def execute_command(self, *args: Any) -> None:  # a pipeline's raw EVALSHA (ack_in_pipeline)
         assert args[0] == "EVALSHA"
-        self.calls.append((self.scripts[args[1]].name, list(args[3:3 + int(args[2])])))
+        name, count = self.scripts[args[1]].name, int(args[2])
+        self.calls.append((name, list(args[3:3 + count])))
+        self.args.append((name, list(args[3 + count:])))
 
 
 @pytest.mark.anyio
@@ -84,6 +97,21 @@ async def test_every_script_touches_one_slot(account: str) -> None:
     await records.mark_done(batch, [(0, "s", 1, 2), (1, "e", 0, 0)])
     await records.fed(batch, 2, [(0, account), (1, account)])
     await records.lease("coordinator-1", 30_000, 4, [batch])
+    config = parse_config(f"""
+accounts: [{{name: {account}, provider: mock, base_url: "http://127.0.0.1:9/v1"}}]
+models: [{{name: m, route: [{{account: {account}, model: x}}], price: {{input: 1, output: 2}}}}]
+tenants: [{", ".join(f"{{name: '{t}', rpm: 60, tpm: 1000, concurrency: 2, budget: {{tokens: 10, cost: 1}}}}"
+                      for t in TENANTS)}]
+""", env={})
+    tenancy = Tenancy(config, client, Keys("sluice"))  # type: ignore[arg-type]
+    request = ChatRequest(model="m", messages=[Message("user", [Text("hi")])])
+    for tenant in TENANTS:
+        hold = await tenancy.admit(Job(job, account, "x", request, "", 0, 1000, 5, 5, client=tenant), config.models[0])
+        assert hold is not None
+        await tenancy.settle(hold, Usage(3, 4), known=True)
+    store = KeyStore(client, Keys("sluice"), b"s" * 32)  # type: ignore[arg-type]
+    await store.create("team-a")
+    await store.revoke("key_0123")
 
     assert {name for name, _ in client.calls} == lua_names(), (
         "a script is not exercised here: add a call of it to this test")
@@ -91,6 +119,12 @@ async def test_every_script_touches_one_slot(account: str) -> None:
         assert script_keys, f"{name} was called without keys"
         slots = {key_slot(k.encode()) for k in script_keys}
         assert len(slots) == 1, f"{name} touches keys of {len(slots)} slots: {script_keys}"
+    published = [(name, args[0]) for name, args in client.args if name in SHARDED_CHANNEL_IN_ARGV1]
+    assert published, "no script publishing sharded was called"
+    for (name, script_keys), (_, args) in zip(client.calls, client.args, strict=True):
+        if name in SHARDED_CHANNEL_IN_ARGV1:
+            assert key_slot(str(args[0]).encode()) == key_slot(script_keys[0].encode()), (
+                f"{name} publishes on {args[0]!r}, off its keys' slot")
 
 
 def test_the_reply_channels_are_hash_tagged() -> None:
