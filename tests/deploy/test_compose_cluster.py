@@ -54,6 +54,11 @@ def test_every_sluice_process_uses_the_cluster_and_waits_for_it() -> None:
         assert svc["depends_on"] == {"redis-cluster-init": {"condition": "service_completed_successfully"}}, name
     assert s["api"]["deploy"]["replicas"] == 2
     assert s["api"]["ports"] == ["8080-8081:8080"]  # one host port per replica
+    # Listening on 0.0.0.0 needs an admin token, and both replicas one key secret (the same variable);
+    # only the API gets them.
+    assert s["api"]["environment"]["SLUICE_ADMIN_TOKEN"].startswith("${SLUICE_ADMIN_TOKEN:?")
+    assert s["api"]["environment"]["SLUICE_KEY_SECRET"].startswith("${SLUICE_KEY_SECRET")
+    assert all("SLUICE_ADMIN_TOKEN" not in svc["environment"] for name, svc in sluice.items() if name != "api")
 
 
 def test_two_workers_for_every_account_of_the_config() -> None:
@@ -74,7 +79,8 @@ def test_docker_compose_accepts_the_file() -> None:
         pytest.skip("docker compose is not installed here; the file's structure is checked above")
     done = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "compose.cluster.yaml"), "config", "--quiet"],
                           capture_output=True, text=True, timeout=60,
-                          env={"SLUICE_KEY_TEAM_A": "k", "OPENAI_KEY_1": "k", "PATH": "/usr/bin:/bin"})
+                          env={"SLUICE_KEY_TEAM_A": "k", "OPENAI_KEY_1": "k", "SLUICE_ADMIN_TOKEN": "t" * 32,
+                               "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
 
 
