@@ -123,15 +123,19 @@ async def test_an_api_process_learns_a_new_key_from_the_notice_alone(
     other = connect(redis_url, Role.TOOL)  # `sluice keys` or another API process
     clients = Watched([], SECRET)
     sync = KeySync(KeyStore(client, keys, SECRET), clients)
-    await sync.start()
+    # Each step is bounded, so a hang fails here, at the step, instead of at the suite's timeout.
+    async with asyncio.timeout(WAIT_SECONDS):
+        await sync.start()
     try:
-        plain, _ = await KeyStore(other, keys, SECRET).create("team-b")
+        async with asyncio.timeout(WAIT_SECONDS):
+            plain, _ = await KeyStore(other, keys, SECRET).create("team-b")
         async with asyncio.timeout(WAIT_SECONDS):
             while clients.name_of(plain) is None:
                 clients.replaced.clear()
                 await clients.replaced.wait()
         assert clients.name_of(plain) == "team-b"
     finally:
-        await sync.stop()  # ends cleanly on every deployment
+        async with asyncio.timeout(WAIT_SECONDS):
+            await sync.stop()  # ends cleanly on every deployment
         await other.aclose()
         await forget(client, keys, [])
