@@ -167,7 +167,7 @@ class Dispatcher:
                 record.write_replay_info(pipe, self.keys.out_meta(job.id), replay,
                                          job.record_ttl_seconds or self.config.queue.result_ttl_seconds)
                 await self._enqueue(job, pipe)
-                depth = int((await pipe.execute())[-1])
+                depth = int((await self.scripts.execute(pipe))[-1])
             else:
                 depth = await self._enqueue(job)
         except BaseException:
@@ -191,7 +191,7 @@ class Dispatcher:
         try:
             for job in jobs:
                 await self._enqueue(job, pipe)
-            return [int(depth) for depth in await pipe.execute()]
+            return [int(depth) for depth in await self.scripts.execute(pipe)]
         finally:
             for job in jobs:
                 self.routed(job.account)

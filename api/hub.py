@@ -3,8 +3,8 @@
 The process subscribes to its own reply channel once, at start-up, before it enqueues
 anything, so no message can be published before the subscription exists. Each message is a
 reply frame (shared/redis/reply.py); the hub hands its entry to that job's queue. If the
-subscription drops, every waiter is told (GAP) and re-reads the job's stream record, which is
-the source of truth.
+subscription drops (shared/redis/subscription.py heals it), every waiter is told (GAP) and
+re-reads the job's stream record, which is the source of truth.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import contextlib
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from shared.redis import reply
-from shared.redis.client import backoff_seconds
+from shared.redis import reply, subscription
 from shared.redis.record import Entry
 
 log = logging.getLogger("sluice.api")
@@ -63,25 +61,11 @@ class ReplyHub:
             waiter.put_nowait(entry)
 
     async def _run(self) -> None:
-        failures = 0
-        while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.channel)
-                if self._ready.is_set():  # a reconnect: anything may have been missed
-                    for queue in self._waiters.values():
-                        queue.put_nowait(GAP)
-                self._ready.set()
-                failures = 0
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is not None and message.get("type") == "message":
-                        self.deliver(message["data"])
-            except (RedisError, OSError):
-                failures += 1
-                delay = backoff_seconds(failures)
-                log.warning("reply subscription lost; resubscribing", extra={"retry_s": round(delay, 2)})
-                await asyncio.sleep(delay)  # back off (with jitter) before reconnecting
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        async for message in subscription.listen(self._client, self.channel):
+            if message is not None:
+                self.deliver(message)
+                continue
+            if self._ready.is_set():  # a reconnect: anything may have been missed
+                for queue in self._waiters.values():
+                    queue.put_nowait(GAP)
+            self._ready.set()

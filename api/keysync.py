@@ -2,8 +2,9 @@
 process (or by `sluice keys`) work, or stop working, here within a second, with no restart.
 
 Two ways to notice a change, so one failing leaves the other: keyring.lua publishes each new
-version (reloaded at once), and the version counter is polled every POLL_SECONDS in case a
-message was missed (a reconnect, a subscription lost). A reload reads the whole ring in one
+version (reloaded at once; sharded pub/sub on a Cluster, through shared/redis/subscription.py),
+and the version counter is polled every POLL_SECONDS in case a message was missed (a reconnect,
+a subscription lost). A reload reads the whole ring in one
 round trip; rings are small (one record per key).
 """
 
@@ -16,6 +17,7 @@ import logging
 from redis.exceptions import RedisError
 
 from api.auth import ClientKeys
+from shared.redis.subscription import listen
 from shared.tenants.keystore import KeyStore
 
 log = logging.getLogger("sluice.api")
@@ -57,15 +59,7 @@ class KeySync:
                 log.warning("key ring reload failed; keeping the last one")
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                pubsub = self.store.redis.pubsub()
-                await pubsub.subscribe(self.store.keys.changed)
-                try:
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._wake.set()
-                finally:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError):
-                await asyncio.sleep(POLL_SECONDS)  # the poll covers the gap
+        # Each message, and each (re)subscription (anything published meanwhile was missed),
+        # wakes the poll to compare versions at once. `listen` retries on its own, forever.
+        async for _ in listen(self.store.redis, self.store.keys.changed):
+            self._wake.set()

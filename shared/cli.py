@@ -83,7 +83,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    run(config, args.account)
+    run(config, args.account, (args.host, args.health_port) if args.health_port is not None else None)
 
 
 def cmd_batcher(args: argparse.Namespace) -> None:
@@ -139,6 +139,27 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     for model in config.models:
         route = ", ".join(f"{t.account}:{t.model}" for t in model.route)
         print(f"  model {model.name} -> {route}")
+
+
+def cmd_k8s_render(args: argparse.Namespace) -> None:
+    """The chart's manifests from a values file and/or a Sluice config file (shared/k8s.py)."""
+    from shared import k8s
+
+    try:
+        values = k8s.load_values(args.values)
+        if args.config:
+            values.config_file = Path(args.config).read_text()
+        manifests = k8s.dump(k8s.render(values, args.release, source=args.config or args.values or "<values>"))
+    except OSError as exc:
+        print(f"sluice: {args.config}: cannot read config: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except k8s.RenderError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.output:
+        Path(args.output).write_text(manifests)
+    else:
+        sys.stdout.write(manifests)
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -245,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
     worker = server("worker", "run one worker process bound to one account", 0)
     worker.add_argument("--account", required=True)
+    worker.add_argument("--health-port", type=int, default=None,
+                        help="serve /healthz and /readyz for probes on --host:PORT (default: no endpoint)")
     worker.set_defaults(func=cmd_worker)
     batcher = server("batcher", "run the batch coordinator (validate, feed, collect, finalize batches)", 0)
     batcher.set_defaults(func=cmd_batcher)
@@ -268,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--redis-url", default=None)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    k8s = sub.add_parser("k8s", help="Kubernetes manifests (the Helm chart's objects, without helm)")
+    k8s_verbs = k8s.add_subparsers(dest="verb", required=True)
+    render = k8s_verbs.add_parser("render", help="print the manifests for a Sluice config and chart values")
+    render.add_argument("--config", default=None, help="Sluice config file (wins over the values' config)")
+    render.add_argument("--values", default=None, help="chart values file (deploy/helm/sluice/values.yaml format)")
+    render.add_argument("--release", default="sluice", help="release name: the prefix of every object's name")
+    render.add_argument("-o", "--output", default=None, help="write here instead of standard output")
+    render.set_defaults(func=cmd_k8s_render)
     from shared import batch_cli  # httpx and rich load only for the batch commands' parser
 
     batch_cli.add_parser(sub, _client_key)

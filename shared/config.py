@@ -17,6 +17,7 @@ import msgspec
 import yaml
 
 from shared.embeddings import NO_EMBEDDINGS
+from shared.redis.client import UnsupportedRedisUrl, parse_url
 
 Provider = Literal["openai", "openai-compatible", "anthropic", "gemini", "mistral", "deepseek", "mock"]
 
@@ -311,7 +312,10 @@ def _path_of(error: msgspec.ValidationError) -> str:
     return match.group(1) if match else "$"
 
 
-def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None = None) -> Config:
+def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None = None, *,
+                 check_files: bool = True) -> Config:
+    """`check_files=False` skips the checks that files named in the config (`ca_file`) are readable
+    here: for a config checked on one machine and used on another (`sluice k8s render`)."""
     env = dict(os.environ) if env is None else env
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -341,11 +345,15 @@ def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None
     except msgspec.ValidationError as exc:
         path = _path_of(exc)
         raise fail(path, str(exc).split(" - at ")[0]) from None
-    _check(config, fail)
+    _check(config, fail, check_files)
     return config
 
 
-def _check(config: Config, fail: Any) -> None:
+def _check(config: Config, fail: Any, check_files: bool = True) -> None:
+    try:
+        parse_url(config.redis_url)
+    except UnsupportedRedisUrl as exc:
+        raise fail("$.redis_url", str(exc)) from None
     names: set[str] = set()
     for i, account in enumerate(config.accounts):
         if account.name in names:
@@ -368,7 +376,7 @@ def _check(config: Config, fail: Any) -> None:
                 raise fail(f"$.accounts[{i}].api_key_file", f"cannot read: {exc.strerror}") from None
         if account.provider not in ("mock", "openai-compatible") and not account.api_key:
             raise fail(f"$.accounts[{i}].api_key", f"required for provider {account.provider!r}")
-        _check_egress(account, i, fail)
+        _check_egress(account, i, fail, check_files)
         limits = account.limits
         for field in ("rpm", "tpm", "input_tpm", "output_tpm"):
             value = getattr(limits, field)
@@ -436,8 +444,8 @@ def _check(config: Config, fail: Any) -> None:
                 raise fail(f"$.tenants[{i}].models[{j}]", f"no model named {name!r}")
 
 
-def _check_egress(account: Account, i: int, fail: Any) -> None:
-    if account.ca_file is not None and not os.access(account.ca_file, os.R_OK):
+def _check_egress(account: Account, i: int, fail: Any, check_files: bool) -> None:
+    if check_files and account.ca_file is not None and not os.access(account.ca_file, os.R_OK):
         raise fail(f"$.accounts[{i}].ca_file", f"cannot read {account.ca_file!r}")
     if account.proxy and account.proxy != "direct":
         parts = urlsplit(account.proxy)

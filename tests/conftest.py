@@ -24,6 +24,7 @@ import uvicorn
 from shared.cli import build_parser, mock_settings
 from shared.mock import create_app
 from shared.mock.settings import MockSettings
+from shared.redis.client import connect_sync
 from shared.redis.embedded import EmbeddedRedis
 from shared.system import MockOptions, System, SystemOptions
 
@@ -85,7 +86,7 @@ class SluiceSystem:
                                            log_level="WARNING", ready_timeout=30))
         self.system.start()
         self.base_url = self.system.base_url
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = connect_sync(redis_url)  # a Cluster or Sentinel URL too (tests/cluster)
 
     @property
     def config_path(self) -> Path:

@@ -15,10 +15,23 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ConnectionError,
+    ReadOnlyError,
+    TimeoutError,
+    TryAgainError,
+)
 
 from shared.model import ReasoningDelta, StreamEvent, TextDelta, ToolArgsDelta
 from shared.redis import record, reply
+from shared.redis.client import publish
 from shared.redis.record import encode_events
+
+# Errors of a deployment in motion (failover, restart): the write is sent again.
+RETRYABLE = (ConnectionError, TimeoutError, ClusterDownError, TryAgainError, ReadOnlyError, BusyLoadingError)
+WRITE_RETRY_SECONDS = 20.0
 
 # Events that carry generated tokens: the first write holding one opens the coalescing window.
 TOKEN_EVENTS = (TextDelta, ToolArgsDelta, ReasoningDelta)
@@ -97,29 +110,57 @@ class EventWriter:
     async def _write_locked(self, final: bool, also: Callable[[Pipeline], None] | None) -> object:
         if not self._buffer:
             if final:
-                pipe = self._client.pipeline(transaction=False)
-                pipe.expire(self._key, self._ttl)
-                if also is not None:
-                    also(pipe)
-                return _last(await pipe.execute(raise_on_error=False))
+                def expire_only(pipe: Pipeline) -> None:
+                    pipe.expire(self._key, self._ttl)
+                    if also is not None:
+                        also(pipe)
+                return _last(await self._send(expire_only, has_entry=False))
             return None
         events, self._buffer = self._buffer, []
         payload = encode_events(events)
         seq = self._seq
         self._seq += 1
-        pipe = self._client.pipeline(transaction=False)
-        record.append(pipe, self._key, seq, payload)
-        if seq == 1 or final:
-            pipe.expire(self._key, self._ttl)
-        if self._channel:
-            pipe.publish(self._channel, reply.encode(self._job_id, seq, payload))
-        if also is not None:
-            also(pipe)
+
+        def entry(pipe: Pipeline) -> None:
+            record.append(pipe, self._key, seq, payload)
+            if seq == 1 or final:
+                pipe.expire(self._key, self._ttl)
+            if self._channel:
+                publish(pipe, self._channel, reply.encode(self._job_id, seq, payload))
+            if also is not None:
+                also(pipe)
         if self._last_write or any(isinstance(event, TOKEN_EVENTS) for event in events):
             self._last_write = time.monotonic()
-        replies = await pipe.execute(raise_on_error=also is None)
+        replies = await self._send(entry, has_entry=True)
         self.written += len(events)
-        return _last(replies) if also is not None else None
+        return _last(replies) if also is not None else _last([*replies, None])
+
+    async def _send(self, queue: Callable[[Pipeline], None], has_entry: bool) -> list[object]:
+        """One round trip, sent again while Redis is failing over (a lost node, a primary that
+        became a replica) for up to WRITE_RETRY_SECONDS. Sending again is safe: the entry's
+        explicit id makes a second XADD fail as "already there", which counts as written; a
+        second publish is dropped by the API (it has that sequence number); the expiry is
+        idempotent, and so is a second ack (the job is no longer in flight)."""
+        deadline = time.monotonic() + WRITE_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            pipe = self._client.pipeline(transaction=False)
+            queue(pipe)
+            try:
+                replies: list[object] = await pipe.execute(raise_on_error=False)
+            except RETRYABLE as exc:
+                failure: BaseException = exc
+            else:
+                if has_entry and record.already_written(replies[0]):
+                    replies[0] = b""
+                failed = [r for r in replies if isinstance(r, RETRYABLE)]
+                if not failed:
+                    return replies
+                failure = failed[0]
+            if time.monotonic() + delay > deadline:
+                raise failure
+            await asyncio.sleep(delay)  # back off while the deployment fails over
+            delay = min(delay * 2, 1.0)
 
 
 def _last(replies: list[object]) -> object:

@@ -16,7 +16,7 @@ Per file `{p}:{f:<id>}` HASH (`FileView`); per client `{p}:{fl:<client>}` and `{
 ZSETs (id -> created ms) for listing; `{p}:{files}:expiring` ZSET (file id -> expiry s);
 `{p}:{batches}:active` ZSET (batch id -> lease deadline ms) and `{p}:{batches}:holder` HASH (batch
 id -> coordinator) for the coordinators; `{p}:{batches}:bell` LIST wakes them when a batch is
-created; `{p}:reply:batcher` is the channel workers publish batch lines' answers on.
+created; `{p}:reply:{batcher}` is the channel workers publish batch lines' answers on.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import redis.asyncio as aioredis
 
-from shared.redis.scripts import _source
+from shared.redis.scripts import _source, run_script
 
 BatchDialect = Literal["openai", "anthropic", "gemini"]
 Outcome = Literal["s", "e", "c", "x"]  # succeeded, errored, canceled, expired
@@ -151,7 +151,7 @@ class Records:
         self.holder = f"{prefix}:{{batches}}:holder"
         self.bell = f"{prefix}:{{batches}}:bell"
         self.expiring = f"{prefix}:{{files}}:expiring"
-        self.channel = f"{prefix}:reply:batcher"
+        self.channel = f"{prefix}:reply:{{batcher}}"  # hash-tagged: one shard on a Cluster
         self._done = client.register_script(_source("batch_done"))
         self._feed = client.register_script(_source("batch_feed"))
         self._status = client.register_script(_source("batch_status"))
@@ -217,19 +217,19 @@ class Records:
     async def transition(self, batch_id: str, allowed: tuple[str, ...], to: str, stamp: str = "",
                          **fields: Any) -> tuple[bool, str]:
         args = [",".join(allowed), to, stamp, *_flat([(name, str(value)) for name, value in fields.items()])]
-        moved, status = await self._status(keys=[self.keys(batch_id).batch], args=args)
+        moved, status = await run_script(self._status, [self.keys(batch_id).batch], args)
         return bool(moved), status.decode() if isinstance(status, bytes) else str(status)
 
     async def mark_done(self, batch_id: str, results: list[tuple[int, Outcome, int, int]]) -> tuple[int, int]:
         k = self.keys(batch_id)
-        fresh, done = await self._done(keys=[k.batch, k.done, k.pending], args=_flat(results))
+        fresh, done = await run_script(self._done, [k.batch, k.done, k.pending], _flat(results))
         return int(fresh), int(done)
 
     async def fed(self, batch_id: str, fed: int, lines: list[tuple[int, list[str]]]) -> str:
         """Feeding has got to line `fed`; `lines` are in flight on these accounts (one per part)."""
         k = self.keys(batch_id)
         args = [fed, *_flat([(line, ",".join(accounts)) for line, accounts in lines])]
-        status = await self._feed(keys=[k.batch, k.pending], args=args)
+        status = await run_script(self._feed, [k.batch, k.pending], args)
         return status.decode() if isinstance(status, bytes) else str(status)
 
     async def pending(self, batch_id: str) -> dict[int, list[str]]:
@@ -241,8 +241,8 @@ class Records:
         return bool(await self.redis.getbit(self.keys(batch_id).done, line))
 
     async def lease(self, me: str, lease_ms: int, want: int, held: list[str]) -> tuple[list[str], list[str]]:
-        reply = [x.decode() for x in await self._lease(keys=[self.active, self.holder],
-                                                          args=[me, lease_ms, want, *held])]
+        reply = [x.decode() for x in await run_script(self._lease, [self.active, self.holder],
+                                                          [me, lease_ms, want, *held])]
         cut = reply.index("|")
         return reply[:cut], reply[cut + 1:]
 

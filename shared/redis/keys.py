@@ -35,7 +35,8 @@ Client keys issued at run time (hash tag `{keyring}`: one script changes them al
     {p}:{keyring}:keys    HASH    HMAC digest (hex) -> KeyRecord (msgspec JSON); never the key itself
     {p}:{keyring}:ids     HASH    key id -> HMAC digest (hex)
     {p}:{keyring}:version STRING  bumped by every change; API processes poll it as a fallback
-    {p}:keyring:changed   CHANNEL the new version, published by every change
+    {p}:{keyring}:changed CHANNEL the new version, published by every change (hash-tagged too: on a
+                                Cluster keyring.lua publishes it sharded, on the keys' own slot)
 
 Per tenant (hash tag `{tenant:<name>}`: admission and settling are one script each; api/tenancy.py):
 
@@ -51,7 +52,8 @@ Per deployment (one key: a job is found there whichever account it runs on, even
 
 Per API process:
 
-    {p}:reply:<api id>    CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py)
+    {p}:reply:{<api id>}  CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py);
+                                sharded pub/sub on a Cluster (shared/redis/subscription.py)
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class Keys:
 
     def keyring(self) -> KeyringKeys:
         base = f"{self.prefix}:{{keyring}}"
-        return KeyringKeys(f"{base}:keys", f"{base}:ids", f"{base}:version", f"{self.prefix}:keyring:changed")
+        return KeyringKeys(f"{base}:keys", f"{base}:ids", f"{base}:version", f"{base}:changed")
 
     def tenant(self, name: str) -> TenantKeys:
         base = f"{self.prefix}:{{tenant:{name}}}"
@@ -141,4 +143,5 @@ class Keys:
         return f"{self.prefix}:cancels"
 
     def reply_channel(self, api_id: str) -> str:
-        return f"{self.prefix}:reply:{api_id}"
+        # hash-tagged: on a Cluster the channel is sharded (SPUBLISH/SSUBSCRIBE), so it lives on one shard
+        return f"{self.prefix}:reply:{{{api_id}}}"

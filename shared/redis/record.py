@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 
 from shared.model import StreamEvent
 
@@ -61,6 +62,12 @@ def seq_of(raw_id: bytes | str) -> int:
 def append(pipe: Pipeline, key: str, seq: int, events: bytes) -> None:
     """Queues the entry's XADD on the caller's pipeline (the writer adds the publish beside it)."""
     pipe.xadd(key, {FIELD: events}, id=entry_id(seq))
+
+
+def already_written(reply: object) -> bool:
+    """True when `append`'s XADD was refused because the entry is there already: a write sent
+    again after a failover, whose first attempt had landed."""
+    return isinstance(reply, ResponseError) and "equal or smaller than the target stream top item" in str(reply)
 
 
 def decode_entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:

@@ -2,7 +2,8 @@
 
 Contract (built and split only here):
 
-    channel   {p}:reply:<api id>   (Keys.reply_channel), one per API process, subscribed at start-up
+    channel   {p}:reply:{<api id>} (Keys.reply_channel), one per API process, subscribed at start-up;
+              published with `client.publish` (SPUBLISH on a Cluster), heard through subscription.py
     message   <job id>|<seq>|<events>
         job id   the request id (hex: never contains `|`)
         seq      the record entry's sequence number, in decimal

@@ -14,9 +14,10 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from shared.config import Account, QueueSettings
+from shared.redis.client import is_cluster
 from shared.redis.keys import AccountKeys
 
 
@@ -195,7 +196,8 @@ class Scripts:
         used_in, used_out = used if used is not None else (-1, -1)
         keys_list = [keys.inflight, keys.jobs, keys.meta, keys.rl, keys.stats, keys.ready, keys.dlq, keys.bready]
         args = [job_id, used_in, used_out, *limits.rates(), outcome, status, model]
-        pipe.evalsha(self._ack.sha, len(keys_list), *keys_list, *(str(a) for a in args))
+        # a raw EVALSHA: redis-py refuses `pipe.evalsha` on a Cluster pipeline, not the command
+        pipe.execute_command("EVALSHA", self._ack.sha, len(keys_list), *keys_list, *(str(a) for a in args))
 
     async def load(self) -> None:
         """Loads every script now (a worker does this at start, so pipelined EVALSHAs find them)."""
@@ -206,7 +208,58 @@ class Scripts:
     @staticmethod
     async def _call(script: AsyncScript, keys: list[str], args: list[Any], pipe: Pipeline | None = None) -> Any:
         # With a pipeline the call is only queued (redis-py loads the script first if needed).
-        return await script(keys=keys, args=args, client=pipe)
+        if pipe is not None and is_cluster(pipe):
+            return queue_script(pipe, script, keys, args)
+        if pipe is not None:
+            return await script(keys=keys, args=args, client=pipe)
+        return await run_script(script, keys, args)
+
+    @staticmethod
+    async def execute(pipe: Pipeline) -> list[Any]:
+        """`pipe.execute()` for pipelines that may hold scripts: see `execute_pipeline`."""
+        return await execute_pipeline(pipe)
+
+
+# Scripts queued on Cluster pipelines, to re-run one by one where a node answered NOSCRIPT
+# (the pipeline itself is held too, so its id cannot be reused until it has run).
+_QUEUED: dict[int, tuple[Pipeline, list[tuple[int, AsyncScript, list[str], list[Any]]]]] = {}
+
+
+def queue_script(pipe: Pipeline, script: AsyncScript, keys: list[str], args: list[Any]) -> None:
+    """Queues a script on a Cluster pipeline as a bare EVALSHA. redis-py's own script support
+    does not cover Cluster pipelines, and a replica promoted by a failover starts with an empty
+    script cache (Redis 7 does not replicate it): `execute_pipeline` runs such a call again as a
+    Script call, which loads it on every primary and retries."""
+    _QUEUED.setdefault(id(pipe), (pipe, []))[1].append((len(pipe), script, keys, args))
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+async def execute_pipeline(pipe: Pipeline) -> list[Any]:
+    """Executes `pipe`, raising its first error like `pipe.execute()`; a script a Cluster node did
+    not know is loaded and run again on its own (NOSCRIPT means it did not run)."""
+    _, queued = _QUEUED.pop(id(pipe), (pipe, []))
+    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    for index, script, keys, args in queued:
+        if isinstance(replies[index], NoScriptError):
+            replies[index] = await run_script(script, keys, args)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+async def run_script(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    """Runs a script (EVALSHA; on NOSCRIPT redis-py loads it on the primaries it knows and tries
+    again). Right after a failover the client may not know yet that a replica took over, so the
+    node serving the keys can still lack the script: then the source goes with the call (EVAL),
+    which runs it on that node and caches it there."""
+    try:
+        return await script(keys=keys, args=args)
+    except (NoScriptError, RedisClusterException):
+        # RedisClusterException: redis-py 5.2 can be left with no primary in its node list for
+        # SCRIPT LOAD after failovers it learned of one MOVED at a time
+        client: Any = script.registered_client
+        return await client.eval(script.script, len(keys), *keys, *args)
 
 
 def is_noscript(result: object) -> bool:

@@ -16,6 +16,7 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
+from shared.redis.client import is_cluster
 from shared.redis.keys import Keys
 from shared.redis.scripts import source
 
@@ -88,12 +89,17 @@ class KeyStore:
                       key=lambda r: (r.tenant, r.created_ms))
 
     async def snapshot(self) -> tuple[int, dict[bytes, KeyRecord]]:
-        """(version, digest -> record), read together."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.get(self.keys.version)
-        pipe.hgetall(self.keys.keys)
-        version, raw = await pipe.execute()
-        return int(version or 0), {bytes.fromhex(d.decode()): r for d, r in self.decode_all(raw).items()}
+        """(version, digest -> record), read together. Not with MULTI (a Cluster client has no
+        transactions): the version is read before and after the ring, in one round trip; every
+        change bumps it in the same script, so equal versions mean no change fell in between."""
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(self.keys.version)
+            pipe.hgetall(self.keys.keys)
+            pipe.get(self.keys.version)
+            before, raw, after = await pipe.execute()
+            if before == after:
+                return int(before or 0), {bytes.fromhex(d.decode()): r for d, r in self.decode_all(raw).items()}
 
     async def version(self) -> int:
         return int(await self.redis.get(self.keys.version) or 0)
@@ -117,5 +123,6 @@ class KeyStore:
         return None if raw is None else (found.decode(), _decode(raw))
 
     async def _run(self, op: str, args: list[str | bytes]) -> int:
+        how = "SPUBLISH" if is_cluster(self.redis) else "PUBLISH"
         return int(await self._script(keys=[self.keys.keys, self.keys.ids, self.keys.version],
-                                      args=[self.keys.changed, op, *args]))
+                                      args=[self.keys.changed, how, op, *args]))

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from multiprocessing.synchronize import Barrier
 
 import pytest
-import redis
-import redis.asyncio as aioredis
 
 from shared.config import QueueSettings
+from shared.redis.client import Role, connect, connect_sync
 from shared.redis.keys import AccountKeys, Keys
 from shared.redis.scripts import LimitArgs, Scripts
 
@@ -68,7 +67,7 @@ def doorbell(keys: AccountKeys) -> str:
 
 
 async def run_claimer(plan: Plan, start: Barrier) -> Report:
-    client = aioredis.Redis.from_url(plan.redis_url)
+    client = connect(plan.redis_url, Role.TOOL)
     scripts = Scripts(client)
     keys = Keys(plan.prefix).account(ACCOUNT)
     report = Report(plan.index)
@@ -127,7 +126,7 @@ def claimer_process(plan: Plan, start: Barrier, out: multiprocessing.Queue[Repor
 def keys(redis_url: str) -> Iterator[AccountKeys]:
     prefix = f"tc{uuid.uuid4().hex[:10]}"
     yield Keys(prefix).account(ACCOUNT)
-    client = redis.Redis.from_url(redis_url)
+    client = connect_sync(redis_url)
     stale = list(client.scan_iter(match=f"{prefix}:*"))
     if stale:
         client.delete(*stale)
@@ -138,7 +137,7 @@ def enqueue_jobs(redis_url: str, keys: AccountKeys, costs: list[tuple[int, int]]
     """Jobs named after their reserved cost ("n-<input>-<output>"), so a claimer knows it."""
 
     async def go() -> list[str]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect(redis_url, Role.TOOL)
         scripts = Scripts(client)
         ids = []
         for n, cost in enumerate(costs):
@@ -203,7 +202,7 @@ def test_every_job_claimed_exactly_once_under_the_concurrency_cap(redis_url: str
     assert 2 <= overlap <= cap
     assert sum(r.concurrency_full for r in reports) > 0, "the cap never pushed back"
 
-    client = redis.Redis.from_url(redis_url)
+    client = connect_sync(redis_url)
     try:
         assert client.zcard(keys.ready) == 0 and client.zcard(keys.inflight) == 0
         assert client.hlen(keys.jobs) == 0

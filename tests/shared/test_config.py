@@ -51,6 +51,9 @@ def test_missing_variable_names_field_and_position() -> None:
          "accounts[1].name"),
         ("accounts: [{name: a, provider: mock, base_url: u, limits: {rpm: 0}}]", "accounts[0].limits.rpm"),
         ("accounts: [{name: a, provider: mock}]", "accounts[0].base_url"),
+        ("redis_url: redis+sentinel://10.0.0.1:26379", "redis_url: redis+sentinel:// needs the primary's service"),
+        ("redis_url: redis+cluster://10.0.0.1:7000/2", "redis_url: redis+cluster:// has only database 0"),
+        ("redis_url: memcached://x", "redis_url: redis_url must start with redis://"),
     ],
 )
 def test_invalid_fields_are_named(text: str, expected: str) -> None:

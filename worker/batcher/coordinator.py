@@ -19,7 +19,7 @@ from api.hub import ReplyHub
 from shared.batches.records import Records, now_s, parse_job_id
 from shared.batches.store import FileStore, store_for
 from shared.config import Config
-from shared.redis import reply
+from shared.redis import reply, subscription
 from worker.batcher.runner import BatchRunner, Context
 
 log = logging.getLogger("sluice.batcher")
@@ -61,7 +61,6 @@ class Coordinator:
     async def _lease_loop(self) -> None:
         lease_ms = int(self.config.batches.lease_seconds * 1000)
         period = self.config.batches.lease_seconds / 3
-        bell = aioredis.Redis(connection_pool=self.redis.connection_pool)
         while not self._stopping.is_set():
             try:
                 taken, lost = await self.records.lease(self.id, lease_ms, MAX_BATCHES - len(self.runners),
@@ -75,7 +74,7 @@ class Coordinator:
             except RedisError as exc:  # Redis restarting: the next round retries
                 log.warning("coordinator lease round failed", extra={"error": str(exc)})
             with contextlib.suppress(asyncio.TimeoutError, RedisError):
-                await asyncio.wait_for(bell.blpop([self.records.bell], timeout=max(1, int(period))),  # type: ignore[arg-type]
+                await asyncio.wait_for(self.redis.blpop([self.records.bell], timeout=max(1, int(period))),  # type: ignore[arg-type]
                                        period + 1)
 
     def _start(self, batch_id: str) -> None:
@@ -112,28 +111,19 @@ class Coordinator:
     async def _listen(self) -> None:
         """Every coordinator hears every batch answer and keeps those of the batches it holds.
         Messages missed while disconnected are found by the runners' sweeps."""
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.records.channel)
+        async for message in subscription.listen(self.redis, self.records.channel):
+            if message is None:  # (re)subscribed: sweep for what may have been missed
                 for runner in self.runners.values():
                     runner.sweep_now.set()
-                async for message in pubsub.listen():
-                    if message["type"] != "message":
-                        continue
-                    job, (seq, payload) = reply.decode(message["data"])
-                    batch_id, line, part = parse_job_id(job.decode())
-                    holder = self.runners.get(batch_id)
-                    if holder is not None:
-                        holder.offer(line, part, seq, payload)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, ValueError):
-                log.warning("batch answer subscription lost; resubscribing")
-                await asyncio.sleep(0.5)  # back off before reconnecting
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                continue
+            try:
+                job, (seq, payload) = reply.decode(message)
+                batch_id, line, part = parse_job_id(job.decode())
+                holder = self.runners.get(batch_id)
+                if holder is not None:
+                    holder.offer(line, part, seq, payload)
+            except ValueError:
+                log.error("unreadable batch answer dropped")
 
     async def _expire_files(self) -> None:
         """Retention: files past their expiry are deleted from the store and from Redis."""

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import redis.asyncio as aioredis
-
 from shared.config import Config
 from shared.heap import freeze_startup_heap
 from shared.logs import setup_logging
+from shared.redis.client import Role, connect
 from worker.batcher.coordinator import Coordinator
 
 
 async def _main(config: Config) -> None:
-    client = aioredis.Redis.from_url(config.redis_url)
+    client = connect(config.redis_url, Role.TOOL)  # the library's default pool, as before
     coordinator = Coordinator(config, client)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,25 +7,60 @@ import redis.asyncio as aioredis
 
 from shared.redis.client import (
     API_MAX_CONNECTIONS,
+    REDIS_PORT,
+    SENTINEL_PORT,
     WORKER_SPARE_CONNECTIONS,
     Role,
     UnsupportedRedisUrl,
     connect,
     connect_sync,
+    is_cluster,
+    parse_url,
 )
 
 
-@pytest.mark.parametrize("url", ["redis+cluster://10.0.0.1:7000", "redis+sentinel://10.0.0.1:26379/mymaster"])
-def test_cluster_and_sentinel_urls_are_refused_by_name(url: str) -> None:
-    name = "Cluster" if "cluster" in url else "Sentinel"
+def test_sentinel_url_names_sentinels_service_and_db() -> None:
+    dep = parse_url("redis+sentinel://:s3cret@10.0.0.1:26380,10.0.0.2,[::1]:26381/mymaster/2")
+    assert dep.kind == "sentinel" and dep.service == "mymaster" and dep.db == 2
+    assert dep.hosts == (("10.0.0.1", 26380), ("10.0.0.2", SENTINEL_PORT), ("::1", 26381))
+    assert dep.password == "s3cret" and not dep.tls
+    assert parse_url("rediss+sentinel://10.0.0.1/m").tls
+
+
+def test_cluster_url_is_a_seed_list() -> None:
+    dep = parse_url("redis+cluster://user:pw@10.0.0.1:7000,10.0.0.2:7001,10.0.0.3")
+    assert dep.kind == "cluster" and dep.username == "user" and dep.password == "pw"
+    assert dep.hosts == (("10.0.0.1", 7000), ("10.0.0.2", 7001), ("10.0.0.3", REDIS_PORT))
+    assert parse_url("redis+cluster://10.0.0.1:7000/0").db == 0
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("redis+sentinel://10.0.0.1:26379", "needs the primary's service name"),
+    ("redis+sentinel://10.0.0.1:26379/m/x", "database must be a number"),
+    ("redis+cluster://10.0.0.1:7000/3", "only database 0"),
+    ("redis+cluster://", "names no host"),
+    ("redis+cluster://:hunter2@10.0.0.1:70x0", "port must be a number"),
+    ("redis+cluster://10.0.0.1:99999", "is not host:port"),
+    ("redis+shards://10.0.0.1", "must start with redis://"),
+])
+def test_bad_cluster_and_sentinel_urls_say_what_is_wrong(url: str, message: str) -> None:
     for make in (lambda: connect(url, Role.API), lambda: connect_sync(url)):
-        with pytest.raises(UnsupportedRedisUrl, match=f"Redis {name}.*not supported yet"):
+        with pytest.raises(UnsupportedRedisUrl, match=message) as err:
             make()
+        assert "hunter2" not in str(err.value)
+
+
+def test_cluster_and_sentinel_urls_build_their_clients() -> None:
+    cluster = connect("redis+cluster://127.0.0.1:1,127.0.0.1:2", Role.WORKER, connections=4)
+    assert is_cluster(cluster)
+    sentinel = connect("redis+sentinel://127.0.0.1:1/mymaster", Role.API)
+    assert sentinel.connection_pool.max_connections == API_MAX_CONNECTIONS
+    assert not is_cluster(sentinel)
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "127.0.0.1:6379", "memcached://x"])
 def test_other_schemes_get_a_clear_error(url: str) -> None:
-    with pytest.raises(UnsupportedRedisUrl, match="redis://, rediss:// or unix://"):
+    with pytest.raises(UnsupportedRedisUrl, match=r"redis://, rediss://, unix://, redis\+sentinel:// or redis\+cluster://"):
         connect(url, Role.TOOL)
 
 
