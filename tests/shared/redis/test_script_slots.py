@@ -20,18 +20,27 @@ from redis.crc import key_slot
 from api.tenancy import Tenancy
 from shared.batches.records import Records
 from shared.config import QueueSettings, parse_config
-from shared.jobs import Job
+from shared.jobs import Job, encode_job
 from shared.model import ChatRequest, Message, Text, Usage
+from shared.redis.dlq import DeadLetter, DeadLetters
+from shared.redis.handback import HandBack
+from shared.redis.idempotency import IdempotencyStore, Original, key_of
+from shared.redis.idempotency import _script_source as idempotency_source
 from shared.redis.keys import Keys
+from shared.redis.moves import Moves
 from shared.redis.scripts import LimitArgs, Outcome, Scripts, _source
 from shared.tenants.keystore import KeyStore
 
+JOB = Job("0123456789abcdef01234567", "acct", "x", ChatRequest(model="m", messages=[Message("user", [Text("hi")])]),
+          "", 0, 1000, 5, 5)
 PRELUDE = "limiter"  # not a script of its own: prepended to the others
 ANSWERS: dict[str, Any] = {  # a plausible reply per script, so the wrappers can decode it
     "enqueue": 1, "claim": [0, 0, [], []], "ack": 1, "release": 1, "block": 0, "heartbeat": [],
     "learn": 0, "cancel": 1, "batch_done": [0, 0], "batch_feed": b"in_progress",
     "batch_status": [1, b"in_progress"], "batch_lease": [b"|"],
     "tenant_admit": [0, 0], "tenant_settle": 1, "keyring": 1,
+    "move_out": 1, "adopt": 1, "move_done": 1, "dead_letter": 1, "dlq_replay": 1, "dlq_purge": 1,
+    "handback": 1, "idempotency": None,
 }
 SHARDED_CHANNEL_IN_ARGV1 = {"keyring"}  # scripts that SPUBLISH on ARGV[1] on a Cluster
 TENANTS = ["team-a", "Big Co", "t{x}y", "x"]  # any client key name is a tenant name; braces included
@@ -52,6 +61,22 @@ class RecordingScript:
         return ANSWERS.get(self.name, 0)
 
 
+class RecordingPipeline:
+    """The reads a wrapper batches before its script (a move reads the job's meta): all empty."""
+
+    def __init__(self) -> None:
+        self.replies: list[Any] = []
+
+    def hget(self, key: str, field: str) -> None:
+        self.replies.append(None)
+
+    def hexists(self, key: str, field: str) -> None:
+        self.replies.append(False)
+
+    async def execute(self) -> list[Any]:
+        return self.replies
+
+
 class Recorder:
     """Stands in for the Redis client: records which script ran with which keys."""
 
@@ -59,12 +84,25 @@ class Recorder:
         self.calls: list[tuple[str, list[str]]] = []
         self.args: list[tuple[str, list[Any]]] = []
         self.by_source = {_source(name): name for name in lua_names()}
+        self.by_source[idempotency_source()] = "idempotency"  # one key per script: no prelude
         self.scripts: dict[str, RecordingScript] = {}
 
     def register_script(self, source: str) -> RecordingScript:
         script = RecordingScript(self, self.by_source[source])
         self.scripts[script.sha] = script
         return script
+
+    def pipeline(self, transaction: bool = True) -> RecordingPipeline:
+        return RecordingPipeline()
+
+    async def hget(self, key: str, field: str) -> bytes:  # plain reads around the scripts: not checked
+        return encode_job(JOB)
+
+    async def zscore(self, key: str, member: str) -> float:
+        return 1.0
+
+    async def delete(self, *keys: str) -> int:
+        return 0
 
     def execute_command(self, *args: Any) -> None:  # a pipeline's raw EVALSHA (ack_in_pipeline)
         assert args[0] == "EVALSHA"
@@ -112,6 +150,17 @@ tenants: [{", ".join(f"{{name: '{t}', rpm: 60, tpm: 1000, concurrency: 2, budget
     store = KeyStore(client, Keys("sluice"), b"s" * 32)  # type: ignore[arg-type]
     await store.create("team-a")
     await store.revoke("key_0123")
+    moves = Moves(client, Keys("sluice"))  # type: ignore[arg-type]
+    assert await moves.move(JOB, account, "sibling.b", lambda j, target: j)  # out of one account, into another:
+    dead = DeadLetters(client, Keys("sluice"))  # type: ignore[arg-type]  # three scripts, each one slot
+    await dead.dead_letter(keys, DeadLetter(job, account, "why"))
+    await dead.replay(account, job, 1000, 0)
+    await dead.purge(account, job)
+    await HandBack(client)(keys, limits, job, partial=True)  # type: ignore[arg-type]
+    idem = IdempotencyStore(client)  # type: ignore[arg-type]
+    key = key_of("sluice", "team-a", "retry-1")
+    await idem.claim(key, Original(job, "digest"), 60)
+    await idem.release(key, job)
 
     assert {name for name, _ in client.calls} == lua_names(), (
         "a script is not exercised here: add a call of it to this test")
