@@ -7,11 +7,13 @@ needs Redis) and prints this process's CPU time per operation (`time.process_tim
 operations, and divide the difference of the instruction counts by N (the fixed cost of start-up
 cancels out):
 
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python -m bench.micro ticket --n 2000 --repeat 1
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python -m bench.micro ticket --n 4000 --repeat 1
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        .venv/bin/python -m bench.micro ticket --n 2000 --repeat 1
+    (the same with --n 4000)
 
-(`Collected : <instructions>` is on the last line of valgrind's output.) PYTHONHASHSEED is
-fixed by `bench.micro` itself so that both runs hash alike.
+(`Collected : <instructions>` is on the last line of valgrind's output.) PYTHONHASHSEED=0 makes
+both runs hash alike; without it `bench.micro` sets it and re-executes itself, which valgrind
+would not follow.
 
 Cases:
     ticket   the API reading one live entry of a job's answer (Ticket.entries: queue -> entry)
