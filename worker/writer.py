@@ -1,10 +1,11 @@
 """Writes one job's events back through Redis: the stream record plus the live pub/sub tap.
 
-Each write is one pipelined round trip: the record entry (shared/redis/record.py) and the same
-bytes as a reply frame to the waiting API process (shared/redis/reply.py); the events are
-encoded once for both. Everything up to and including the first token goes out at once
-(a role or block-start chunk ahead of it must not start the coalescing window, or it would hold
-the first token back); after it, deltas that arrive within `coalesce_ms` share one write.
+Each write is one round trip: the record entry (shared/redis/record.py) and the same bytes as a
+reply frame to the waiting API process (shared/redis/reply.py), as one EVALSHA (a job's last
+write, which carries its ack, as one pipeline); the events are encoded once for both.
+Everything up to and including the first token goes out at once (a role or block-start chunk
+ahead of it must not start the coalescing window, or it would hold the first token back); after it,
+deltas that arrive within `coalesce_ms` share one write.
 """
 
 from __future__ import annotations
@@ -107,19 +108,24 @@ class EventWriter:
         payload = encode_events(events)
         seq = self._seq
         self._seq += 1
+        if self._last_write or any(isinstance(event, TOKEN_EVENTS) for event in events):
+            self._last_write = time.monotonic()
+        if also is None:  # every write but a job's last: one command, not a pipeline of two
+            frame = reply.encode(self._job_id, seq, payload) if self._channel else b""
+            await record.append_now(self._client, self._key, seq, payload,
+                                    self._ttl if seq == 1 or final else 0, self._channel, frame)
+            self.written += len(events)
+            return None
         pipe = self._client.pipeline(transaction=False)
         record.append(pipe, self._key, seq, payload)
         if seq == 1 or final:
             pipe.expire(self._key, self._ttl)
         if self._channel:
             pipe.publish(self._channel, reply.encode(self._job_id, seq, payload))
-        if also is not None:
-            also(pipe)
-        if self._last_write or any(isinstance(event, TOKEN_EVENTS) for event in events):
-            self._last_write = time.monotonic()
-        replies = await pipe.execute(raise_on_error=also is None)
+        also(pipe)
+        replies = await pipe.execute(raise_on_error=False)
         self.written += len(events)
-        return _last(replies) if also is not None else None
+        return _last(replies)
 
 
 def _last(replies: list[object]) -> object:
