@@ -16,6 +16,7 @@ seconds per request of every process from /proc.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,17 @@ def _name(frame: str) -> str:
     parts = file.split("/")
     short = "/".join(parts[-2:]) if parts[-1] in ("__init__.py", "client.py", "connection.py") else parts[-1]
     return f"{short}:{func}"
+
+
+def redis_connections(port: int, pids: dict[str, list[int]]) -> dict[str, dict[int, int]]:
+    """Established TCP connections to the Redis port, per role and process (from `ss -tnp`)."""
+    try:
+        out = subprocess.run(["ss", "-tnpH", "state", "established", f"( dport = :{port} )"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found: Counter[int] = Counter(int(pid) for pid in re.findall(r"pid=(\d+)", out))
+    return {role: {pid: found.get(pid, 0) for pid in role_pids} for role, role_pids in pids.items()}
 
 
 def report(path: Path, role: str, per: int, unit: str, top: int) -> list[str]:
@@ -135,7 +147,10 @@ def main(argv: list[str] | None = None) -> None:
             done, unit, per_event = summary["ok"], "request", 0
         cpu = meter.stop()
         commands: dict[str, Any] = stats.info("commandstats")  # type: ignore[assignment]  # sync client
+        channels = [c.decode() for c in stats.pubsub_channels()]  # type: ignore[union-attr]
+        numsub = dict(stats.pubsub_numsub(*channels)) if channels else {}  # type: ignore[arg-type]
         stats.connection_pool.disconnect()
+        conns = redis_connections(bench.redis.port, {role: group.pids() for role, group in roles.items()})
         for _, _, proc in spies:
             proc.wait(timeout=args.seconds + 60)
         lines = [f"# Profile: row {args.row}, {args.seconds:g} s, {done} {unit}s ok, "
@@ -149,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
                       + ", ".join(f"{name.removeprefix('cmdstat_')} {value['calls'] / done:.2f}"
                                   for name, value in sorted(commands.items(), key=lambda kv: -kv[1]['calls'])
                                   if name != "cmdstat_config"), ""]
+        lines += ["Redis connections held after the load, per process (`ss`): " + "; ".join(
+            f"{role} pid {pid}: {count}" for role, per_pid in conns.items() for pid, count in per_pid.items())
+            + f". Pub/sub channels: {len(channels)} (" + ", ".join(
+                f"{(k.decode() if isinstance(k, bytes) else k)}: {v} subscriber(s)" for k, v in numsub.items()) + ")",
+            ""]
         if per_event:
             lines += [f"Per stream event ({per_event} content chunks a stream): " + ", ".join(
                 f"{name} {1000 * s / done / per_event:.3f} ms" for name, s in cpu.items() if name != "mock" and done),
