@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         conns = redis_connections(bench.redis.port, {role: group.pids() for role, group in roles.items()})
         for _, _, proc in spies:
             proc.wait(timeout=args.seconds + 60)
-        lines = [f"# Profile: row {args.row}, {args.seconds:g} s, {done} {unit}s ok, "
-                 f"{args.api_workers} API process(es)", "",
+        errors = summary.get("errors") or {}
+        lines = [f"# Profile: row {args.row}, {args.seconds:g} s, {done} {unit}s ok of {summary.get('sent', '?')}, "
+                 f"{args.api_workers} API process(es)" + (f"; errors: {errors}" if errors else ""), "",
                  "CPU ms per " + unit + ": " + ", ".join(
                      f"{name} {1000 * s / done:.3f}" for name, s in cpu.items() if name != "mock" and done)
                  + (f"; total API + worker + Redis {1000 * sum(v for k, v in cpu.items() if k != 'mock') / done:.3f}"
