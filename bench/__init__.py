@@ -5,6 +5,8 @@
     .venv/bin/python -m bench --only rate,max  # some rows: rate, max, stream, concurrent, burst
     .venv/bin/python -m bench --no-soak        # a full run without the 10-minute soak
     .venv/bin/python -m bench.limits           # the rate-limit scenarios (bench/limits/)
+    .venv/bin/python -m bench.profile          # py-spy on the API and worker under one row's load
+    .venv/bin/python -m bench.micro ticket     # CPU (or, under callgrind, instructions) per hot-path call
 
 It starts, all on 127.0.0.1, through `shared.system.System`: the built-in mock provider, a
 private redis-server and Sluice (one API process, one worker process, production settings:
