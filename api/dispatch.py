@@ -31,7 +31,7 @@ from shared.redis.keys import AccountKeys, Keys
 from shared.redis.limiter import Dim
 from shared.redis.moves import Moves
 from shared.redis.record import Entry, ReplayInfo, encode_events
-from shared.redis.scripts import QUEUE_FULL, Scripts
+from shared.redis.scripts import QUEUE_FULL, Scripts, is_noscript
 from shared.tokens import estimate_input_tokens
 
 
@@ -163,11 +163,7 @@ class Dispatcher:
         ticket = Ticket(job, queue, self)
         try:
             if replay is not None:  # what a resuming client needs to re-render this stream, same round trip
-                pipe = self.redis.pipeline(transaction=False)
-                record.write_replay_info(pipe, self.keys.out_meta(job.id), replay,
-                                         job.record_ttl_seconds or self.config.queue.result_ttl_seconds)
-                await self._enqueue(job, pipe)
-                depth = int((await self.scripts.execute(pipe))[-1])
+                depth = await self._enqueue_with_replay(job, replay)
             else:
                 depth = await self._enqueue(job)
         except BaseException:
@@ -177,6 +173,28 @@ class Dispatcher:
             self.hub.unregister(job.id)
             raise await self._rate_limited(job.account, self.config.queue.max_depth, "the queue is full")
         return ticket
+
+    async def _enqueue_with_replay(self, job: Job, replay: ReplayInfo) -> int:
+        """The replay metadata and the enqueue in one round trip; the enqueue as a bare EVALSHA,
+        so Redis's script cache is checked by the call itself (NOSCRIPT once after a Redis
+        restart: load the scripts, send again; nothing ran, and the metadata write is idempotent)."""
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            record.write_replay_info(pipe, self.keys.out_meta(job.id), replay,
+                                     job.record_ttl_seconds or self.config.queue.result_ttl_seconds)
+            self.scripts.enqueue_in_pipeline(
+                pipe, self.keys.account(job.account), job.id, encode_job(job), (job.input_estimate, job.output_reserve),
+                job.priority == "batch", self.config.queue.max_depth, job.client, self._weights.get(job.client, 1.0))
+            replies = await pipe.execute(raise_on_error=False)
+            for answer in replies[:-1]:
+                if isinstance(answer, Exception):
+                    raise answer
+            if not (is_noscript(replies[-1]) and attempt == 0):
+                break
+            await self.scripts.load()
+        if isinstance(replies[-1], Exception):
+            raise replies[-1]
+        return int(replies[-1])
 
     def _enqueue(self, job: Job, pipe: Pipeline | None = None) -> Awaitable[int]:
         return self.scripts.enqueue(

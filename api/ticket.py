@@ -49,7 +49,13 @@ class Ticket:
             if self.first_entry_at is None and not self.running:
                 timeout = min(keepalive, max(0.01, deadline - time.time()))
             try:
-                entry = await asyncio.wait_for(self.queue.get(), timeout)
+                # An entry already queued (common mid-stream) is taken without waiting; otherwise
+                # asyncio.timeout, not wait_for, which on Python 3.11 wraps every get in a Task.
+                if self.queue.empty():
+                    async with asyncio.timeout(timeout):
+                        entry = await self.queue.get()
+                else:
+                    entry = self.queue.get_nowait()
             except TimeoutError:
                 if self.first_entry_at is None and not self.running and time.time() >= deadline:
                     await self.dispatcher.give_up(self)  # raises rate_limited if still queued

@@ -1,9 +1,10 @@
-"""The bench's harness: the targets under test (the mock itself, Sluice, LiteLLM), started once
+"""The bench's harness: the targets under test (the mock itself, Sluice, Portkey, LiteLLM), started once
 per run, and the shared steps of every row: k6 runs, mock control, settling between targets."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import secrets
 import subprocess
@@ -18,6 +19,7 @@ import yaml
 
 from bench.log import log
 from bench.plan import Plan
+from bench.portkey import PORTKEY_VERSION, ensure_portkey, launch_portkey, node_version, provider_headers
 from bench.procs import CpuMeter, Group, HasPids, ProcessTree, Server, machine_busy_seconds, wait_http
 from bench.stream_client import percentile
 from bench.tools import BENCH, LITELLM_VENV, LITELLM_VERSION, ensure_litellm
@@ -42,6 +44,7 @@ class Target:
     key: str
     cpu_groups: list[Group]  # whose CPU time counts as this target's cost per request
     rss_groups: list[Group]
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request (Portkey's routing)
 
 
 @dataclass
@@ -51,11 +54,13 @@ class Bench:
     k6: Path
     api_workers: int = 1
     want_litellm: bool = True
+    want_portkey: bool = True
     servers: list[Server] = field(default_factory=list)
     system: System | None = None
     redis: EmbeddedRedis | None = None  # the system's private redis-server
     targets: list[Target] = field(default_factory=list)
     litellm_missing: str | None = None
+    portkey_missing: str | None = None
     mock_url: str = ""
     groups: dict[str, Group] = field(default_factory=dict)
 
@@ -97,6 +102,10 @@ class Bench:
             Target("sluice", f"{api_url}/v1", SLUICE_MODEL, SLUICE_KEY, sluice_groups, sluice_groups),
         ]
         log(f"mock at {self.mock_url}, Sluice API at {api_url} ({self.api_workers} process(es)), 1 worker")
+        if self.want_portkey:
+            self._start_portkey()
+        else:
+            self.portkey_missing = "skipped (--no-portkey)"
         if self.want_litellm:
             self._start_litellm()
         else:
@@ -104,6 +113,21 @@ class Bench:
 
     def system_children(self, role: Role) -> list[Child]:
         return self.system.of_role(role) if self.system is not None else []
+
+    def _start_portkey(self) -> None:
+        reason = ensure_portkey(self.results)
+        started = reason or launch_portkey("portkey", self.results)
+        if isinstance(started, str):
+            self.portkey_missing = started
+            log(f"Portkey unavailable: {started}")
+            return
+        server, url = started
+        self.servers.append(server)
+        group = Group("portkey", [server])
+        self.groups["portkey"] = group
+        self.targets.append(Target("portkey", f"{url}/v1", MOCK_MODEL, "x", [group], [group],
+                                   headers=provider_headers(f"{self.mock_url}/v1")))
+        log(f"Portkey gateway {PORTKEY_VERSION} at {url} (node {node_version()})")
 
     def _start_litellm(self) -> None:
         reason = ensure_litellm(self.results)
@@ -205,7 +229,8 @@ class Bench:
         """One k6 run of bench/k6/chat.js; returns samples, errors and CPU per process group."""
         stem = self.results / f"{tag}-{target.name}"
         env = {**os.environ, "TARGET_URL": target.url, "MODEL": target.model, "KEY": target.key,
-               "DURATION": f"{seconds:g}s", "TIMEOUT": self.plan.timeout, "K6_NO_USAGE_REPORT": "true"}
+               "DURATION": f"{seconds:g}s", "TIMEOUT": self.plan.timeout, "K6_NO_USAGE_REPORT": "true",
+               "HEADERS": json.dumps(target.headers)}
         if rate is not None:
             env["RATE"] = str(rate)
         if vus is not None:

@@ -17,6 +17,7 @@ import bench
 from bench.harness import Bench, wait_quiet, warm_up
 from bench.log import log
 from bench.plan import Plan
+from bench.portkey import installed_portkey, node_version
 from bench.procs import CpuMeter, machine_busy_seconds, own_and_children_seconds
 from bench.report import DOCS, limits_section, render
 from bench.rows.burst import row_burst
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrent-streams", type=int, default=None, help="streams in row 4 (default 2000)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per row (default 2)")
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
+    parser.add_argument("--no-portkey", action="store_true", help="leave Portkey's gateway out")
     parser.add_argument("--api-workers", type=int, default=1, help="Sluice API processes (default 1)")
     parser.add_argument("--wait-quiet", type=float, default=None,
                         help="before starting, wait up to this many seconds for other processes to use under "
@@ -103,13 +105,16 @@ def main(argv: list[str] | None = None) -> None:
     if others_before is not None:
         machine["others_before"] = f"{others_before:.2f}"
     log(f"results in {results_dir.relative_to(ROOT)}; rows: {', '.join(plan.rows)}{' + soak' if plan.soak else ''}")
-    harness = Bench(plan, results_dir, k6, api_workers=args.api_workers, want_litellm=not args.no_litellm)
+    harness = Bench(plan, results_dir, k6, api_workers=args.api_workers, want_litellm=not args.no_litellm,
+                    want_portkey=not args.no_portkey)
     rows: dict[str, Any] = {}
     started = time.monotonic()
     noise: dict[str, float] = {}
     try:
         harness.start()
         machine["litellm"] = installed_version(LITELLM_VENV, "litellm") or "not installed"
+        machine["portkey"] = (f"{installed_portkey()} (node {node_version()})" if installed_portkey()
+                              else "not installed")
         # What else ran on the machine meanwhile: all busy CPU minus ours (servers, k6, clients).
         servers = CpuMeter(harness.all_groups())
         servers.start()
@@ -128,12 +133,14 @@ def main(argv: list[str] | None = None) -> None:
         harness.stop()
     machine["loadavg_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     results = {"machine": machine, "plan": plan.__dict__, "targets": [t.name for t in harness.targets],
-               "litellm_missing": harness.litellm_missing, "rows": rows, "command": command, "noise": noise,
+               "litellm_missing": harness.litellm_missing, "portkey_missing": harness.portkey_missing,
+               "rows": rows, "command": command, "noise": noise,
                "elapsed_s": time.monotonic() - started}
     (results_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     report = render(results, command) + "\n" + limits_section()
     (results_dir / "benchmarks.md").write_text(report)
-    full = not args.quick and not args.only and args.api_workers == 1 and not args.no_litellm
+    full = (not args.quick and not args.only and args.api_workers == 1 and not args.no_litellm
+            and not args.no_portkey)
     if full or args.write_docs:
         DOCS.parent.mkdir(exist_ok=True)
         DOCS.write_text(report)
@@ -143,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
             "for partial runs; --write-docs overrides)")
     if harness.litellm_missing:
         log(f"LiteLLM is missing from these results: {harness.litellm_missing}")
+    if harness.portkey_missing:
+        log(f"Portkey is missing from these results: {harness.portkey_missing}")
     print(render(results, command))
     log(f"done in {time.monotonic() - started:.0f} s")
 

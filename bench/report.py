@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.limits.doc import SECTION_HEADER as LIMITS_HEADER
+from bench.ratios import ratios_table
 from bench.rows.burst import PATIENCE_S
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -132,14 +133,17 @@ def render(results: dict[str, Any], command: str) -> str:
         "```",
         "",
         "It starts the built-in mock provider, a private redis-server, Sluice (1 API process, 1 worker "
-        "process, production settings), LiteLLM's proxy (its own venv, `--num_workers 2`, no database) "
-        "and drives three targets with the same load: **direct** (the mock itself, the baseline), "
-        "**sluice** and **litellm**. Everything runs on one machine over 127.0.0.1, load generator "
+        "process, production settings), Portkey's gateway (the npm package `@portkey-ai/gateway`, pinned, "
+        "installed into bench/.portkey/, one Node process, routed to the mock by its per-request headers), "
+        "LiteLLM's proxy (its own venv, `--num_workers 2`, no database) "
+        "and drives four targets with the same load: **direct** (the mock itself, the baseline), "
+        "**sluice**, **portkey** and **litellm**. Everything runs on one machine over 127.0.0.1, load generator "
         "included, so the absolute numbers are those of a small shared box: read the *added* columns "
         "(target minus direct), which is what a gateway costs. Targets take turns within each row "
         f"({plan['rounds']} round(s), the order rotating each round) so that background noise hits them alike.",
         "",
         *targets_table(results),
+        *ratios_table(results),
         "## Machine",
         "",
         f"- Date: {machine['date']}; commit {machine['commit']}",
@@ -148,7 +152,8 @@ def render(results: dict[str, Any], command: str) -> str:
         f"after {machine.get('loadavg_after', '?')}"
         + (f"; other processes used {machine['others_before']} cores in the 10 s before the start"
            if "others_before" in machine else ""),
-        f"- Python {machine['python']}; {machine['k6']}; {machine['redis']}; LiteLLM {machine['litellm']}",
+        f"- Python {machine['python']}; {machine['k6']}; {machine['redis']}; LiteLLM {machine['litellm']}; "
+        f"Portkey gateway {machine.get('portkey', 'not run')}",
     ]
     noise = results.get("noise") or {}
     if noise:
@@ -178,11 +183,14 @@ def render(results: dict[str, Any], command: str) -> str:
         "requests k6 dropped for want of a free VU.",
         "- CPU per request: utime + stime from `/proc/<pid>/stat` before and after each run, summed over "
         "the gateway's processes (Sluice: API + worker + Redis; LiteLLM: its master and workers), divided "
-        "by successful requests. The mock's and the load generator's CPU are not included.",
+        "by successful requests. The mock's and the load generator's CPU are not included. Portkey: its "
+        "one Node process.",
         "",
     ]
     if results.get("litellm_missing"):
         lines += [f"**LiteLLM is missing from this run:** {results['litellm_missing']}", ""]
+    if results.get("portkey_missing"):
+        lines += [f"**Portkey is missing from this run:** {results['portkey_missing']}", ""]
 
     rate = results.get("rows", {}).get("rate")
     if rate:
@@ -287,16 +295,18 @@ def render(results: dict[str, Any], command: str) -> str:
                   f"{bu['rpm'] // 6} requests refilled one a second, reset between targets). Every request may "
                   f"wait up to {PATIENCE_S / 60:g} minutes. *direct*: the client spreads the burst over both keys "
                   "itself. *litellm*: both keys as deployments with `rpm` set and `usage-based-routing-v2` "
-                  "(its rate-limit-aware routing, counters shared in Redis), in a proxy of its own. *sluice*: "
+                  "(its rate-limit-aware routing, counters shared in Redis), in a proxy of its own. *portkey*: "
+                  "both keys as targets of a `loadbalance` config with `retry` on 429 (5 attempts, its most). "
+                  "*sluice*: "
                   "both keys as accounts with `limits: {rpm: 60}`, a worker process each. At the keys' limits "
                   f"the whole burst takes {ideal:.0f} s; *wall* is from the send to the last successful answer.",
                   "", "| target | ok / sent | errors (what the client got) | wall s | latency p50 s "
                   "| provider answered 200 / 429 |", "|---|---|---|---|---|---|"]
-        for name in ("direct", "litellm", "sluice"):
+        for name in ("direct", "portkey", "litellm", "sluice"):
             r = bu.get(name)
             if not r:
-                if name == "litellm" and bu.get("litellm_missing"):
-                    lines.append(f"| litellm | not run: {bu['litellm_missing']} | | | | |")
+                if bu.get(f"{name}_missing"):
+                    lines.append(f"| {name} | not run: {bu[f'{name}_missing']} | | | | |")
                 continue
             wall = f"{r['wall_s']:.1f}" if r.get("wall_s") is not None else "-"
             p50 = f"{r['latency_p50_s']:.1f}" if r.get("latency_p50_s") is not None else "-"

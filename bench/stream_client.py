@@ -264,9 +264,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     body = orjson.dumps({"model": args.model, "stream": True, "max_tokens": args.max_tokens,
                          "messages": [{"role": "user", "content": "Hello there"}]})
     pool = Pool(args.url)
+    extra = "".join(f"{header}\r\n" for header in args.header)
     request = (f"POST {pool.path}/chat/completions HTTP/1.1\r\nHost: {pool.host}:{pool.port}\r\n"
                f"Authorization: Bearer {args.key}\r\nContent-Type: application/json\r\n"
-               f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+               f"Accept: text/event-stream\r\n{extra}Content-Length: {len(body)}\r\n\r\n").encode() + body
     if args.mode == "rate":
         count = max(1, round(args.rate * args.duration))
         spacing = 1.0 / args.rate
@@ -306,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--expect-text", default=None, help="the content every stream must deliver")
     parser.add_argument("--expect-chunks", type=int, default=None, help="content chunks the upstream sends")
     parser.add_argument("--out", default=None, help="write the JSON summary here (default: stdout)")
+    parser.add_argument("--header", action="append", default=[], help="an extra request header, 'Name: value'")
     sub = parser.add_subparsers(dest="mode", required=True)
     rate = sub.add_parser("rate", help="open loop at a constant rate")
     rate.add_argument("--rate", type=float, required=True)

@@ -28,7 +28,8 @@ def stream_client_argv(bench: Bench, target: Target, out: Path, text: str, chunk
                        mode_args: list[str]) -> list[str]:
     return [sys.executable, "-m", "bench.stream_client", "--url", target.url, "--model", target.model,
             "--key", target.key, "--timeout", f"{timeout:g}", "--expect-text", text,
-            "--expect-chunks", str(chunks), "--out", str(out), *mode_args]
+            "--expect-chunks", str(chunks), "--out", str(out),
+            *(arg for name, value in target.headers.items() for arg in ("--header", f"{name}: {value}")), *mode_args]
 
 
 def stream_client(bench: Bench, target: Target, tag: str, mode_args: list[str], text: str, chunks: int,

@@ -1,20 +1,24 @@
 """Writes one job's events back through Redis: the stream record plus the live pub/sub tap.
 
-Each write is one pipelined round trip: the record entry (shared/redis/record.py) and the same
-bytes as a reply frame to the waiting API process (shared/redis/reply.py); the events are
-encoded once for both. Everything up to and including the first token goes out at once
-(a role or block-start chunk ahead of it must not start the coalescing window, or it would hold
-the first token back); after it, deltas that arrive within `coalesce_ms` share one write.
+Each write is one round trip: the record entry (shared/redis/record.py) and the same bytes as a
+reply frame to the waiting API process (shared/redis/reply.py), as one EVALSHA (a job's last
+write, which carries its ack, as one pipeline; on a Cluster, where the two live on different
+shards, always a pipeline); the events are encoded once for both.
+Everything up to and including the first token goes out at once (a role or block-start chunk
+ahead of it must not start the coalescing window, or it would hold the first token back); after it,
+deltas that arrive within `coalesce_ms` share one write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
@@ -32,6 +36,7 @@ from shared.redis.record import encode_events
 # Errors of a deployment in motion (failover, restart): the write is sent again.
 RETRYABLE = (ConnectionError, TimeoutError, ClusterDownError, TryAgainError, ReadOnlyError, BusyLoadingError)
 WRITE_RETRY_SECONDS = 20.0
+T = TypeVar("T")
 
 # Events that carry generated tokens: the first write holding one opens the coalescing window.
 TOKEN_EVENTS = (TextDelta, ToolArgsDelta, ReasoningDelta)
@@ -41,6 +46,9 @@ class EventWriter:
     def __init__(self, client: aioredis.Redis, out_key: str, channel: str, job_id: str,
                  coalesce_ms: float, ttl_seconds: int, next_seq: int = 1) -> None:
         self._client = client
+        # On a Cluster the reply channel lives on the API process's shard, not the record's: the
+        # entry and its frame go out as a pipeline of two commands (one per slot), not one script.
+        self._sharded = isinstance(client, RedisCluster)
         self._key = out_key
         self._channel = channel
         self._job_id = job_id.encode()
@@ -120,6 +128,15 @@ class EventWriter:
         payload = encode_events(events)
         seq = self._seq
         self._seq += 1
+        if self._last_write or any(isinstance(event, TOKEN_EVENTS) for event in events):
+            self._last_write = time.monotonic()
+        if also is None and not self._sharded:  # every write but a job's last: one command
+            frame = reply.encode(self._job_id, seq, payload) if self._channel else b""
+            ttl = self._ttl if seq == 1 or final else 0
+            await self._retrying(lambda: record.append_now(self._client, self._key, seq, payload, ttl,
+                                                           self._channel, frame))
+            self.written += len(events)
+            return None
 
         def entry(pipe: Pipeline) -> None:
             record.append(pipe, self._key, seq, payload)
@@ -129,36 +146,40 @@ class EventWriter:
                 publish(pipe, self._channel, reply.encode(self._job_id, seq, payload))
             if also is not None:
                 also(pipe)
-        if self._last_write or any(isinstance(event, TOKEN_EVENTS) for event in events):
-            self._last_write = time.monotonic()
         replies = await self._send(entry, has_entry=True)
         self.written += len(events)
         return _last(replies) if also is not None else _last([*replies, None])
 
     async def _send(self, queue: Callable[[Pipeline], None], has_entry: bool) -> list[object]:
-        """One round trip, sent again while Redis is failing over (a lost node, a primary that
-        became a replica) for up to WRITE_RETRY_SECONDS. Sending again is safe: the entry's
-        explicit id makes a second XADD fail as "already there", which counts as written; a
-        second publish is dropped by the API (it has that sequence number); the expiry is
-        idempotent, and so is a second ack (the job is no longer in flight)."""
+        """One pipelined round trip, sent again while Redis fails over (see `_retrying`): the
+        entry's explicit id makes a second XADD fail as "already there", which counts as
+        written; a second publish is dropped by the API (it has that sequence number); the
+        expiry is idempotent, and so is a second ack (the job is no longer in flight)."""
+
+        async def once() -> list[object]:
+            pipe = self._client.pipeline(transaction=False)
+            queue(pipe)
+            replies: list[object] = await pipe.execute(raise_on_error=False)
+            if has_entry and record.already_written(replies[0]):
+                replies[0] = b""
+            failed = [r for r in replies if isinstance(r, RETRYABLE)]
+            if failed:
+                raise failed[0]
+            return replies
+
+        return await self._retrying(once)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt`, tried again while Redis is failing over (a lost node, a primary that became
+        a replica) for up to WRITE_RETRY_SECONDS."""
         deadline = time.monotonic() + WRITE_RETRY_SECONDS
         delay = 0.05
         while True:
-            pipe = self._client.pipeline(transaction=False)
-            queue(pipe)
             try:
-                replies: list[object] = await pipe.execute(raise_on_error=False)
-            except RETRYABLE as exc:
-                failure: BaseException = exc
-            else:
-                if has_entry and record.already_written(replies[0]):
-                    replies[0] = b""
-                failed = [r for r in replies if isinstance(r, RETRYABLE)]
-                if not failed:
-                    return replies
-                failure = failed[0]
-            if time.monotonic() + delay > deadline:
-                raise failure
+                return await attempt()
+            except RETRYABLE:
+                if time.monotonic() + delay > deadline:
+                    raise
             await asyncio.sleep(delay)  # back off while the deployment fails over
             delay = min(delay * 2, 1.0)
 

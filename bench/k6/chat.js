@@ -5,7 +5,8 @@
 // Closed loop: VUS > 0 runs that many VUs back to back (constant-vus) for DURATION.
 //
 // Env: TARGET_URL (base URL ending in /v1), MODEL, KEY, RATE, DURATION, VUS, TIMEOUT,
-//      PRE_VUS / MAX_VUS (open loop; default sized from RATE and TIMEOUT), MAX_TOKENS.
+//      PRE_VUS / MAX_VUS (open loop; default sized from RATE and TIMEOUT), MAX_TOKENS,
+//      HEADERS (a JSON object of extra request headers: Portkey's routing headers).
 //
 // Metrics written per request, tagged outcome=ok|http_<status>|timeout|net_<code>|bad_body:
 //   svc_latency   = http_req_duration (sending + waiting + receiving; excludes k6-side queueing)
@@ -69,7 +70,8 @@ const BODY = JSON.stringify({
   max_tokens: MAX_TOKENS,
 });
 const PARAMS = {
-  headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
+  headers: Object.assign({ 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
+    JSON.parse(__ENV.HEADERS || '{}')),
   timeout: TIMEOUT,
   tags: { name: 'chat' },
 };

@@ -6,6 +6,9 @@ keys, each allowed 60 requests a minute, sent to each target in turn.
 - litellm: the proxy with both keys as deployments of one model, each with `rpm: 60`, and its
   own rate-limit-aware routing (`usage-based-routing-v2`, counters in the bench's Redis so both
   of its workers share them), in a proxy of its own so the other rows' proxy keeps its defaults;
+- portkey: the gateway with both keys as targets of one `loadbalance` config (sent per request in
+  `x-portkey-config`, as the gateway keeps no config of its own) and `retry` on 429 with its
+  largest attempt count (5), on the run's gateway;
 - sluice: both keys as accounts with `limits: {rpm: 60}`, one worker process each.
 
 The two mocks play the keys (`sluice mock-upstream --rpm 60`: a bucket of 10 requests refilled at
@@ -16,6 +19,7 @@ target does with a burst (queue it, spread it, refuse it) is what the row shows.
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from collections import Counter
@@ -137,6 +141,16 @@ def row_burst(bench: Bench) -> dict[str, Any]:
             else:
                 litellm_server, url, key = started
                 run("litellm", [f"{url}/v1"], key, MODEL, {})
+
+        portkey = next((t for t in bench.targets if t.name == "portkey"), None)
+        if portkey is not None:
+            config = {"strategy": {"mode": "loadbalance"},
+                      "retry": {"attempts": 5, "on_status_codes": [429]},
+                      "targets": [{"provider": "openai", "custom_host": f"{url}/v1", "api_key": "x", "weight": 1}
+                                  for url in mock_urls]}
+            run("portkey", [portkey.url], "x", UPSTREAM_MODEL, {"x-portkey-config": json.dumps(config)})
+        elif bench.portkey_missing:
+            out["portkey_missing"] = bench.portkey_missing
 
         run("sluice", [f"{system.base_url}/v1"], SLUICE_KEY, MODEL, {"x-sluice-max-wait": f"{PATIENCE_S:g}"})
         return out

@@ -19,12 +19,14 @@ Beside it, `{p}:outmeta:{req}` says how to render the record again for a resumin
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from importlib import resources
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from shared.model import StreamEvent
 
@@ -68,6 +70,27 @@ def already_written(reply: object) -> bool:
     """True when `append`'s XADD was refused because the entry is there already: a write sent
     again after a failover, whose first attempt had landed."""
     return isinstance(reply, ResponseError) and "equal or smaller than the target stream top item" in str(reply)
+
+
+_APPEND_SOURCE = (resources.files("shared.redis") / "lua" / "append.lua").read_text()
+_APPEND_SHA = hashlib.sha1(_APPEND_SOURCE.encode()).hexdigest()
+
+
+async def append_now(client: aioredis.Redis, key: str, seq: int, events: bytes, ttl_seconds: int,
+                     channel: str, frame: bytes) -> None:
+    """Writes the entry, refreshes the record's expiry (ttl_seconds > 0) and publishes `frame` on
+    `channel` (unless ""), in one EVALSHA of lua/append.lua. Redis without the script (a restart)
+    answers NOSCRIPT having run nothing: load it and send again."""
+    args = (1, key, entry_id(seq), events, ttl_seconds, channel, frame)
+    try:
+        try:
+            await client.evalsha(_APPEND_SHA, *args)  # type: ignore[arg-type,misc]  # bytes and ints are fine; async client
+        except NoScriptError:
+            await client.script_load(_APPEND_SOURCE)
+            await client.evalsha(_APPEND_SHA, *args)  # type: ignore[arg-type,misc]
+    except ResponseError as exc:
+        if not already_written(exc):  # a write sent again after a failover, whose first attempt landed
+            raise
 
 
 def decode_entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:

@@ -125,6 +125,17 @@ class Scripts:
         )
         return int(result) if pipe is None else 0
 
+    def enqueue_in_pipeline(self, pipe: Pipeline, keys: AccountKeys, job_id: str, payload: bytes,
+                            cost: tuple[int, int], batch: bool, max_depth: int, tenant: str = "",
+                            weight: float = 1.0) -> None:
+        """`enqueue` queued as a bare EVALSHA (see ack_in_pipeline): a stream's enqueue shares its
+        round trip with the replay metadata, and the Script object's SCRIPT EXISTS would add one
+        more round trip per stream. The caller must check for NoScriptError (see is_noscript)."""
+        keys_list = [keys.ready, keys.jobs, keys.meta, keys.bell, keys.bready]
+        args: list[Any] = [job_id, payload, f"{cost[0]}:{cost[1]}", 1 if batch else 0, max_depth, tenant,
+                           f"{1 / weight:.3f}"]
+        pipe.evalsha(self._enqueue.sha, len(keys_list), *keys_list, *args)
+
     async def claim(
         self, keys: AccountKeys, limits: LimitArgs, queue: QueueSettings, max_jobs: int
     ) -> ClaimResult:

@@ -93,3 +93,18 @@ models: [{{name: m, default_max_tokens: 50, route: [{{account: a, model: x-a}}, 
         await client.delete(Keys(config.key_prefix).account("a").rl)
         await client.aclose()
 
+
+
+def test_a_stream_is_queued_even_after_redis_lost_its_scripts(api: ApiUnderTest) -> None:
+    """A stream's enqueue goes out as a bare EVALSHA beside its replay metadata: after a Redis
+    restart (scripts gone) the API loads them and sends again, and the job is queued once."""
+    api.redis.script_flush()
+    got = api.http.post("/v1/chat/completions", headers={**AUTH, "x-sluice-max-wait": "0.05"},
+                        json={**BODY, "stream": True})
+    # queued (no worker here), then withdrawn at its deadline: the 429 says the enqueue happened
+    assert got.status_code == 429 and "wait deadline" in got.json()["error"]["message"]
+    request_id = got.headers.get("x-sluice-request-id")
+    prefix = api.config.key_prefix
+    metas = list(api.redis.scan_iter(f"{prefix}:outmeta:*"))
+    assert len(metas) == 1 and (request_id is None or request_id in metas[0].decode())
+    assert api.redis.zcard(f"{prefix}:{{acct}}:ready") == 0 and api.redis.hlen(f"{prefix}:{{acct}}:jobs") == 0

@@ -62,3 +62,31 @@ async def test_first_token_is_not_held_behind_a_start_event(client: aioredis.Red
         assert [e.text for e in events[2] if isinstance(e, TextDelta)] == ["lo", "!"]
     finally:
         await client.delete(key)
+
+
+async def test_each_write_is_recorded_published_and_survives_a_script_flush(client: aioredis.Redis) -> None:
+    # A write is one EVALSHA (record entry, expiry on the first, reply frame). Redis that lost
+    # its scripts (a restart) answers NOSCRIPT having run nothing: the writer loads the script
+    # and the entry is written once.
+    key = f"test-writer:{uuid.uuid4().hex}"
+    channel = f"test-writer-reply:{uuid.uuid4().hex}"
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+    writer = EventWriter(client, key, channel, "job1", 0, 60)
+    try:
+        await writer.send([MessageStart(id="m1", model="x")])
+        await client.script_flush()
+        await writer.send([TextDelta(index=0, text="Hi")])
+        assert [len(events) for events in await record(client, key)] == [1, 1]
+        assert 0 < await client.ttl(key) <= 60  # set by the first write
+        frames = []
+        for _ in range(10):  # None is the subscribe confirmation, skipped; each call waits up to 5 s
+            message = await pubsub.get_message(timeout=5)
+            if message is not None:
+                frames.append(message["data"])
+            if len(frames) == 2:
+                break
+        assert [frame.split(b"|", 2)[:2] for frame in frames] == [[b"job1", b"1"], [b"job1", b"2"]]
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.delete(key)
