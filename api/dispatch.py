@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 
 from api.cancel import Cancellations
 from api.hub import ReplyHub
@@ -43,6 +44,7 @@ class Dispatcher:
     def __init__(self, config: Config, client: aioredis.Redis, hub: ReplyHub) -> None:
         self.config = config
         self.redis = client
+        self._sharded = isinstance(client, RedisCluster)  # a bare EVALSHA in a Cluster pipeline is refused
         self.hub = hub
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts(client)
@@ -162,7 +164,13 @@ class Dispatcher:
                       replay: ReplayInfo | None) -> Ticket:
         ticket = Ticket(job, queue, self)
         try:
-            if replay is not None:  # what a resuming client needs to re-render this stream, same round trip
+            if replay is not None and self._sharded:  # the scripts' own Cluster-pipeline path
+                pipe = self.redis.pipeline(transaction=False)
+                record.write_replay_info(pipe, self.keys.out_meta(job.id), replay,
+                                         job.record_ttl_seconds or self.config.queue.result_ttl_seconds)
+                await self._enqueue(job, pipe)
+                depth = int((await self.scripts.execute(pipe))[-1])
+            elif replay is not None:  # what a resuming client needs to re-render this stream, same round trip
                 depth = await self._enqueue_with_replay(job, replay)
             else:
                 depth = await self._enqueue(job)
