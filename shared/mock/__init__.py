@@ -1,4 +1,4 @@
-"""The built-in mock provider: plays OpenAI, Anthropic, Gemini and Mistral upstreams on one port.
+"""The built-in mock provider: plays OpenAI, Anthropic, Gemini, Mistral and DeepSeek upstreams on one port.
 
 Used by the demo config, the tests and the benchmarks, so it is a raw ASGI app with orjson and
 no validation framework on the hot path.
@@ -8,6 +8,7 @@ no validation framework on the hot path.
     POST /v1beta/models/{model}:generateContent    Gemini, also :streamGenerateContent[?alt=sse]
          (and the same under /v1/models/...)       (gemini.py)
     POST /mistral/v1/chat/completions              Mistral (mistral.py)
+    POST /deepseek/v1/chat/completions             DeepSeek: OpenAI's, text parts only (deepseek.py)
     POST /v1/embeddings, /mistral/v1/embeddings,   embeddings in each dialect, deterministic
          /v1beta/models/{model}:embedContent and   float32 vectors (embeddings.py)
          :batchEmbedContents (and under /v1)
