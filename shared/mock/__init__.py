@@ -29,7 +29,8 @@ Deterministic behaviour (tests rely on it):
   Tool-call ids derive from a hash of the request body: `call_` + 24 base62 (OpenAI), `toolu_` +
   24 (Anthropic), 9 base62 (Mistral); Gemini calls carry no id.
 - Agent runs (settings, `POST /_config`): `tool_name` makes the tool-call answer call that offered
-  tool instead of the first, with `tool_arguments` if given; `reply_text` replaces every text answer.
+  tool instead of the first, with `tool_arguments` if given; `reply_text` replaces every text answer,
+  and `reply_when` ({substring: text}) replaces it for a request whose last user turn contains the substring.
   `/_stats` lists the last 20 tool results the mock was answered with (`tool_results`).
 - When the last turn is a tool result, the text is "Tool result received: " + the first 40
   characters of the result (Gemini: the JSON of functionResponse.response), split at spaces into
