@@ -125,7 +125,8 @@ def _edit(search: str, replace: str) -> str:
 # aider's test command: passes only once the code is verified, and on failure prints the file as
 # it found it. `$(cat ...)` is expanded by the shell, so only the command's output (not the
 # command, which aider quotes too) holds the edited code: the mock's second answer keys on it.
-AIDER_TEST = f'grep -qx {SECRET}-checked-verified notes.txt || {{ echo "TEST FAILED: found $(cat notes.txt)"; exit 1; }}'
+AIDER_TEST = (f"grep -qx {SECRET}-checked-verified notes.txt"
+              ' || { echo "TEST FAILED: found $(cat notes.txt)"; exit 1; }')
 AIDER_FAILURE = f"TEST FAILED: found {SECRET}-checked"
 
 
