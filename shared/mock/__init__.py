@@ -1,4 +1,4 @@
-"""The built-in mock provider: plays OpenAI, Anthropic, Gemini and Mistral upstreams on one port.
+"""The built-in mock provider: plays OpenAI, Anthropic, Gemini, Mistral and DeepSeek upstreams on one port.
 
 Used by the demo config, the tests and the benchmarks, so it is a raw ASGI app with orjson and
 no validation framework on the hot path.
@@ -8,6 +8,7 @@ no validation framework on the hot path.
     POST /v1beta/models/{model}:generateContent    Gemini, also :streamGenerateContent[?alt=sse]
          (and the same under /v1/models/...)       (gemini.py)
     POST /mistral/v1/chat/completions              Mistral (mistral.py)
+    POST /deepseek/v1/chat/completions             DeepSeek: OpenAI's, text parts only (deepseek.py)
     POST /v1/embeddings, /mistral/v1/embeddings,   embeddings in each dialect, deterministic
          /v1beta/models/{model}:embedContent and   float32 vectors (embeddings.py)
          :batchEmbedContents (and under /v1)
@@ -28,7 +29,8 @@ Deterministic behaviour (tests rely on it):
   Tool-call ids derive from a hash of the request body: `call_` + 24 base62 (OpenAI), `toolu_` +
   24 (Anthropic), 9 base62 (Mistral); Gemini calls carry no id.
 - Agent runs (settings, `POST /_config`): `tool_name` makes the tool-call answer call that offered
-  tool instead of the first, with `tool_arguments` if given; `reply_text` replaces every text answer.
+  tool instead of the first, with `tool_arguments` if given; `reply_text` replaces every text answer,
+  and `reply_when` ({substring: text}) replaces it for a request whose last user turn contains the substring.
   `/_stats` lists the last 20 tool results the mock was answered with (`tool_results`).
 - When the last turn is a tool result, the text is "Tool result received: " + the first 40
   characters of the result (Gemini: the JSON of functionResponse.response), split at spaces into

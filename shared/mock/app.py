@@ -30,6 +30,7 @@ from shared.mock.core import (
     send_json,
     serve,
 )
+from shared.mock.deepseek import DeepSeekDialect
 from shared.mock.mistral import MistralDialect
 from shared.mock.settings import MockSettings, update_settings
 
@@ -38,11 +39,13 @@ _ANTHROPIC = anthropic.AnthropicDialect()
 _GEMINI = gemini.GeminiDialect()
 _GEMINI_ARRAY = gemini.GeminiArrayDialect()
 _MISTRAL = MistralDialect()
+_DEEPSEEK = DeepSeekDialect()
 
 _GENERATION = {
     "/v1/chat/completions": _OPENAI,
     "/v1/messages": _ANTHROPIC,
     "/mistral/v1/chat/completions": _MISTRAL,
+    "/deepseek/v1/chat/completions": _DEEPSEEK,
 }
 
 
@@ -87,7 +90,7 @@ async def _http(state: MockState, scope: Scope, receive: Receive, send: Send) ->
         await serve(_GEMINI_ARRAY if stream_array else _GEMINI, state, scope, receive, send)
         return
     if method == "GET":
-        if path in ("/v1/models", "/mistral/v1/models"):
+        if path in ("/v1/models", "/mistral/v1/models", "/deepseek/v1/models"):
             anthropic_shape = any(name == b"anthropic-version" for name, _ in scope["headers"])
             await send_body(send, 200, anthropic.models_body() if anthropic_shape else openai.models_body(), [])
             return

@@ -228,6 +228,7 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
             tool_name=settings.tool_name,
             tool_arguments=settings.tool_arguments,
             reply_text=settings.reply_text,
+            reply_when=settings.reply_when,
         )
         cost = answer.input_tokens + (answer.max_tokens if answer.max_tokens is not None else settings.output_tokens)
         admission = admit(dialect, state, cost)

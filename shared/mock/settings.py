@@ -24,6 +24,10 @@ class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
     """The arguments of that call (default: built from the tool's schema)."""
     reply_text: str | None = None
     """When set, every text answer is this text (split into tokens at spaces)."""
+    reply_when: dict[str, str] | None = None
+    """Scripted turns: when the last user turn's text contains a key, the text answer is that key's
+    value instead of reply_text (the first key that matches, in order). An agent that sends its own
+    findings back as user text (aider's test output) then gets an answer that depends on them."""
     api_key: str | None = None
     """When set, every generation request must carry it (else 401)."""
     embedding_dimensions: int = 64

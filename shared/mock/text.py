@@ -96,7 +96,7 @@ def tokens_for_chars(chars: int) -> int:
 
 def plan(conv: Conversation, *, output_tokens: int, chunk_tokens: int, call_id: Callable[[], str],
          tool_name: str | None = None, tool_arguments: dict[str, Any] | None = None,
-         reply_text: str | None = None) -> Plan:
+         reply_text: str | None = None, reply_when: dict[str, str] | None = None) -> Plan:
     result = Plan(
         model=conv.model,
         stream=conv.stream,
@@ -115,6 +115,7 @@ def plan(conv: Conversation, *, output_tokens: int, chunk_tokens: int, call_id: 
         # Tool calls are never truncated, whatever max_tokens says.
         result.output_tokens = tokens_for_chars(len(name) + len(arguments_json))
         return result
+    reply_text = next((text for key, text in (reply_when or {}).items() if key in conv.last_user_text), reply_text)
     if reply_text is not None:
         tokens = re.findall(r"\s*\S+\s*", reply_text) or [reply_text]
         if cap is not None and len(tokens) > cap:

@@ -132,6 +132,16 @@ def refuse_documents(req: ChatRequest, upstream: str) -> None:
                                    "send its text instead, or use a model that reads PDFs.", param="document")
 
 
+def refuse_images(req: ChatRequest, upstream: str) -> None:
+    """Upstreams whose API reads text only: a 400 naming the part, instead of the provider's own
+    deserialization error. Dropping the image is no repair: the model would answer about a
+    picture it never saw (agents such as Cline and OpenHands attach screenshots freely)."""
+    for message in req.messages:
+        if any(isinstance(part, Image) for part in message.content):
+            raise GatewayError("unsupported", f"An image cannot be sent to a {upstream} upstream: its API reads "
+                               "text only. Leave the image out, or use a model that reads images.", param="image")
+
+
 def arguments_object(arguments: str) -> dict[str, Any]:
     """Tool-call JSON text -> an object for protocols that want one; invalid, empty or
     non-object JSON gives {}."""

@@ -9,7 +9,9 @@ non-interactively with its own HOME in a scratch folder holding `notes.txt`. The
 turn that ends in the user's words with a call to the agent's file-reading tool (its name and
 arguments per agent below) and a turn that ends in a tool result with text, so the agent does one
 full loop: request, tool call, the agent runs the tool, tool result, answer. aider has no function
-tools: its "tool" is the edit it applies from the answer's SEARCH/REPLACE block.
+tools: its "tool" is the edit it applies from the answer's SEARCH/REPLACE block, then its
+`--auto-test` command, whose failure output it sends back as the next user turn; the mock answers
+that turn (and only that one) with a second edit that makes the test pass.
 
 `--record` puts a recording proxy between the agent and Sluice and writes every request the agent
 made (path, query, headers without credentials, body) as JSON lines: that is how the recorded
@@ -116,14 +118,30 @@ def _codex(base: str, work: Path, home: Path) -> tuple[list[str], dict[str, str]
     return args, env, {"tool_name": "exec_command", "tool_arguments": {"cmd": "cat notes.txt", "tty": False}}
 
 
+def _edit(search: str, replace: str) -> str:
+    return f"notes.txt\n```\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n```\n"
+
+
+# aider's test command: passes only once the code is verified, and on failure prints the file as
+# it found it. `$(cat ...)` is expanded by the shell, so only the command's output (not the
+# command, which aider quotes too) holds the edited code: the mock's second answer keys on it.
+AIDER_TEST = (f"grep -qx {SECRET}-checked-verified notes.txt"
+              ' || { echo "TEST FAILED: found $(cat notes.txt)"; exit 1; }')
+AIDER_FAILURE = f"TEST FAILED: found {SECRET}-checked"
+
+
 def _aider(base: str, work: Path, home: Path) -> tuple[list[str], dict[str, str], dict[str, Any]]:
-    edit = f"notes.txt\n```\n<<<<<<< SEARCH\n{SECRET}\n=======\n{SECRET}-checked\n>>>>>>> REPLACE\n```\n"
+    """Two model turns: the first edit fails aider's --auto-test, aider sends the test's output back
+    (as user text: aider has no function tools), and the answer to that output is a second edit."""
     env = {"AIDER_CHECK_UPDATE": "false", "AIDER_ANALYTICS": "false"}
     args = [str(AIDER), "--message", "Append -checked to the launch code in notes.txt.", "notes.txt",
             "--openai-api-base", f"{base}/v1", "--openai-api-key", CLIENT_KEY, "--model", f"openai/{MODEL}",
             "--yes-always", "--no-git", "--no-check-update", "--no-analytics", "--no-show-model-warnings",
-            "--edit-format", "diff", "--no-stream", "--map-tokens", "0", "--no-auto-lint"]
-    return args, env, {"reply_text": edit}
+            "--edit-format", "diff", "--no-stream", "--map-tokens", "0", "--no-auto-lint",
+            "--auto-test", "--test-cmd", AIDER_TEST]
+    mock = {"reply_text": _edit(SECRET, f"{SECRET}-checked"),
+            "reply_when": {AIDER_FAILURE: _edit(f"{SECRET}-checked", f"{SECRET}-checked-verified")}}
+    return args, env, mock
 
 
 AGENTS = {"claude": _claude, "codex": _codex, "aider": _aider}

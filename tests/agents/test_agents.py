@@ -7,8 +7,10 @@ the Anthropic upstream of the mock, Claude Code and Codex also against Gemini an
 (tests/agents/session.py starts everything inside the namespace). Claude Code and Codex complete a
 task that needs a tool call and its result: the mock asks for their file-reading tool, the agent
 runs it, and the file's contents must reach the upstream in the next turn, whose answer the agent
-prints. aider has no function tools; its loop is the edit it applies from the answer, so the file
-must change.
+prints. aider has no function tools; its loop is the edit it applies from the answer and its
+`--auto-test` command: the first edit fails the test, aider sends the test's output back as the next
+user turn, the mock answers that output (and only it) with a second edit, and the test then passes,
+so the file must carry both edits after exactly two accepted upstream turns.
 
 The CLIs are installed on first use (npm install; a venv for aider) and the tests skip, saying why,
 only when that install is impossible here (no npm, no network to the registries) or the machine
@@ -112,11 +114,13 @@ def test_agent_completes_a_tool_loop(namespaces: None, agent: str, upstream: str
 
 
 @pytest.mark.parametrize("upstream", ["mistral", "anthropic"])
-def test_aider_applies_an_edit(namespaces: None, upstream: str, tmp_path: Path) -> None:
+def test_aider_fixes_its_edit_from_the_test_output(namespaces: None, upstream: str, tmp_path: Path) -> None:
     reason = _install_aider()
     if reason:
         pytest.skip(reason)
     report = _session("aider", upstream, tmp_path)
     assert report["exit"] == 0, report
-    assert report["upstream_status"] == {"200": 1}, report
-    assert report["notes"] == SECRET + "-checked\n", report
+    assert report["upstream_status"] == {"200": 2}, report  # the edit, then the answer to the test output
+    # The second edit is only the mock's answer to a turn holding the failing test's output.
+    assert report["notes"] == SECRET + "-checked-verified\n", report
+    assert "TEST FAILED: found " + SECRET + "-checked" in str(report["stdout"]), report

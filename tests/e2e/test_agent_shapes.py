@@ -1,10 +1,14 @@
 """The request shapes real coding agents send pass through to every upstream, streaming and not.
 
 The bodies in tests/fixtures/agents/ were recorded from the agents themselves (Claude Code,
-Codex CLI, aider; see each file's `recorded` note and tests/agents/session.py), long texts
-redacted to their length. Each is posted as recorded (path, query such as `?beta=true`, headers
-such as `anthropic-beta`) to a running system whose model is served by each upstream of the
-strict mock, and must come back a complete answer in the client's protocol.
+Codex CLI, aider; see each file's `recorded` note and tests/agents/session.py), or, for the
+OpenAI Chat agents we cannot run here (OpenHands, Cline, Continue, VS Code Copilot, aider's
+function-call and cache modes), derived from the code that builds their requests (each file's
+`source` note names it); long texts redacted to their length. Each is posted as recorded (path,
+query such as `?beta=true`, headers such as `anthropic-beta`) to a running system whose model is
+served by each upstream of the strict mock, and must come back a complete answer in the client's
+protocol; the one exception is an image to DeepSeek, whose API reads text only: that is refused
+with a 400 in the client's protocol before any upstream sees it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from tests.conftest import CLIENT_KEY, SluiceSystem
 
 FIXTURES = sorted((Path(__file__).resolve().parent.parent / "fixtures" / "agents").glob("*.json"))
 UPSTREAMS = ["openai", "anthropic", "gemini", "mistral", "deepseek"]
+# Part types that carry an image in each client protocol (Chat, Anthropic, Responses).
+IMAGE_PARTS = frozenset(("image_url", "image", "input_image"))
 # The last event each client protocol's stream must end with.
 TERMINATORS = {"/v1/messages": b"event: message_stop", "/v1/responses": b"event: response.completed",
                "/v1/chat/completions": b"data: [DONE]"}
@@ -35,13 +41,22 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         {"name": "up-gemini", "provider": "gemini", "api_key": "mock-key", "base_url": placeholder},
         {"name": "up-mistral", "provider": "mistral", "api_key": "mock-key",
          "base_url": f"{placeholder}/mistral/v1"},
-        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key", "base_url": f"{placeholder}/v1"},
+        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key",
+         "base_url": f"{placeholder}/deepseek/v1"},
     ]
     models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in UPSTREAMS]
     running = SluiceSystem(tmp_path_factory.mktemp("shapes"), redis_url, accounts=accounts, models=models,
                            base_url_placeholder=placeholder)
     yield running
     running.close()
+
+
+def _has_image(value: Any) -> bool:
+    """Whether a conversation (`messages` or `input`, not tool schemas) holds an image part."""
+    if isinstance(value, dict):
+        kind = value.get("type")
+        return (isinstance(kind, str) and kind in IMAGE_PARTS) or any(_has_image(v) for v in value.values())
+    return isinstance(value, list) and any(_has_image(v) for v in value)
 
 
 def _post(system: SluiceSystem, recorded: dict[str, Any], upstream: str, stream: bool) -> httpx.Response:
@@ -58,6 +73,14 @@ def _post(system: SluiceSystem, recorded: dict[str, Any], upstream: str, stream:
 def test_recorded_agent_request_passes_to_every_upstream(system: SluiceSystem, fixture: Path, upstream: str,
                                                           stream: bool) -> None:
     recorded = json.loads(fixture.read_text())
+    conversation = recorded["body"].get("messages", recorded["body"].get("input"))
+    if upstream == "deepseek" and _has_image(conversation):
+        before = system.mock_stats()["requests"]
+        reply = _post(system, recorded, upstream, stream)
+        assert reply.status_code == 400, reply.text
+        assert "error" in reply.json() and "image" in reply.text and "DeepSeek" in reply.text, reply.text
+        assert system.mock_stats()["requests"] == before  # refused before the upstream saw it
+        return
     reply = _post(system, recorded, upstream, stream)
     assert reply.status_code == 200, reply.text
     if stream:

@@ -32,7 +32,8 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         {"name": "up-mistral", "provider": "mistral", "api_key": "mock-key",
          "base_url": f"{placeholder}/mistral/v1"},
         {"name": "up-openai", "provider": "openai", "api_key": "mock-key", "base_url": f"{placeholder}/v1"},
-        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key", "base_url": f"{placeholder}/v1"},
+        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key",
+         "base_url": f"{placeholder}/deepseek/v1"},
     ]
     models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in UPSTREAMS]
     running = SluiceSystem(tmp_path_factory.mktemp("ollama"), redis_url, accounts=accounts, models=models,

@@ -41,7 +41,8 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         {"name": "up-gemini", "provider": "gemini", "api_key": "mock-key", "base_url": placeholder},
         {"name": "up-mistral", "provider": "mistral", "api_key": "mock-key",
          "base_url": f"{placeholder}/mistral/v1"},
-        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key", "base_url": f"{placeholder}/v1"},
+        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key",
+         "base_url": f"{placeholder}/deepseek/v1"},
     ]
     models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in UPSTREAMS]
     running = SluiceSystem(tmp_path_factory.mktemp("transcripts"), redis_url, accounts=accounts, models=models,

@@ -8,7 +8,7 @@ import orjson
 from shared.config import Account
 from shared.jobs import Job
 from shared.protocols import openai_chat_upstream
-from shared.protocols.common import refuse_documents
+from shared.protocols.common import refuse_documents, refuse_images
 from shared.protocols.contracts import UpstreamDialect
 from worker.providers.base import DialectProvider
 from worker.ratelimit_headers import openai_hold_seconds, openai_limit_caps
@@ -23,11 +23,14 @@ class OpenAIProvider(DialectProvider):
         self._limits = account.limits
         # OpenAI's own API rejects max_tokens on reasoning models; compatible servers want it.
         self._completion_tokens = account.provider == "openai"
-        self._reads_pdf = account.provider != "deepseek"  # DeepSeek's API takes no file parts
+        # DeepSeek's API takes text parts only: a file or image_url part is its own 400
+        # ("unknown variant `image_url`, expected `text`"), so refuse both in the client's protocol.
+        self._text_only = account.provider == "deepseek"
 
     def body(self, job: Job) -> bytes:
-        if not self._reads_pdf:
+        if self._text_only:
             refuse_documents(job.request, "DeepSeek")
+            refuse_images(job.request, "DeepSeek")
         body = self.dialect.build_request(job.request, job.upstream_model, job.output_reserve)
         if self._completion_tokens and "max_tokens" in body:
             body["max_completion_tokens"] = body.pop("max_tokens")

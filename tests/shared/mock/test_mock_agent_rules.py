@@ -61,3 +61,17 @@ async def test_agent_knobs_pick_the_tool_its_arguments_and_the_text(client_for: 
     assert (call["name"], call["input"]) == ("Read", {"path": "/x/notes.txt"})  # not the first tool
     assert answer["content"] == [{"type": "text", "text": "done: ok"}]
     assert stats["tool_results"] == ["secret"]
+
+
+async def test_reply_when_answers_a_turn_by_what_the_user_sent(client_for: Any) -> None:
+    """aider sends a failing test's output back as user text: the scripted answer depends on it."""
+    settings = MockSettings(reply_text="first edit", reply_when={"TEST FAILED": "second edit", "never": "no"})
+    async with client_for(settings) as (client, _):
+        def chat(text: str) -> dict[str, Any]:
+            return {"model": "mock-gpt", "messages": [{"role": "user", "content": "fix it"},
+                                                       {"role": "assistant", "content": "first edit"},
+                                                       {"role": "user", "content": text}]}
+        passed = (await client.post("/v1/chat/completions", json=chat("all good"))).json()
+        failed = (await client.post("/v1/chat/completions", json=chat("I ran pytest: TEST FAILED x"))).json()
+    assert passed["choices"][0]["message"]["content"] == "first edit"
+    assert failed["choices"][0]["message"]["content"] == "second edit"
