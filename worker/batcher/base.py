@@ -22,6 +22,7 @@ from shared.embedding_parts import plan
 from shared.embeddings import EmbeddingComplete, EmbeddingRequest
 from shared.errors import GatewayError
 from shared.model import ChatRequest
+from worker.batcher.metering import BatchMeter
 from worker.batcher.results import Result
 
 FLUSH_SECONDS = 0.2  # group commit: results wait at most this long for their segment
@@ -89,6 +90,8 @@ class RunnerBase:
         self.sweep_now = asyncio.Event()
         self._reader: Iterator[bytes] | None = None
         self._reader_at = -1
+        self.meter = BatchMeter(ctx.config, ctx.records.redis, ctx.dispatcher.keys)
+        self.budget_retry_at = 0.0  # monotonic: feeding waits for budget until then (or a settle)
 
     # --- entry points -------------------------------------------------------------------------
 

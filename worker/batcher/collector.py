@@ -13,7 +13,8 @@ from shared.model import ChatRequest, StreamError
 from shared.redis import record
 from worker.batcher.base import FLUSH_LINES, calls_of
 from worker.batcher.feeder import Feeder
-from worker.batcher.results import answer_in, render, render_embeddings, render_error
+from worker.batcher.metering import Used
+from worker.batcher.results import Result, answer_in, render, render_embeddings, render_error
 
 
 class Collector(Feeder):
@@ -73,6 +74,7 @@ class Collector(Feeder):
         self.segment += 1
         key = f"batches/{self.id}/seg/{self.started_ms:013d}-{self.ctx.coordinator}-{self.segment:06d}"
         await self.ctx.store.put(key, [b"".join(r.record() for r in batch)])  # durable before it counts
+        await self._settle(view, batch)
         await self.ctx.records.mark_done(self.id, [(r.line, r.outcome, r.tokens_in, r.tokens_out) for r in batch])
         for r in batch:
             self._set_done(r.line)
@@ -83,6 +85,17 @@ class Collector(Feeder):
         scripts, keys = self.ctx.dispatcher.scripts, self.ctx.dispatcher.keys
         for name, account in withdraw:
             await scripts.cancel(keys.account(account), name)
+
+    async def _settle(self, view: BatchView, batch: list[Result]) -> None:
+        """Settles the lines' budget holds with what they used, before they are marked done: a
+        crash in between re-collects them, and settling again finds no hold (metering.py)."""
+        tenant = self.meter.tenant(view)
+        if tenant is None:
+            return
+        used = [Used(r.line, r.tokens_in, r.tokens_out,
+                     self._line(view, r.line).request.model if r.tokens_in or r.tokens_out else "") for r in batch]
+        if await self.meter.settle(view, tenant, used):
+            self.budget_retry_at = 0.0  # what they did not use is free again: feeding may go on
 
     async def _sweep(self, view: BatchView, ending: Outcome | None) -> None:
         """The record is the truth: collect answers pub/sub did not deliver; a call whose job is

@@ -33,13 +33,16 @@ class Ending(Collector):
             if any(gone):
                 self.buffer.append(ended(view, line, self._line(view, line).custom_id, outcome))
         await self._flush(view)
+        tenant = self.meter.tenant(view)
+        # lines that waited for budget until the window ended say so (metering.py)
+        budget = self.meter.refusal(tenant, waited=True) if tenant is not None and view.budget_wait else None
         for start in range(view.fed, view.total, WIND_DOWN_CHUNK):
             end = min(view.total, start + WIND_DOWN_CHUNK)
             for line in range(start, end):
                 raw = self._read_next(view, line)
                 if not self._is_done(line):
                     custom_id = parse_line(view.dialect, view.endpoint, view.model, raw).custom_id
-                    self.buffer.append(ended(view, line, custom_id, outcome))
+                    self.buffer.append(ended(view, line, custom_id, outcome, budget if outcome == "x" else None))
             await self._flush(view)
             await self.ctx.records.fed(self.id, end, [])
         last_sweep = time.monotonic()
