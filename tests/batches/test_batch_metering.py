@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -21,6 +22,7 @@ import redis
 from google import genai
 from google.genai import errors, types
 
+from shared.protocols import anthropic_messages
 from shared.protocols.openai_chat import parse_request
 from shared.redis.scripts import source
 from shared.tenants.policy import period_id
@@ -32,12 +34,18 @@ ADMIN = "metering-admin-token-0123456789"
 LINE = chat_line("x")["body"]
 ESTIMATE = estimate_input_tokens(parse_request(orjson.dumps(LINE))) + LINE["max_tokens"]
 ROOM = 6  # lines the budget of tenant "tester" has room for, at their estimate
-KEYS = {"mixed": "sk-meter-mixed", "narrow": "sk-meter-narrow", "roomy": "sk-meter-roomy"}
+PRICE = {"input": 10.0, "output": 30.0}  # per million tokens
+ANTHROPIC_PARAMS = {"model": "test-model", "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]}
+ANTHROPIC_INPUT = estimate_input_tokens(anthropic_messages.parse_request(orjson.dumps(ANTHROPIC_PARAMS)))
+LINE_COST = (ANTHROPIC_INPUT * PRICE["input"] + 8 * PRICE["output"]) / 1e6  # what one line reserves
+KEYS = {"mixed": "sk-meter-mixed", "narrow": "sk-meter-narrow", "roomy": "sk-meter-roomy",
+        "priced": "sk-meter-priced"}
 TENANTS = [
     {"name": "tester", "budget": {"period": "day", "tokens": ROOM * ESTIMATE}},
     {"name": "mixed", "budget": {"period": "day", "tokens": ROOM * ESTIMATE}},
     {"name": "narrow", "models": ["other-model"]},
     {"name": "roomy", "budget": {"period": "day", "tokens": 10_000_000}},
+    {"name": "priced", "budget": {"period": "day", "cost": ROOM * LINE_COST}},
 ]
 
 
@@ -45,6 +53,7 @@ def start(make_system: Callable[..., SluiceSystem], monkeypatch: pytest.MonkeyPa
           **batches: Any) -> SluiceSystem:
     monkeypatch.setenv("SLUICE_ADMIN_TOKEN", ADMIN)
     accounts, models = two_account_model(rpm=rpm)
+    models[0]["price"] = PRICE
     models.append({"name": "other-model", "route": [{"account": "acct-a", "model": "mock-small"}]})
     extra = {"client_keys": [{"name": "tester", "key": "sk-test-client"},
                              *({"name": n, "key": k} for n, k in KEYS.items())], "tenants": TENANTS}
@@ -76,7 +85,7 @@ def used_tokens(lines: list[dict[str, Any]]) -> int:
 
 def test_a_batch_runs_only_what_its_budget_has_room_for_and_the_rest_expires_naming_it(
         make_system: Callable[..., SluiceSystem], monkeypatch: pytest.MonkeyPatch) -> None:
-    system = start(make_system, monkeypatch, completion_window_seconds=8)
+    system = start(make_system, monkeypatch, completion_window_seconds=10)
     api = openai_client(system)
     n = 3 * ROOM
     batch = submit(api, n)
@@ -107,9 +116,75 @@ def test_a_batch_runs_only_what_its_budget_has_room_for_and_the_rest_expires_nam
     assert today["batch_requests"] >= len(out) and report["batch_lines_in_flight"] == 0
 
 
+def test_a_cost_budget_in_anthropics_terms_and_a_line_over_the_whole_budget(
+        make_system: Callable[..., SluiceSystem], monkeypatch: pytest.MonkeyPatch) -> None:
+    system = start(make_system, monkeypatch, completion_window_seconds=10)
+    api = anthropic.Anthropic(base_url=system.base_url, api_key=KEYS["priced"], max_retries=0)
+    n = 3 * ROOM
+    huge = {"custom_id": "huge", "params": {**ANTHROPIC_PARAMS, "max_tokens": 100_000}}  # ~3.0 reserved
+    batch = api.messages.batches.create(requests=[huge, *({"custom_id": f"m{i}", "params": ANTHROPIC_PARAMS}
+                                                          for i in range(n))])  # type: ignore[arg-type]
+
+    def waiting() -> bool:  # the admin API says why the batch is not moving
+        listed = httpx.get(f"{system.base_url}/admin/batches", params={"tenant": "priced"},
+                           headers={"authorization": f"Bearer {ADMIN}"}, timeout=10).json()
+        return bool(listed[0]["budget_wait"])
+
+    wait_until(waiting, 30, "the batch to wait for its budget")
+    seen: dict[str, Any] = {}
+
+    def ended() -> bool:
+        seen["b"] = api.messages.batches.retrieve(batch.id)
+        return seen["b"].processing_status == "ended"
+
+    wait_until(ended, 60, "the message batch to end")
+    got = {r.custom_id: r.result for r in api.messages.batches.results(batch.id)}
+    assert sorted(got) == sorted(["huge", *(f"m{i}" for i in range(n))])
+    # the line that could never fit failed at once, in Anthropic's own budget error
+    assert got["huge"].type == "errored" and got["huge"].error.error.type == "billing_error"  # type: ignore[union-attr]
+    ran = [r for r in got.values() if r.type == "succeeded"]
+    assert ROOM <= len(ran) < n
+    assert {r.type for r in got.values()} == {"errored", "succeeded", "expired"}
+    cost = sum((r.message.usage.input_tokens * PRICE["input"] + r.message.usage.output_tokens * PRICE["output"]) / 1e6
+               for r in ran)  # type: ignore[union-attr]
+    assert cost <= ROOM * LINE_COST + LINE_COST
+    spent = usage(system, "priced")
+    assert spent["c"] == pytest.approx(cost) and spent["bc"] == pytest.approx(cost)
+    assert holds(system, "priced") == (0, 0)
+    counts = seen["b"].request_counts
+    assert (counts.succeeded, counts.errored, counts.expired) == (len(ran), 1, n - len(ran))
+
+
+def test_gemini_lines_that_waited_for_budget_expire_as_resource_exhausted(
+        make_system: Callable[..., SluiceSystem], monkeypatch: pytest.MonkeyPatch) -> None:
+    system = start(make_system, monkeypatch, completion_window_seconds=10)
+    api = genai.Client(api_key="sk-test-client", http_options=types.HttpOptions(base_url=system.base_url))
+    n = 3 * ROOM
+    src = [{"contents": [{"role": "user", "parts": [{"text": f"hello {i}"}]}], "config": {"max_output_tokens": 8}}
+           for i in range(n)]
+    job = api.batches.create(model="test-model", src=src)  # type: ignore[arg-type]
+    assert job.name
+    seen: dict[str, Any] = {}
+
+    def finished() -> bool:
+        seen["job"] = api.batches.get(name=job.name)  # type: ignore[arg-type]
+        return bool(seen["job"].done)
+
+    wait_until(finished, 60, "the batch job to finish")
+    responses = seen["job"].dest.inlined_responses
+    assert len(responses) == n
+    ran = [r for r in responses if r.error is None]
+    waited = [r for r in responses if r.error is not None]
+    assert ROOM <= len(ran) < n
+    assert all(r.error.code == 429 and "budget" in (r.error.message or "") for r in waited)
+    spent = usage(system, "tester")
+    assert spent["t"] == spent["bt"] <= ROOM * ESTIMATE + ESTIMATE
+    assert holds(system, "tester") == (0, 0)
+
+
 def test_batches_and_live_requests_together_cannot_overspend(make_system: Callable[..., SluiceSystem],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    system = start(make_system, monkeypatch, completion_window_seconds=8)
+    system = start(make_system, monkeypatch, completion_window_seconds=10)
     api = openai_client(system, KEYS["mixed"])
     batches = [submit(api, 2 * ROOM, prefix=f"b{k}-") for k in range(2)]
 
