@@ -85,11 +85,11 @@ def used_tokens(lines: list[dict[str, Any]]) -> int:
 
 def test_a_batch_runs_only_what_its_budget_has_room_for_and_the_rest_expires_naming_it(
         make_system: Callable[..., SluiceSystem], monkeypatch: pytest.MonkeyPatch) -> None:
-    system = start(make_system, monkeypatch, completion_window_seconds=10)
+    system = start(make_system, monkeypatch, completion_window_seconds=15)
     api = openai_client(system)
     n = 3 * ROOM
     batch = submit(api, n)
-    done = wait_for_status(api, batch.id, ("expired", "completed"), 60)
+    done = wait_for_status(api, batch.id, ("expired", "completed"), 90)
     assert done.status == "expired"  # the budget ran out before the lines did
     out, err = results(api, done.output_file_id), results(api, done.error_file_id)
     assert Counter(r["custom_id"] for r in out + err) == Counter(f"c{i}" for i in range(n)), "lost or twice"
@@ -118,7 +118,7 @@ def test_a_batch_runs_only_what_its_budget_has_room_for_and_the_rest_expires_nam
 
 def test_a_cost_budget_in_anthropics_terms_and_a_line_over_the_whole_budget(
         make_system: Callable[..., SluiceSystem], monkeypatch: pytest.MonkeyPatch) -> None:
-    system = start(make_system, monkeypatch, completion_window_seconds=10)
+    system = start(make_system, monkeypatch, completion_window_seconds=15)
     api = anthropic.Anthropic(base_url=system.base_url, api_key=KEYS["priced"], max_retries=0)
     n = 3 * ROOM
     huge = {"custom_id": "huge", "params": {**ANTHROPIC_PARAMS, "max_tokens": 100_000}}  # ~3.0 reserved
@@ -137,7 +137,7 @@ def test_a_cost_budget_in_anthropics_terms_and_a_line_over_the_whole_budget(
         seen["b"] = api.messages.batches.retrieve(batch.id)
         return seen["b"].processing_status == "ended"
 
-    wait_until(ended, 60, "the message batch to end")
+    wait_until(ended, 90, "the message batch to end")
     got = {r.custom_id: r.result for r in api.messages.batches.results(batch.id)}
     assert sorted(got) == sorted(["huge", *(f"m{i}" for i in range(n))])
     # the line that could never fit failed at once, in Anthropic's own budget error
@@ -157,7 +157,7 @@ def test_a_cost_budget_in_anthropics_terms_and_a_line_over_the_whole_budget(
 
 def test_gemini_lines_that_waited_for_budget_expire_as_resource_exhausted(
         make_system: Callable[..., SluiceSystem], monkeypatch: pytest.MonkeyPatch) -> None:
-    system = start(make_system, monkeypatch, completion_window_seconds=10)
+    system = start(make_system, monkeypatch, completion_window_seconds=15)
     api = genai.Client(api_key="sk-test-client", http_options=types.HttpOptions(base_url=system.base_url))
     n = 3 * ROOM
     src = [{"contents": [{"role": "user", "parts": [{"text": f"hello {i}"}]}], "config": {"max_output_tokens": 8}}
@@ -170,7 +170,7 @@ def test_gemini_lines_that_waited_for_budget_expire_as_resource_exhausted(
         seen["job"] = api.batches.get(name=job.name)  # type: ignore[arg-type]
         return bool(seen["job"].done)
 
-    wait_until(finished, 60, "the batch job to finish")
+    wait_until(finished, 90, "the batch job to finish")
     responses = seen["job"].dest.inlined_responses
     assert len(responses) == n
     ran = [r for r in responses if r.error is None]
@@ -184,7 +184,7 @@ def test_gemini_lines_that_waited_for_budget_expire_as_resource_exhausted(
 
 def test_batches_and_live_requests_together_cannot_overspend(make_system: Callable[..., SluiceSystem],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    system = start(make_system, monkeypatch, completion_window_seconds=10)
+    system = start(make_system, monkeypatch, completion_window_seconds=15)
     api = openai_client(system, KEYS["mixed"])
     batches = [submit(api, 2 * ROOM, prefix=f"b{k}-") for k in range(2)]
 
@@ -203,7 +203,7 @@ def test_batches_and_live_requests_together_cannot_overspend(make_system: Callab
     assert all(a.code == "insufficient_quota" for a in refused)
     ran = 0
     for batch in batches:
-        done = wait_for_status(api, batch.id, ("expired", "completed"), 60)
+        done = wait_for_status(api, batch.id, ("expired", "completed"), 90)
         out, err = results(api, done.output_file_id), results(api, done.error_file_id)
         assert len(out) + len(err) == 2 * ROOM
         ran += used_tokens(out)
