@@ -292,3 +292,31 @@ def test_a_batch_hold_nobody_settles_lapses_with_its_reservation_spent(redis_url
     assert settle(keys=keys, args=["b.0", 20, "0.0", 0]) == 0  # nor does settling one twice
     assert spent() == (70, 70)
     client.delete(*keys)
+
+
+def test_a_round_larger_than_one_command_takes_is_reserved_and_settled_whole(redis_url: str) -> None:
+    """The scripts move ids a chunk (1000) at a time: a round of 2,500 lines is admitted up to the
+    budget in line order, and settled in one call, exactly as line by line would."""
+    client = redis.Redis.from_url(redis_url)
+    admit = client.register_script(source("tenant_admit"))
+    settle = client.register_script(source("tenant_settle"))
+    base = f"chunks{time.time_ns()}:{{tenant:t}}"
+    keys = [f"{base}:rl", f"{base}:bheld", f"{base}:cost", f"{base}:usage"]
+    period = period_id("day", time.time())
+    args: list[Any] = ["", 0, 0, 0, 0, 0, "0", period, 2_200 * 10, "-1.0", 60_000, 3600, "b"]
+    for i in range(2_500):
+        args += [f"b.{i}", 10, "0.001"]
+    assert [int(x) for x in admit(keys=keys, args=args)] == [3, 2_200]  # line 2,200 is the first with no room
+    assert client.zcard(keys[1]) == client.hlen(keys[2]) == 2_200
+    assert client.zrange(keys[1], 0, 0) == [b"b.0"] and client.hexists(keys[2], "b.2199")
+    assert not client.hexists(keys[2], "b.2200")
+    settled = []
+    for i in range(2_500):  # the lines past the budget were never held: settling them is a no-op
+        settled += [f"b.{i}", 4, "0.0004", 0]
+    assert settle(keys=keys, args=settled) == 2_200
+    usage = {k.decode(): float(v) for k, v in client.hgetall(keys[3]).items()}
+    assert usage[f"{period}:t"] == usage[f"{period}:bt"] == 2_200 * 4
+    assert usage[f"{period}:n"] == usage[f"{period}:bn"] == 2_200
+    assert usage[f"{period}:c"] == pytest.approx(2_200 * 0.0004)
+    assert client.zcard(keys[1]) == client.hlen(keys[2]) == 0
+    client.delete(*keys)
