@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from starlette.responses import Response
 from starlette.types import Receive
 
 from api.dialects import Dialect
-from api.errors import error_response
+from api.fallback import Fallbacks
+from api.hangup import ClientLeft, unless_client_leaves
 from api.state import AppState
 from api.ticket import Ticket
 from api.timing import timing_headers
@@ -25,34 +25,49 @@ CLIENT_CLOSED = 499  # nginx's status for "the client hung up first"; it only sh
 async def answer(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest, started: float,
                  receive: Receive | None = None) -> Response:
     """With `receive`, a client that hangs up takes its job out of the queue (see below)."""
+    current = Fallbacks(state, dialect, ticket)
     try:
         if receive is None:
-            return await _answer(state, dialect, ticket, req, started)
-        return await _answer_unless_abandoned(state, dialect, ticket, req, started, receive)
+            return await _answer(state, dialect, current, req, started)
+        return await _answer_unless_abandoned(state, dialect, current, req, started, receive)
     finally:
-        state.dispatcher.release(ticket)
+        state.dispatcher.release(current.ticket)
 
 
-async def _answer_unless_abandoned(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest,
+async def _answer_unless_abandoned(state: AppState, dialect: Dialect, current: Fallbacks, req: ChatRequest,
                                    started: float, receive: Receive) -> Response:
     """A client that hangs up (an SDK timeout, usually followed by a retry) takes its job out of
-    the queue, so an abandoned request does not spend the account's budget as a duplicate.
-    Streams are different: they keep running so the client can resume them."""
-    result = asyncio.ensure_future(_answer(state, dialect, ticket, req, started))
-    hangup = asyncio.ensure_future(receive())  # the body is read: the next message is the disconnect
+    the queue, or has its upstream call aborted, so an abandoned request does not spend the
+    account's budget as a duplicate. Streams get a grace period to resume first (api/cancel.py)."""
     try:
-        await asyncio.wait((result, hangup), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        hangup.cancel()
-    if result.done():
-        return result.result()
-    result.cancel()
+        return await unless_client_leaves(_answer(state, dialect, current, req, started), receive)
+    except ClientLeft:
+        pass
+    ticket = current.ticket
+    if ticket.follows:
+        return Response(b"", CLIENT_CLOSED)  # an Idempotency-Key retry left: the first request runs on
     if await state.dispatcher.withdraw(ticket.job):
         log.info("client left; queued job dropped", extra={"request_id": ticket.job.id})
+    else:  # a worker has it: abort the upstream call (api/cancel.py)
+        await state.dispatcher.cancels.abort_running(ticket.job.id)
+        log.info("client left; running job aborted", extra={"request_id": ticket.job.id})
     return Response(b"", CLIENT_CLOSED)
 
 
-async def _answer(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest, started: float) -> Response:
+async def _answer(state: AppState, dialect: Dialect, current: Fallbacks, req: ChatRequest,
+                  started: float) -> Response:
+    while True:
+        ticket = current.ticket
+        try:
+            return await _answer_one(state, dialect, ticket, req, started)
+        except GatewayError as err:
+            state.dispatcher.release(ticket)
+            if await current.next(err) is None:
+                raise
+
+
+async def _answer_one(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRequest, started: float) -> Response:
+    """The ticket's answer; its error (the worker's, or the wait running out) is raised."""
     async for entry in ticket.entries(state.config.queue.keepalive_seconds):
         if entry is None:
             continue
@@ -66,5 +81,5 @@ async def _answer(state: AppState, dialect: Dialect, ticket: Ticket, req: ChatRe
                     state.metrics.timing(req.model, event.timing, overhead)
                 return Response(body, 200, headers=headers, media_type="application/json")
             if isinstance(event, StreamError):
-                return error_response(dialect, GatewayError.from_info(event.error))
+                raise GatewayError.from_info(event.error)
     raise GatewayError("internal", "the answer ended without a result")

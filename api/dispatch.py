@@ -11,25 +11,32 @@ import asyncio
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from api.cancel import Cancellations
 from api.hub import ReplyHub
 from api.routing import AccountState, WeightedRotation, choose
-from api.ticket import Ticket
+from api.ticket import Ticket, follow_record
 from shared.config import Config, Model
 from shared.embeddings import EmbeddingRequest, estimate_tokens
 from shared.errors import GatewayError
 from shared.jobs import Job, Priority, encode_job
-from shared.model import ChatRequest
+from shared.model import ChatRequest, StreamError
 from shared.redis import limiter, record
+from shared.redis.idempotency import IdempotencyStore
 from shared.redis.keys import AccountKeys, Keys
 from shared.redis.limiter import Dim
-from shared.redis.record import Entry, ReplayInfo
+from shared.redis.moves import Moves
+from shared.redis.record import Entry, ReplayInfo, encode_events
 from shared.redis.scripts import QUEUE_FULL, Scripts
 from shared.tokens import estimate_input_tokens
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(12)
 
 
 class Dispatcher:
@@ -39,6 +46,9 @@ class Dispatcher:
         self.hub = hub
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts(client)
+        self.moves = Moves(client, self.keys)
+        self.idempotency = IdempotencyStore(client)
+        self.cancels = Cancellations(client, self.keys, self.withdraw, config.queue.stream_cancel_grace_seconds)
         self._rotations: dict[str, WeightedRotation] = {}
         # Jobs this process has routed but not yet enqueued: concurrent requests read the same
         # Redis snapshot, and without this they would all herd onto whichever account it favours.
@@ -46,12 +56,14 @@ class Dispatcher:
         self._weights = {c.name: c.weight for c in config.client_keys}  # fair-share weight per tenant
 
     async def new_job(self, req: ChatRequest | EmbeddingRequest, model: Model, client: str, max_wait: float | None,
-                      priority: Priority = "interactive", pinned: str | None = None) -> Job:
+                      priority: Priority = "interactive", pinned: str | None = None,
+                      job_id: str | None = None) -> Job:
         """The job for `req`, bound to the account (of the model's route) that can start it soonest.
-        An embedding request (one upstream call's part) reserves its input estimate and no output."""
+        An embedding request (one upstream call's part) reserves its input estimate and no output.
+        `job_id`: the id an Idempotency-Key already names (api/idempotency.py)."""
         estimate, reserve = self.reservation(req, model)
         account, upstream_model = await self.choose_route(model, estimate + reserve, priority == "batch", pinned)
-        return self.job_for(req, model, client, max_wait, priority, account, upstream_model)
+        return self.job_for(req, model, client, max_wait, priority, account, upstream_model, job_id)
 
     def output_reserve(self, req: ChatRequest, model: Model) -> int:
         return (req.max_tokens or model.default_max_tokens or self.config.queue.default_max_tokens) * req.n
@@ -63,7 +75,7 @@ class Dispatcher:
         return estimate_input_tokens(req), self.output_reserve(req, model)
 
     def job_for(self, req: ChatRequest | EmbeddingRequest, model: Model, client: str, max_wait: float | None,
-                priority: Priority, account: str, upstream_model: str) -> Job:
+                priority: Priority, account: str, upstream_model: str, job_id: str | None = None) -> Job:
         """The job for `req` on a route already chosen (a batch feed routes many lines at once)."""
         now_ms = int(time.time() * 1000)
         wait = self.config.queue.max_wait_seconds if max_wait is None else max_wait
@@ -74,7 +86,7 @@ class Dispatcher:
         else:
             chat = req
         return Job(
-            id=secrets.token_hex(12),
+            id=job_id or new_job_id(),
             account=account,
             upstream_model=upstream_model,
             request=chat,
@@ -113,16 +125,23 @@ class Dispatcher:
             keys = self.keys.account(target.account)
             pipe.zcard(keys.bready if batch else keys.ready)
             limiter.queue_read(pipe, keys.rl)
+            pipe.zrange(keys.workers, -1, -1, withscores=True)
         replies = await pipe.execute()
-        queued = [int(replies[2 * i]) for i in range(len(model.route))]
-        limits = [limiter.LimiterState.decode(replies[2 * i + 1]) for i in range(len(model.route))]
+        now_ms = time.time() * 1000
+        liveness_ms = self.config.queue.liveness_ms()
+        queued, limits, alive = [], [], []
+        for i in range(len(model.route)):
+            queued.append(int(replies[3 * i]))
+            limits.append(limiter.LimiterState.decode(replies[3 * i + 1]))
+            newest = replies[3 * i + 2]
+            alive.append(bool(newest) and now_ms - float(newest[0][1]) < liveness_ms)
         accounts = [self.config.account(t.account) for t in model.route]
         rotation = self._rotations.setdefault(model.name, WeightedRotation())
         chosen = []
         for cost in costs:
-            states = [AccountState(queued[i] + self._routing[model.route[i].account], limits[i])
+            states = [AccountState(queued[i] + self._routing[model.route[i].account], limits[i], alive[i])
                       for i in range(len(model.route))]
-            target = model.route[choose(accounts, states, cost, time.time() * 1000, rotation)]
+            target = model.route[choose(accounts, states, cost, now_ms, rotation)]
             self._routing[target.account] += 1  # until the job is enqueued
             chosen.append((target.account, target.model))
         return chosen
@@ -146,7 +165,7 @@ class Dispatcher:
             if replay is not None:  # what a resuming client needs to re-render this stream, same round trip
                 pipe = self.redis.pipeline(transaction=False)
                 record.write_replay_info(pipe, self.keys.out_meta(job.id), replay,
-                                         self.config.queue.result_ttl_seconds)
+                                         job.record_ttl_seconds or self.config.queue.result_ttl_seconds)
                 await self._enqueue(job, pipe)
                 depth = int((await pipe.execute())[-1])
             else:
@@ -177,15 +196,64 @@ class Dispatcher:
             for job in jobs:
                 self.routed(job.account)
 
+    def follow(self, job: Job) -> Ticket:
+        """A ticket for a job another request submitted (an Idempotency-Key retry): it reads the
+        job's record, on whichever API process the job was submitted."""
+        return Ticket(job, asyncio.Queue(), self, follows=True)
+
     def release(self, ticket: Ticket) -> None:
-        self.hub.unregister(ticket.job.id)
+        if not ticket.follows:
+            self.hub.unregister(ticket.job.id)
         done, ticket.on_release = ticket.on_release, None
         if done is not None:
             done()
 
     async def withdraw(self, job: Job) -> bool:
-        """Takes the job out of its queue; False when a worker already has it."""
-        return await self.scripts.cancel(self.keys.account(job.account), job.id)
+        """Takes the job out of its queue; False when a worker already has it. A job a worker
+        pulled to another account (worker/rebalance.py) is followed there; it is then released."""
+        taken = await self.withdraw_queued(job.account, job.id)
+        if taken and job.idempotency_key:
+            # it never ran: the client's next retry with this key runs afresh
+            await self.idempotency.release(job.idempotency_key, job.id)
+        if taken and (job.request.stream or job.idempotency_key):
+            await self._end_withdrawn(job)
+        return taken
+
+    async def withdraw_queued(self, account: str, job_id: str) -> bool:
+        """Takes a job enqueued on `account` out of whichever queue it is in now (following its
+        moves); False when a worker already has it. A batch line's window knows only the id."""
+        current: str | None = account
+        for _ in range(len(self.config.accounts) + 1):
+            if current is None:
+                return False
+            if await self.scripts.cancel(self.keys.account(current), job_id):
+                return True
+            current = await self.moves.moved_to(current, job_id)
+        return False
+
+    async def _end_withdrawn(self, job: Job) -> None:
+        """Whoever reads a withdrawn job's record (a client resuming after its grace period, an
+        Idempotency-Key retry following it) is told it never ran, instead of waiting forever."""
+        error = GatewayError("upstream_unavailable", "The request was withdrawn before it started (its client "
+                             "left or its wait ran out); retry it.", status=503, retry_after=1.0, retryable=True)
+        pipe = self.redis.pipeline(transaction=False)
+        record.append(pipe, self.keys.out(job.id), 1, encode_events([StreamError(error.info())]))
+        pipe.expire(self.keys.out(job.id), self.config.queue.result_ttl_seconds)
+        await pipe.execute()
+
+    async def follow_record(self, job: Job, keepalive: float) -> AsyncIterator[Entry | None]:
+        """The job's record from its start, then each entry as it is written; None every
+        `keepalive` of silence. Nothing by the job's deadline: the original is not answering."""
+        waited = follow_record(self.redis, self.keys.out(job.id), keepalive)
+        async for entry in waited:
+            if entry is None and time.time() * 1000 >= job.deadline_ms:
+                raise GatewayError("upstream_unavailable", "The first request with this Idempotency-Key has "
+                                   "not answered yet; retry later.", status=503, retry_after=1.0)
+            yield entry
+            if entry is not None:
+                break
+        async for entry in waited:
+            yield entry
 
     async def give_up(self, ticket: Ticket) -> None:
         """The job waited past its deadline: drop it if no worker has it yet."""

@@ -16,8 +16,8 @@ import asyncio
 from dataclasses import dataclass
 
 from api.dispatch import Dispatcher
+from api.enqueue import enqueue
 from api.state import AppState
-from api.submission import enqueue
 from api.ticket import Ticket
 from api.timing import timing_headers
 from shared.config import Model

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared.redis import reply
+from shared.redis.client import backoff_seconds
 from shared.redis.record import Entry
 
 log = logging.getLogger("sluice.api")
@@ -62,6 +63,7 @@ class ReplyHub:
             waiter.put_nowait(entry)
 
     async def _run(self) -> None:
+        failures = 0
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
@@ -70,13 +72,16 @@ class ReplyHub:
                     for queue in self._waiters.values():
                         queue.put_nowait(GAP)
                 self._ready.set()
+                failures = 0
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None and message.get("type") == "message":
                         self.deliver(message["data"])
             except (RedisError, OSError):
-                log.warning("reply subscription lost; resubscribing")
-                await asyncio.sleep(0.2)  # back off before reconnecting
+                failures += 1
+                delay = backoff_seconds(failures)
+                log.warning("reply subscription lost; resubscribing", extra={"retry_s": round(delay, 2)})
+                await asyncio.sleep(delay)  # back off (with jitter) before reconnecting
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from starlette.responses import Response, StreamingResponse
 
 from api.dialects import DIALECTS, Dialect
 from api.errors import error_response
 from api.state import AppState
 from api.streaming import sse_frames, stream_headers
+from api.ticket import follow_record
 from shared.errors import GatewayError, invalid
 from shared.redis import record
-from shared.redis.record import Entry
-
-RECORD_READ_COUNT = 256
 
 
 def parse_event_id(value: str) -> tuple[str, int, int]:
@@ -43,19 +40,17 @@ async def resume(state: AppState, client: str, job_id: str, after: tuple[int, in
                                                      param="Last-Event-ID"))
     dialect = DIALECTS[info.dialect]
     renderer = dialect.renderer(info.model, job_id, info.include_usage, None)
-    entries = _record_entries(state.redis, keys.out(job_id), state.config.queue.keepalive_seconds)
-    return StreamingResponse(sse_frames(entries, renderer, job_id, after, dialect), media_type="text/event-stream",
-                             headers=stream_headers(job_id))
+    await state.dispatcher.cancels.call_off(job_id)  # back within the grace period
+    entries = follow_record(state.redis, keys.out(job_id), state.config.queue.keepalive_seconds)
 
+    async def body() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            async for chunk in sse_frames(entries, renderer, job_id, after, dialect):
+                yield chunk
+            finished = True
+        finally:
+            if not finished:  # left again: the same grace period from now
+                state.dispatcher.cancels.stream_left(job_id)
 
-async def _record_entries(client: aioredis.Redis, key: str, keepalive: float) -> AsyncIterator[Entry | None]:
-    """The record from its start, then each entry as it is written; None every `keepalive` of silence."""
-    last = 0
-    while True:
-        entries = await record.read_after(client, key, last, RECORD_READ_COUNT, int(keepalive * 1000))
-        if not entries:
-            yield None
-            continue
-        for entry in entries:
-            last = entry[0]
-            yield entry
+    return StreamingResponse(body(), media_type="text/event-stream", headers=stream_headers(job_id))

@@ -15,12 +15,16 @@ from shared.config import Account
 from shared.redis.limiter import Dim, LimiterState
 
 TIE_MS = 5.0  # estimates closer than this are the same to a client
+# An account with no live worker starts nothing: it is chosen only when every candidate is in the
+# same state (its queue is then pulled over by the first sibling to come up: worker/rebalance.py).
+NO_WORKER_MS = 3_600_000.0
 
 
 @dataclass(frozen=True, slots=True)
 class AccountState:
     depth: int  # jobs queued ahead
     limiter: LimiterState
+    alive: bool = True  # some worker of the account heartbeated recently
 
 
 def estimate_wait_ms(account: Account, state: AccountState, cost_tokens: int, now_ms: float) -> float:
@@ -31,7 +35,7 @@ def estimate_wait_ms(account: Account, state: AccountState, cost_tokens: int, no
     busy = max(lim.blocked_ms(now_ms), lim.wait_ms(Dim.REQUESTS, now_ms), lim.wait_ms(Dim.TOKENS, now_ms))
     # jobs ahead are assumed to cost about what this one does
     per_job = max(request_ms, token_ms * cost_tokens)
-    return busy + state.depth * per_job
+    return busy + state.depth * per_job + (0.0 if state.alive else NO_WORKER_MS)
 
 
 class WeightedRotation:

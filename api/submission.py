@@ -1,4 +1,5 @@
-"""From a parsed request to a queued job: the client's options, the model, the job, the enqueue."""
+"""From a parsed request to a queued job: the client's options, the model, the job (queued by
+api/enqueue.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 
 from api.dialects import Dialect
+from api.enqueue import enqueue, replay_info
+from api.idempotency import idempotency_key, submit_once
 from api.state import AppState
-from api.tenancy import Tenancy
 from api.ticket import Ticket
-from shared.config import Model
 from shared.errors import GatewayError, invalid
-from shared.jobs import Job, Priority
+from shared.jobs import Priority
 from shared.model import ChatRequest
-from shared.redis.record import ReplayInfo
 
 MAX_WAIT_LIMIT_SECONDS = 86400
 
@@ -47,40 +47,18 @@ class JobOptions:
 
 
 async def submit(state: AppState, dialect: Dialect, client: str, req: ChatRequest, headers: Headers) -> Ticket:
-    """Queues `req` on the account that can start it soonest; the ticket reads its answer back."""
+    """Queues `req` on the account that can start it soonest; the ticket reads its answer back.
+    With an Idempotency-Key already used by this client, the ticket reads the first request's
+    answer instead (api/idempotency.py), and nothing is queued."""
     model = state.config.model(req.model)
     if model is None or model.kind != "chat" or (state.tenancy is not None
                                                  and not state.tenancy.allows(client, req.model)):
         raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not a chat model.",
                            param="model")
     options = JobOptions.from_headers(headers)
+    key = idempotency_key(headers)
+    if key is not None:
+        return await submit_once(state, dialect, client, req, key, options.max_wait, options.priority,
+                                 replay_info(dialect, client, req), options.account)
     job = await state.dispatcher.new_job(req, model, client, options.max_wait, options.priority, options.account)
-    replay = ReplayInfo(dialect.name, req.model, client, req.include_usage) if req.stream else None
-    return await enqueue(state, job, model, replay)
-
-
-async def enqueue(state: AppState, job: Job, model: Model, replay: ReplayInfo | None = None) -> Ticket:
-    """Queues a routed job, under its tenant's limits when it has any (every live path comes
-    through here: chat, Responses, Ollama, each part of an embedding request)."""
-    if state.tenancy is None:
-        return await state.dispatcher.submit(job, replay)
-    return await _submit_held(state, state.tenancy, job, model, replay)
-
-
-async def _submit_held(state: AppState, tenancy: Tenancy, job: Job, model: Model, replay: ReplayInfo | None) -> Ticket:
-    """Submits under the tenant's limits: reserved first, settled when the ticket is released,
-    refunded at once when the job never makes it into the queue."""
-    try:
-        hold = await tenancy.admit(job, model)
-    except BaseException:
-        state.dispatcher.routed(job.account)
-        raise
-    if hold is None:
-        return await state.dispatcher.submit(job, replay)
-    try:
-        ticket = await state.dispatcher.submit(job, replay)
-    except BaseException:
-        await tenancy.settle(hold, None, known=True)
-        raise
-    ticket.on_release = lambda: tenancy.settle_soon(hold)
-    return ticket
+    return await enqueue(state, job, model, replay_info(dialect, client, req))

@@ -13,11 +13,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import redis.asyncio as aioredis
+
 from shared.jobs import Job
+from shared.redis import record
 from shared.redis.record import Entry
 
 if TYPE_CHECKING:
     from api.dispatch import Dispatcher
+
+RECORD_READ_COUNT = 256
 
 
 @dataclass(slots=True)
@@ -30,9 +35,14 @@ class Ticket:
     first_entry_at: float | None = None
     running: bool = False  # a worker has it: the queue deadline no longer applies
     on_release: Callable[[], None] | None = None  # run once when its answer is done (tenant settling)
+    follows: bool = False  # another request's job (an Idempotency-Key retry): read from its record
 
     async def entries(self, keepalive: float) -> AsyncIterator[Entry | None]:
         """Yields entries in order; None every `keepalive` seconds of silence."""
+        if self.follows:
+            async for entry in self.dispatcher.follow_record(self.job, keepalive):
+                yield entry
+            return
         deadline = self.job.deadline_ms / 1000
         while True:
             timeout = keepalive
@@ -60,3 +70,17 @@ class Ticket:
     def _mark(self) -> None:
         if self.first_entry_at is None:
             self.first_entry_at = time.monotonic()
+
+
+async def follow_record(client: aioredis.Redis, key: str, keepalive: float) -> AsyncIterator[Entry | None]:
+    """A job's record from its start, then each entry as it is written; None every `keepalive`
+    of silence. For readers on any API process (a resuming client, an Idempotency-Key retry)."""
+    last = 0
+    while True:
+        entries = await record.read_after(client, key, last, RECORD_READ_COUNT, int(keepalive * 1000))
+        if not entries:
+            yield None
+            continue
+        for entry in entries:
+            last = entry[0]
+            yield entry

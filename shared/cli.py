@@ -28,8 +28,12 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
-def _uvicorn_kwargs() -> dict[str, object]:
-    kwargs: dict[str, object] = {"log_level": "warning", "access_log": False, "http": "httptools"}
+def _uvicorn_kwargs(config: Config) -> dict[str, object]:
+    # On SIGTERM uvicorn stops accepting at once, lets open requests (streams included) finish for
+    # up to `drain_seconds`, then closes them; a cut stream's client resumes from its
+    # x-sluice-stream-url with Last-Event-ID on another API process.
+    kwargs: dict[str, object] = {"log_level": "warning", "access_log": False, "http": "httptools",
+                                 "timeout_graceful_shutdown": max(1, round(config.queue.drain_seconds))}
     try:
         import uvloop  # noqa: F401
 
@@ -63,11 +67,11 @@ def cmd_api(args: argparse.Namespace) -> None:
         if args.redis_url:
             os.environ["SLUICE_REDIS_URL"] = args.redis_url
         uvicorn.run("api.app:from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-                    **_uvicorn_kwargs())  # type: ignore[arg-type]
+                    **_uvicorn_kwargs(config))  # type: ignore[arg-type]
         return
     from api.app import create_app
 
-    uvicorn.run(create_app(config), host=args.host, port=args.port, **_uvicorn_kwargs())  # type: ignore[arg-type]
+    uvicorn.run(create_app(config), host=args.host, port=args.port, **_uvicorn_kwargs(config))  # type: ignore[arg-type]
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -151,6 +155,18 @@ def cmd_keys(args: argparse.Namespace) -> None:
 
     config = _load(args)
     raise SystemExit(run_keys(config, args))
+
+
+def cmd_dlq(args: argparse.Namespace) -> None:
+    from shared.dlq_command import run
+
+    config = _load(args)
+    if args.action in ("show", "replay", "purge") and not args.ids and not args.all:
+        print(f"sluice dlq {args.action}: name job ids, or --all", file=sys.stderr)
+        raise SystemExit(2)
+    code, output = asyncio.run(run(config, args.action, args.ids, args.account, args.all, args.json))
+    print(output, file=sys.stderr if code else sys.stdout)
+    raise SystemExit(code)
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -274,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     hash_ = keys_sub.add_parser("hash", help="print a key_hmac for the config file (key read from stdin)")
     hash_.add_argument("--key", default=None, help="the key (default: read one line from stdin)")
     keys.set_defaults(func=cmd_keys)
+    dlq = sub.add_parser("dlq", help="dead-lettered jobs: list, show, replay (re-queue) or purge them")
+    dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
+    dlq.add_argument("ids", nargs="*", help="job ids (show/replay/purge)")
+    dlq.add_argument("--all", action="store_true", help="every dead letter (of --account, if given)")
+    dlq.add_argument("--account", default=None, help="only this account's")
+    dlq.add_argument("--config", default=None)
+    dlq.add_argument("--redis-url", default=None)
+    dlq.add_argument("--json", action="store_true")
+    dlq.set_defaults(func=cmd_dlq)
     return parser
 
 

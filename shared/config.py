@@ -84,6 +84,9 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
     kind: Literal["chat", "embedding"] = "chat"  # which endpoints serve it (shared/embeddings.py)
     max_tokens: int | None = None  # the model's output limit: a larger `max_tokens` is a 400
     price: Price | None = None  # per million tokens, for tenants' cost budgets
+    # Other models (possibly on other providers) tried in order when this one's accounts fail
+    # with a provider fault or cannot start the request within its wait (api/fallback.py).
+    fallbacks: list[str] = msgspec.field(default_factory=list)
 
 
 class ClientKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -151,6 +154,24 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_min_share: float = 0.1
     stream_coalesce_ms: float = 15.0  # after the first token, deltas are written at most this often
     result_ttl_seconds: int = 900  # how long a finished stream stays resumable
+    drain_seconds: float = 30.0  # on SIGTERM: how long workers finish jobs and the API its open streams
+    idempotency_ttl_seconds: int = 86400  # how long an Idempotency-Key (and its answer) is kept
+    # A streaming client that hangs up has this long to reconnect with Last-Event-ID before its
+    # job is withdrawn from the queue or its upstream call aborted (docs/reliability.md).
+    stream_cancel_grace_seconds: float = 30.0
+    cancel_poll_seconds: float = 0.5  # how often a busy worker looks for cancelled jobs
+    upstream_retries: int = 3  # retries of an upstream 5xx, timeout or dropped connection
+    retry_base_seconds: float = 0.25  # first backoff; doubles per retry, with full jitter
+    retry_max_seconds: float = 8.0  # longest single backoff
+    # A stream broken after its first event is re-run and continued where it broke (the resume
+    # filter drops what the client has). Only for providers that regenerate the same prefix
+    # (temperature 0): otherwise the client sees the old beginning joined to a new ending.
+    rerun_broken_streams: bool = False
+
+    def liveness_ms(self) -> int:
+        """How long without a heartbeat (one per third of a lease) before an account's workers
+        count as gone: three missed beats and a second."""
+        return int(3 * max(0.2, self.lease_seconds / 3) * 1000) + 1000
 
 
 class BatchSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -375,6 +396,21 @@ def _check(config: Config, fail: Any) -> None:
                            f"mistral or openai-compatible account")
     if not 0 <= config.queue.batch_min_share <= 1:
         raise fail("$.queue.batch_min_share", "must be between 0 and 1")
+    for i, model in enumerate(config.models):
+        for j, other in enumerate(model.fallbacks):
+            if other not in models or other == model.name:
+                raise fail(f"$.models[{i}].fallbacks[{j}]", f"no other model named {other!r}")
+            fallback = config.model(other)
+            if fallback is not None and fallback.kind != model.kind:
+                raise fail(f"$.models[{i}].fallbacks[{j}]", f"{other!r} is an {fallback.kind} model, and "
+                           f"{model.name!r} a {model.kind} model: a fallback must be of the same kind")
+    queue = config.queue
+    for field in ("idempotency_ttl_seconds", "cancel_poll_seconds", "retry_base_seconds", "retry_max_seconds"):
+        if getattr(queue, field) <= 0:
+            raise fail(f"$.queue.{field}", "must be a positive number")
+    for field in ("stream_cancel_grace_seconds", "upstream_retries"):
+        if getattr(queue, field) < 0:
+            raise fail(f"$.queue.{field}", "must not be negative")
     keys: set[str] = set()
     for i, client in enumerate(config.client_keys):
         if bool(client.key) == bool(client.key_hmac):

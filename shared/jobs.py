@@ -32,6 +32,11 @@ class Job(msgspec.Struct, omit_defaults=True):
     # placeholder keeps one job shape every release reads; it is built in one place
     # (`Dispatcher.job_for`), and the worker branches on `embedding` alone.
     embedding: EmbeddingRequest | None = None
+    moves: int = 0  # times it moved to another account while queued (shared/redis/moves.py)
+    # With an Idempotency-Key: the Redis key that names this job (shared/redis/idempotency.py),
+    # and the record is kept as long as that key, not just `result_ttl_seconds`.
+    idempotency_key: str = ""
+    record_ttl_seconds: int = 0  # 0: the configured result_ttl_seconds
 
 
 class Claimed(msgspec.Struct):

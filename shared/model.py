@@ -30,13 +30,16 @@ class Image(msgspec.Struct, tag="image", omit_defaults=True):
 
 class Document(msgspec.Struct, tag="document", omit_defaults=True):
     """A document for the model to read: a PDF inline (base64 `data`) or by `url`, or plain `text`.
-    `title` is the client's file name or document title, when it gave one."""
+    `title` is the client's file name or document title, when it gave one. `file_id` is a file of
+    Sluice's own Files API as the client referred to it: the API resolves it (api/documents.py)
+    into `data` or `text` before the job is queued, so no job a worker takes holds one."""
 
     data: str | None = None
     url: str | None = None
     text: str | None = None
     media_type: str | None = None  # application/pdf for data and url; text/plain for text
     title: str | None = None
+    file_id: str | None = None
 
 
 class ToolCall(msgspec.Struct, tag="tool_call", omit_defaults=True):

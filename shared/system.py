@@ -224,6 +224,7 @@ class System:
     def _start_redis(self) -> None:
         policy = self.options.embedded_redis
         if policy == "always" or (policy == "if-unreachable" and not reachable(self.redis_url)):
+            # with AOF (`sluice dev`), a Redis restart loses no queued job and no batch state
             self.embedded = EmbeddedRedis(appendonly=self.options.redis_appendonly)
             self.redis_url = self.embedded.url
 

@@ -41,14 +41,23 @@ class Response:
     status: int
     headers: dict[str, str]
     _conn: _Connection = field(repr=False)
+    _exchange: int = field(default=0, repr=False)  # which request on `_conn` this answers
 
     async def read(self) -> bytes:
         chunks = [chunk async for chunk in self.iter_bytes()]
         return b"".join(chunks)
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        async for chunk in self._conn.body():
+        async for chunk in self._conn.body(self._exchange):
             yield chunk
+
+    async def aclose(self) -> None:
+        """Stops reading this answer. One not read to its end has its connection aborted at once
+        (directly, through a tunnel or a forwarding proxy alike: the socket under it is closed, so
+        the provider, or the proxy in front of it, sees the hang-up and stops generating); a
+        half-read connection never carries another request. Idempotent; a no-op once the body
+        was read to its end (the connection is back in the pool then)."""
+        self._conn.finish(self._exchange)
 
 
 class _Connection(asyncio.Protocol):
@@ -66,6 +75,8 @@ class _Connection(asyncio.Protocol):
         self._error: HttpError | None = None
         self._gunzip: zlib._Decompress | None = None
         self._active = False  # from writing a request until its answer is complete
+        self._exchange = 0  # requests written on this connection, this one included
+        self._open = 0  # the exchange whose slot is still held (0: none): finish() releases it once
         self._read_timeout = 0.0
         self._deadline: float | None = None
         self._total_binds = False
@@ -169,8 +180,26 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.reusable = False
-        if self._transport is not None:
+        if self._transport is None:
+            return
+        if self._active and not self._complete:
+            # an answer still coming: abort, not close (a TLS close would first wait for the
+            # provider's close_notify while it keeps generating); the peer sees the hang-up now
+            self._transport.abort()
+        else:
             self._transport.close()
+
+    def finish(self, exchange: int) -> None:
+        """Ends `exchange` on this connection: a body not read to its end aborts the connection
+        (see `Response.aclose`); then the pool gets its slot back. Only the first call for the
+        exchange counts, so a late one (a generator closed after the connection was reused) can
+        neither release a slot twice nor touch the next exchange."""
+        if exchange != self._open:
+            return
+        self._open = 0
+        if not self._complete:
+            self._close()
+        self._pool.release(self)
 
     # --- pooling -----------------------------------------------------------------------------
 
@@ -193,6 +222,8 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, request: bytes, read_timeout: float, deadline: float | None) -> Response:
         assert self._transport is not None
+        self._exchange += 1
+        self._open = self._exchange
         self._headers = {}
         self._status = 0
         self._chunks.clear()
@@ -215,7 +246,7 @@ class _Connection(asyncio.Protocol):
                 await asyncio.shield(self._head_done)  # a timeout must not cancel the shared future
         except TimeoutError:
             raise self._timed_out("the provider did not answer in time") from None
-        return Response(self._status, self._headers, self)
+        return Response(self._status, self._headers, self, self._exchange)
 
     def _timer(self) -> asyncio.Timeout:
         when = asyncio.get_running_loop().time() + self._read_timeout
@@ -230,7 +261,7 @@ class _Connection(asyncio.Protocol):
         self._fail(error)
         return error
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self, exchange: int) -> AsyncIterator[bytes]:
         try:
             while True:
                 while self._chunks:
@@ -246,7 +277,7 @@ class _Connection(asyncio.Protocol):
                 except TimeoutError:
                     raise self._timed_out("the provider stopped sending in time") from None
         finally:
-            self._pool.release(self)
+            self.finish(exchange)  # read to the end: back to the pool; cut short: aborted
 
 
 class _Pool:
@@ -366,12 +397,12 @@ class Client:
             try:
                 return await conn.send(request, self._timeouts.read, deadline)
             except _NotSent:
-                self._pool.release(conn)
+                conn.finish(conn._exchange)
                 if fresh or conn.exchanges == 0:  # a new connection refusing bytes: nothing stale to blame
                     raise
-            except BaseException:
+            except BaseException:  # no answer yet (a timeout, a cancelled job): hang up on the provider
                 conn.reusable = False
-                self._pool.release(conn)
+                conn.finish(conn._exchange)
                 raise
         raise AssertionError("unreachable")
 

@@ -67,6 +67,10 @@ class _Reply:
         finally:
             await self._response.aclose()
 
+    async def aclose(self) -> None:
+        """Stops reading: httpx closes the connection of an answer not read to its end."""
+        await self._response.aclose()
+
 
 class HttpxTransport:
     def __init__(self, base_url: str, *, max_connections: int, egress: Egress) -> None:

@@ -31,6 +31,12 @@ class Reply(Protocol):
 
     def iter_bytes(self) -> AsyncIterator[bytes]: ...
 
+    async def aclose(self) -> None:
+        """Stops reading. An answer not read to its end has its connection closed at once, so the
+        provider sees the hang-up and stops generating (the job was aborted, or the stream broke),
+        and a half-read connection never goes back to the pool."""
+        ...
+
 
 class Transport(Protocol):
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -116,7 +122,13 @@ async def fetch(transport: Transport, provider: Provider, req: UpstreamRequest, 
     seen.sent_at = time.monotonic()
     try:
         reply = await transport.post(req.url, req.headers, req.body)
-        body = await _read(reply, max_body)
+        try:
+            body = await _read(reply, max_body)
+        except BaseException:
+            # a cancelled or failed read closes the connection now, so the provider stops
+            # generating for a client that is gone
+            await reply.aclose()
+            raise
     except _TRANSPORT_ERRORS as exc:
         raise _transport_error(exc) from None
     seen.done_at = time.monotonic()
@@ -154,7 +166,9 @@ async def stream(transport: Transport, provider: Provider, req: UpstreamRequest,
                 if events:
                     yield events
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]  # frees the connection, whatever happened
+            await chunks.aclose()  # type: ignore[attr-defined]
+            # cancelled (the client left) or failed mid-body: hang up; read to the end: a no-op
+            await reply.aclose()
         if parser.done:
             seen.done_at = time.monotonic()
             return

@@ -34,6 +34,7 @@ class EventWriter:
         self._coalesce = coalesce_ms / 1000
         self._ttl = ttl_seconds
         self._seq = next_seq
+        self._first_seq = next_seq
         self._buffer: list[StreamEvent] = []
         self._last_write = 0.0  # stays 0 until a token has gone out: until then nothing waits
         self._pending: asyncio.Task[None] | None = None
@@ -79,6 +80,15 @@ class EventWriter:
         if self._failed is not None:
             raise self._failed
         return await self._write(final=True, also=also)
+
+    async def abandon(self) -> bool:
+        """Writes nothing more (a draining worker hands the job back); True when any write of this
+        writer was attempted, so the record may hold entries the next worker must resume after."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        async with self._lock:  # a write cut off mid-flight has released it; wait for one that has not
+            return self._seq > self._first_seq
 
     async def _write(self, final: bool = False, also: Callable[[Pipeline], None] | None = None) -> object:
         async with self._lock:

@@ -14,6 +14,7 @@ from api.admin.auth import require_admin
 from api.state import AppState, state_of
 from shared.batches.records import ACTIVE, BatchView, Records
 from shared.jobs import decode_job
+from shared.redis.dlq import DeadLetters
 from shared.status import collect
 from shared.tenants.keystore import KeyRecord, KeyStore
 
@@ -63,8 +64,12 @@ class ExpireKey(BaseModel):
 class DeadLetter(BaseModel):
     id: str
     dead_ms: int
-    client: str = ""
+    client: str = Field(default="", description="the tenant (client key name) that sent it")
     model: str = ""
+    reason: str = Field(default="", description="what failed, for the operator")
+    kind: str = Field(default="", description="the error kind its client was answered with")
+    status: int = Field(default=0, description="the last upstream HTTP status (0: none)")
+    attempts: int = 0
 
 
 class BatchInfo(BaseModel):
@@ -208,21 +213,47 @@ async def batches(request: Request, tenant: str | None = Query(None, max_length=
     return out
 
 
-# The dead-letter list below reads `{acct}:dlq` as the queue keeps it today. The queue-reliability
-# work merged beside this one brings its own dead-letter records (and replay); when it lands, this
-# route is the one place to point at its reader, keeping the path and the `DeadLetter` shape.
 @router.get("/dead-letters/{account}", response_model=list[DeadLetter])
 async def dead_letters(account: str, request: Request,
                        limit: int = Query(DLQ_PAGE, ge=1, le=1000)) -> list[DeadLetter]:
+    """The account's dead letters, oldest first: why each died (shared/redis/dlq.py) and whose it was."""
     state = state_of(request)
+    dlq = _dead_letters(state, account)
+    letters = (await dlq.list(account))[:limit]
+    jobs = state.dispatcher.keys.account(account).jobs
+    payloads = await state.redis.hmget(jobs, [d.job_id for d in letters]) if letters else []  # type: ignore[misc]
+    out = []
+    for letter, payload in zip(letters, payloads, strict=True):
+        try:
+            job = decode_job(payload) if payload else None
+        except msgspec.DecodeError:
+            job = None
+        out.append(DeadLetter(id=letter.job_id, dead_ms=letter.dead_ms, client=job.client if job else "",
+                              model=job.request.model if job else letter.model, reason=letter.reason,
+                              kind=letter.kind, status=letter.status, attempts=letter.attempts))
+    return out
+
+
+@router.post("/dead-letters/{account}/{job_id}/replay", status_code=202)
+async def replay_dead_letter(account: str, job_id: str, request: Request) -> dict[str, str]:
+    """Queues a dead job again with a fresh wait; its answer lands in its record (`sluice dlq replay`)."""
+    state = state_of(request)
+    wait_ms = int(state.config.queue.max_wait_seconds * 1000)
+    if not await _dead_letters(state, account).replay(account, job_id, wait_ms, int(time.time() * 1000)):
+        raise HTTPException(404, "No such dead letter.")
+    return {"id": job_id, "status": "queued"}
+
+
+@router.delete("/dead-letters/{account}/{job_id}", status_code=204)
+async def purge_dead_letter(account: str, job_id: str, request: Request) -> Response:
+    """Drops a dead job and its record of why (`sluice dlq purge`)."""
+    state = state_of(request)
+    if not await _dead_letters(state, account).purge(account, job_id):
+        raise HTTPException(404, "No such dead letter.")
+    return Response(status_code=204)
+
+
+def _dead_letters(state: AppState, account: str) -> DeadLetters:
     if account not in {a.name for a in state.config.accounts}:
         raise HTTPException(404, "No such account.")
-    keys = state.dispatcher.keys.account(account)
-    dead = await state.redis.zrange(keys.dlq, 0, limit - 1, withscores=True)
-    payloads = await state.redis.hmget(keys.jobs, [d for d, _ in dead]) if dead else []  # type: ignore[misc]
-    out = []
-    for (job_id, ms), payload in zip(dead, payloads, strict=True):
-        job = decode_job(payload) if payload else None
-        out.append(DeadLetter(id=job_id.decode(), dead_ms=int(ms), client=job.client if job else "",
-                              model=job.request.model if job else ""))
-    return out
+    return DeadLetters(state.redis, state.dispatcher.keys)

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from api.answer import answer
 from api.auth import authenticate
 from api.dialects import Dialect
+from api.documents import resolve_files
 from api.errors import error_response
 from api.limits import check_request, parse_bounded, read_body
 from api.resume import parse_event_id, resume
@@ -39,12 +40,13 @@ async def serve(request: Request, dialect: Dialect, parse: Callable[[bytes], Cha
         limits = state.config.request_limits
         req = parse_bounded(parse, await read_body(request, limits.max_body_bytes, limits.body_read_seconds))
         check_request(req, state.config.model(req.model), limits)
+        req = await resolve_files(state, client, req)
         ticket = await submit(state, dialect, client, req, request.headers)
         if not req.stream:
             response = await answer(state, dialect, ticket, req, started, request.receive)
         else:
             renderer = dialect.renderer(req.model, ticket.job.id, req.include_usage, req)
-            response = await stream(state, dialect, ticket, renderer, started)
+            response = await stream(state, dialect, ticket, renderer, started, request.receive)
     except GatewayError as err:
         response = error_response(dialect, err)
     except RedisError:

@@ -3,22 +3,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive
 
 from api.auth import authenticate
 from api.dialects import GEMINI, OPENAI_CHAT, Dialect
 from api.embeddings import Embedded, account_result, embed
 from api.errors import error_response
+from api.hangup import ClientLeft, unless_client_leaves
 from api.limits import check_embedding, parse_bounded, read_body
 from api.state import state_of
 from api.submission import JobOptions
@@ -45,8 +42,11 @@ async def _serve(request: Request, dialect: Dialect, label: str, parse: Callable
         options = JobOptions.from_headers(request.headers)
         work = embed(state, client, req, priority=options.priority, max_wait=options.max_wait,
                      input_field=input_field)
-        done = await _unless_abandoned(work, request.receive)
-        if done is None:
+        try:
+            # a client that hangs up (an SDK timeout, usually followed by a retry) takes the
+            # still-queued parts out of the queue: an abandoned request is not spent twice
+            done = await unless_client_leaves(work, request.receive)
+        except ClientLeft:
             log.info("client left; queued embedding parts dropped", extra={"path": request.url.path})
             state.metrics.request(client, model, label, 499)
             return Response(b"", 499)
@@ -61,23 +61,6 @@ async def _serve(request: Request, dialect: Dialect, label: str, parse: Callable
         return error_response(dialect, GatewayError(
             "upstream_unavailable", "The queue is unavailable; retry shortly.", status=503, retry_after=1.0))
 
-
-async def _unless_abandoned(work: Coroutine[Any, Any, Embedded], receive: Receive) -> Embedded | None:
-    """None when the client hangs up first (an SDK timeout, usually followed by a retry): the
-    cancelled `embed` takes its still-queued parts out of the queue, so an abandoned request does
-    not spend the account's budget twice."""
-    answer = asyncio.ensure_future(work)
-    hangup = asyncio.ensure_future(receive())  # the body is read: the next message is the disconnect
-    try:
-        await asyncio.wait((answer, hangup), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        hangup.cancel()
-    if answer.done():
-        return answer.result()
-    answer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await answer
-    return None
 
 
 async def embeddings(request: Request) -> Response:

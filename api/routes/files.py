@@ -1,11 +1,17 @@
 """OpenAI Files: `POST/GET /v1/files`, `GET /v1/files/{id}`, `GET /v1/files/{id}/content`,
-`DELETE /v1/files/{id}`. A file belongs to the client key that uploaded it (others get 404);
-batch output files belong to the batch's client."""
+`DELETE /v1/files/{id}`. A file belongs to the tenant that uploaded it (others get 404); batch
+output files belong to the batch's tenant. Files of purpose `batch` feed batches; `user_data`
+and `assistants` ones are read in prompts by `file_id` (api/documents.py).
+
+The same routes answer the Anthropic SDK's Files API (`beta.files`: upload, retrieve metadata,
+delete), told apart by its `anthropic-version` header, in Anthropic's shapes and errors; such
+an upload has no purpose and is stored as `user_data`."""
 
 from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator
 
 import orjson
@@ -14,7 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from api.dialects import OPENAI_CHAT
+from api.dialects import ANTHROPIC, OPENAI_CHAT, Dialect
 from api.routes.batch_common import BatchContext, guarded, page_limit
 from shared.batches.records import FileView, now_s
 from shared.errors import GatewayError, invalid
@@ -22,8 +28,22 @@ from shared.errors import GatewayError, invalid
 router = APIRouter()
 
 _FILE_ID = re.compile(r"^file-[A-Za-z0-9]{1,64}$")
-PURPOSES = ("batch", "batch_output")
+PURPOSES = ("batch", "user_data", "assistants")  # what a client may upload
 UPLOAD_CHUNK = 1024 * 1024
+
+
+def _anthropic(request: Request) -> bool:
+    return "anthropic-version" in request.headers
+
+
+def _dialect(request: Request) -> Dialect:
+    return ANTHROPIC if _anthropic(request) else OPENAI_CHAT
+
+
+def anthropic_file_object(f: FileView, mime_type: str) -> dict[str, object]:
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(f.created_at))
+    return {"id": f.id, "type": "file", "filename": f.filename, "mime_type": mime_type, "size_bytes": f.bytes,
+            "created_at": created, "downloadable": False}
 
 
 def file_object(f: FileView) -> dict[str, object]:
@@ -60,8 +80,10 @@ async def create_file(request: Request) -> Response:
             upload, purpose = form.get("file"), form.get("purpose")
             if not isinstance(upload, UploadFile):
                 raise invalid("'file' is required (multipart/form-data).", "file")
-            if purpose != "batch":
-                raise invalid("'purpose' must be 'batch'.", "purpose")
+            if _anthropic(request):
+                purpose = "user_data"  # Anthropic's files have no purpose: they are for prompts
+            if purpose not in PURPOSES:
+                raise invalid(f"'purpose' must be one of {', '.join(PURPOSES)}.", "purpose")
             if upload.size is not None and upload.size > limit:
                 raise invalid(f"The file is {upload.size} bytes; the limit is {limit}.", "file")
             file_id = f"file-{secrets.token_hex(12)}"
@@ -79,13 +101,16 @@ async def create_file(request: Request) -> Response:
             except GatewayError:
                 await ctx.store.delete(f"files/{file_id}")
                 raise
-            view = FileView(file_id, ctx.client, upload.filename or "input.jsonl", "batch", size, now_s())
+            filename = upload.filename or ("input.jsonl" if purpose == "batch" else "upload")
+            view = FileView(file_id, ctx.client, filename, purpose, size, now_s())
             await ctx.records.save_file(view)
+            if _anthropic(request):
+                return _json(anthropic_file_object(view, upload.content_type or "application/octet-stream"))
             return _json(file_object(view))
         finally:
             await form.close()
 
-    return await guarded(request, OPENAI_CHAT, body)
+    return await guarded(request, _dialect(request), body)
 
 
 @router.get("/v1/files")
@@ -110,9 +135,17 @@ async def list_files(request: Request) -> Response:
 @router.get("/v1/files/{file_id}")
 async def get_file(request: Request, file_id: str) -> Response:
     async def body(ctx: BatchContext) -> Response:
-        return _json(file_object(await owned_file(ctx, file_id)))
+        view = await owned_file(ctx, file_id)
+        if _anthropic(request):
+            try:  # the type a prompt would read it as (api/documents.py): its bytes decide
+                head = b"".join([c async for c in ctx.store.read(f"files/{view.id}", 0, 5)])
+            except FileNotFoundError:
+                raise GatewayError("not_found", f"The content of {file_id} is no longer available.",
+                                   param="id") from None
+            return _json(anthropic_file_object(view, "application/pdf" if head == b"%PDF-" else "text/plain"))
+        return _json(file_object(view))
 
-    return await guarded(request, OPENAI_CHAT, body)
+    return await guarded(request, _dialect(request), body)
 
 
 @router.get("/v1/files/{file_id}/content")
@@ -133,6 +166,8 @@ async def delete_file(request: Request, file_id: str) -> Response:
         view = await owned_file(ctx, file_id)
         await ctx.store.delete(f"files/{view.id}")
         await ctx.records.drop_file(view)
+        if _anthropic(request):
+            return _json({"id": view.id, "type": "file_deleted"})
         return _json({"id": view.id, "object": "file", "deleted": True})
 
-    return await guarded(request, OPENAI_CHAT, body)
+    return await guarded(request, _dialect(request), body)

@@ -26,7 +26,7 @@ from shared.config import BatchSettings, Config
 from shared.embedding_parts import plan
 from shared.embeddings import EmbeddingRequest
 from shared.errors import GatewayError
-from shared.model import ChatRequest
+from shared.model import ChatRequest, Document
 from shared.protocols import anthropic_messages, gemini, openai_chat, openai_embeddings, openai_responses
 from shared.tenants.policy import allows
 
@@ -117,6 +117,13 @@ def parse_line(dialect: BatchDialect, endpoint: str, model: str, raw: bytes) -> 
         raise LineProblem("invalid_custom_id", "'custom_id' must not be empty.", "custom_id")
     if isinstance(req, ChatRequest) and req.stream:
         raise LineProblem("invalid_request", "Streaming is not available in a batch.", "body.stream")
+    if isinstance(req, ChatRequest) and any(isinstance(p, Document) and p.file_id is not None
+                                            for m in req.messages for p in m.content):
+        # Live requests resolve these in the API (api/documents.py); a batch's lines are fed
+        # to the workers as they are, so the file's contents must be in the line.
+        raise LineProblem("invalid_request", "Files by 'file_id' are not available in a batch line: send the "
+                          "file inline ('file_data', or a 'base64' document source).",
+                          "body.file_id" if dialect == "openai" else "file_id")
     return Line(custom_id, req)
 
 

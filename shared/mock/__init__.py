@@ -43,7 +43,14 @@ Per-request headers: `x-mock-fail: <status>` fails that request (after auth, bef
 rate limits, after the latency) with that status in the dialect's error shape (a 429 also says
 retry after 1s); `x-mock-latency-ms: <ms>` overrides latency_ms for that request.
 
-Order of checks: auth (401) -> x-mock-fail -> body parse and dialect validation (400/422) -> rate
+Fault injection for the whole process (`POST /_config`): `fail_next: N` fails the next N
+generation requests with `fail_status` (like x-mock-fail); `truncate_after_chunks: N` ends every
+stream after N chunks without its closing events (0: not even the opening chunk), and with
+`truncate_drop: true` drops the connection there instead of ending the body; `truncate_count: N`
+cuts only the next N streams. A client that hangs
+up during the latency or a paced stream is counted in `/_stats` as `closed_early`.
+
+Order of checks: auth (401) -> x-mock-fail, fail_next -> body parse and dialect validation (400/422) -> rate
 limits (429) -> latency -> answer. Limits (limits.py) are shared by every dialect: a request costs
 1 request and input tokens + (max tokens or output_tokens) tokens at arrival. Answers and 429s
 carry x-ratelimit-{limit,remaining,reset}-{requests,tokens} for the configured limits (Anthropic

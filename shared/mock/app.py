@@ -4,6 +4,11 @@ Control endpoints (no auth, not counted in stats):
     GET  /_stats   counters since start or the last reset
     POST /_reset   zero the counters and refill the rate-limit buckets
     GET  /_config  the current settings;  POST /_config {field: value, ...} changes them live
+                   (fault injection too: fail_next, fail_status, truncate_after_chunks,
+                   truncate_drop, truncate_count; see settings.py)
+
+`/_stats` counts `closed_early`: answers whose client hung up before they were complete (during
+the latency, or mid-way through a paced stream): the proof that a cancelled call was cut off.
 """
 
 from __future__ import annotations

@@ -187,6 +187,12 @@ async def precheck(dialect: Dialect, settings: MockSettings, req: Request) -> fl
         await pause(latency)
         raise MockError(code, f"Mock failure requested by x-mock-fail: {code}.", kind="forced",
                         retry_after=1.0 if code == 429 else None)
+    if settings.fail_next > 0:  # fault injection through POST /_config (docs/reliability.md)
+        settings.fail_next -= 1
+        await pause(latency)
+        code = settings.fail_status
+        raise MockError(code, f"Mock failure injected by fail_next: {code}.", kind="forced",
+                        retry_after=1.0 if code == 429 else None)
     return latency
 
 
@@ -230,20 +236,43 @@ async def _cycle(dialect: Dialect, state: MockState, req: Request, receive: Rece
         return err.status
     except ClientGone:
         return 499
-    await pause(latency)
-    if conv.last == "tool_result":  # the last few, for tests that check a tool's result arrived
-        state.stats.tool_results.append(conv.tool_result_text[:500])
-        del state.stats.tool_results[:-20]
-    state.stats.input_tokens += answer.input_tokens
-    state.stats.output_tokens += answer.output_tokens
-    base += dialect.limit_headers(admission)
-    if not answer.stream:
-        await send_body(send, 200, dialect.response(answer), base)
-        return 200
-    stream = dialect.stream(answer)
     delay = settings.chunk_tokens / settings.tokens_per_second if settings.tokens_per_second > 0 else 0.0
-    await _send_stream(send, receive, stream, base, delay)
-    return 200
+    # Watch for the client hanging up only while there is time to: a latency or a paced stream.
+    gone = asyncio.ensure_future(_wait_disconnect(receive)) if latency > 0 or delay > 0 else None
+    try:
+        if latency > 0:
+            assert gone is not None
+            await asyncio.wait((gone,), timeout=latency / 1000)
+            if gone.done():
+                state.stats.closed_early += 1
+                return 499
+        if conv.last == "tool_result":  # the last few, for tests that check a tool's result arrived
+            state.stats.tool_results.append(conv.tool_result_text[:500])
+            del state.stats.tool_results[:-20]
+        state.stats.input_tokens += answer.input_tokens
+        state.stats.output_tokens += answer.output_tokens
+        base += dialect.limit_headers(admission)
+        if not answer.stream:
+            await send_body(send, 200, dialect.response(answer), base)
+            return 200
+        stream = dialect.stream(answer)
+        cut = settings.truncate_after_chunks is not None and settings.truncate_count != 0
+        if cut and settings.truncate_after_chunks is not None:
+            if settings.truncate_count is not None:
+                settings.truncate_count -= 1
+            stream.chunks = stream.chunks[:settings.truncate_after_chunks]
+            stream.tail = []
+            if not stream.chunks:
+                stream.head = []  # nothing at all after the status line
+        if not await _send_stream(send, stream, base, delay, gone):
+            state.stats.closed_early += 1
+            return 499
+        if cut and settings.truncate_drop:
+            raise ConnectionAbortedError("mock: connection dropped mid-stream (truncate_drop)")
+        return 200
+    finally:
+        if gone is not None:
+            gone.cancel()
 
 
 async def send_error(dialect: Dialect, err: MockError, base: Headers, send: Send) -> None:
@@ -264,25 +293,24 @@ async def send_json(send: Send, status: int, value: Any) -> None:
     await send_body(send, status, orjson.dumps(value), [])
 
 
-async def _send_stream(send: Send, receive: Receive, stream: Stream, base: Headers, delay: float) -> None:
+async def _send_stream(send: Send, stream: Stream, base: Headers, delay: float,
+                       gone: asyncio.Future[None] | None) -> bool:
+    """False when the client left before the end (the mock then stops, like a real provider)."""
     await send({"type": "http.response.start", "status": 200, "headers": stream.headers + base})
-    if delay <= 0 or len(stream.chunks) < 2:
+    if delay <= 0 or len(stream.chunks) < 2 or gone is None:
         # Unpaced: one write; the client still sees the same frames.
         body = b"".join(stream.head + stream.chunks + stream.tail)
         await send({"type": "http.response.body", "body": body})
-        return
-    gone = asyncio.ensure_future(_wait_disconnect(receive))
-    try:
-        first = b"".join(stream.head) + stream.chunks[0]
-        await send({"type": "http.response.body", "body": first, "more_body": True})
-        for chunk in stream.chunks[1:]:
-            await asyncio.sleep(delay)
-            if gone.done():
-                return  # the client left; stop generating like a real provider
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"".join(stream.tail)})
-    finally:
-        gone.cancel()
+        return True
+    first = b"".join(stream.head) + stream.chunks[0]
+    await send({"type": "http.response.body", "body": first, "more_body": True})
+    for chunk in stream.chunks[1:]:
+        await asyncio.sleep(delay)  # pacing: the mock's generation speed
+        if gone.done():
+            return False
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"".join(stream.tail)})
+    return True
 
 
 async def _wait_disconnect(receive: Receive) -> None:

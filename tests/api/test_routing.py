@@ -83,3 +83,13 @@ models: [{name: m, route: [{account: a, model: x}, {account: b, model: x}]}]
     picks = asyncio.run(burst())
     assert sum(picks.values()) == 40
     assert abs(picks["a"] - picks["b"]) <= 2  # without the in-process count: 0 / 40
+
+
+def test_an_account_without_a_live_worker_is_avoided_even_when_idle() -> None:
+    accounts = [account("dead"), account("busy")]
+    dead = AccountState(0, LimiterState({}, 0), alive=False)
+    busy = account_state(depth=20)
+    assert all(choose(accounts, [dead, busy], 100, NOW, WeightedRotation()) == 1 for _ in range(10))
+    # with nothing alive anywhere, the usual estimate decides
+    also_dead = AccountState(20, LimiterState({}, 0), alive=False)
+    assert choose(accounts, [dead, also_dead], 100, NOW, WeightedRotation()) == 0

@@ -108,3 +108,15 @@ def test_job_ids_name_the_line_and_the_part() -> None:
     assert [parse_job_id(j) for j, _ in [*line_jobs("b1", 7, ["x"]), *split]] == [
         ("b1", 7, 0), ("b1", 7, 0), ("b1", 7, 1), ("b1", 7, 2)]
     assert job_id("b1", 7, 2, 3) == "b1.7.2"
+
+
+def test_file_id_documents_are_refused_in_lines() -> None:
+    """A live request's `file_id` is resolved by the API; a batch line goes to a worker as it is,
+    so it must carry the file inline."""
+    chat = line("a", messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}])
+    v = validate([chat], "openai", "/v1/chat/completions", "", CONFIG)
+    assert [(e.line, e.code, e.param) for e in v.errors] == [(1, "invalid_request", "body.file_id")]
+    params = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "file", "file_id": "file-1"}}]}]}
+    v = validate([json.dumps({"custom_id": "b", "params": params}).encode()], "anthropic", "", "", CONFIG)
+    assert [(e.line, e.code, e.param) for e in v.errors] == [(1, "invalid_request", "file_id")]

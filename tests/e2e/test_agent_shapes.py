@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import CLIENT_KEY, SluiceSystem
 
 FIXTURES = sorted((Path(__file__).resolve().parent.parent / "fixtures" / "agents").glob("*.json"))
-UPSTREAMS = ["openai", "anthropic", "gemini", "mistral"]
+UPSTREAMS = ["openai", "anthropic", "gemini", "mistral", "deepseek"]
 # The last event each client protocol's stream must end with.
 TERMINATORS = {"/v1/messages": b"event: message_stop", "/v1/responses": b"event: response.completed",
                "/v1/chat/completions": b"data: [DONE]"}
@@ -35,6 +35,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         {"name": "up-gemini", "provider": "gemini", "api_key": "mock-key", "base_url": placeholder},
         {"name": "up-mistral", "provider": "mistral", "api_key": "mock-key",
          "base_url": f"{placeholder}/mistral/v1"},
+        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key", "base_url": f"{placeholder}/v1"},
     ]
     models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in UPSTREAMS]
     running = SluiceSystem(tmp_path_factory.mktemp("shapes"), redis_url, accounts=accounts, models=models,

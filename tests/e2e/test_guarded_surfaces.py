@@ -20,6 +20,7 @@ import pytest
 
 from shared.tenants.policy import period_id
 from tests.conftest import SluiceSystem, wait_until
+from tests.e2e.raw_http import read_answer
 
 ADMIN = "guarded-admin-token-0123456789"
 LIMITS = {"max_body_bytes": 65536, "max_messages": 8, "max_content_parts": 12, "max_string_chars": 4000}
@@ -184,7 +185,7 @@ def _declared_huge(system: SluiceSystem, path: str, key: str, content_type: str 
         sock.sendall(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\n"
                      f"authorization: Bearer {key}\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\n"
                      f"content-length: 67108864\r\n\r\n{{".encode())
-        return sock.recv(65536)  # the answer comes while 64 MiB are still unsent
+        return read_answer(sock)  # the answer comes while 64 MiB are still unsent
 
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/v1beta/models/e:embedContent", "/v1/responses", "/api/chat",

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import CLIENT_KEY, SluiceSystem
+from tests.e2e.raw_http import read_answer
 
 LIMITS = {"body_read_seconds": 1, "max_body_bytes": 65536, "max_messages": 8, "max_content_parts": 12,
           "max_json_depth": 6, "max_string_chars": 1000}
@@ -45,7 +46,7 @@ def test_a_declared_huge_body_is_refused_before_it_is_sent(system: SluiceSystem)
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                      b"authorization: Bearer " + CLIENT_KEY.encode() +
                      b"\r\ncontent-length: 67108864\r\n\r\n{\"model\"")
-        answer = sock.recv(65536)  # the answer comes while 64 MiB are still unsent
+        answer = read_answer(sock)  # the answer comes while 64 MiB are still unsent
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"request_too_large" in answer
 
@@ -55,7 +56,7 @@ def test_a_body_trickled_in_too_slowly_gets_a_408(system: SluiceSystem) -> None:
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                      b"authorization: Bearer " + CLIENT_KEY.encode() + b"\r\ncontent-length: 100\r\n\r\n{")
-        answer = sock.recv(65536)  # nothing more is sent: the server gives up after body_read_seconds
+        answer = read_answer(sock)  # nothing more is sent: the server gives up after body_read_seconds
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"request_timeout" in answer
 

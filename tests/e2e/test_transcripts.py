@@ -26,7 +26,7 @@ from google.genai import types
 
 from tests.conftest import CLIENT_KEY, SluiceSystem
 
-UPSTREAMS = ["openai", "anthropic", "gemini", "mistral"]
+UPSTREAMS = ["openai", "anthropic", "gemini", "mistral", "deepseek"]
 CLIENTS = ["openai_chat", "openai_responses", "anthropic", "gemini", "ollama"]
 SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
 TOOLS = ("read_file", "list_dir")
@@ -41,6 +41,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         {"name": "up-gemini", "provider": "gemini", "api_key": "mock-key", "base_url": placeholder},
         {"name": "up-mistral", "provider": "mistral", "api_key": "mock-key",
          "base_url": f"{placeholder}/mistral/v1"},
+        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key", "base_url": f"{placeholder}/v1"},
     ]
     models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in UPSTREAMS]
     running = SluiceSystem(tmp_path_factory.mktemp("transcripts"), redis_url, accounts=accounts, models=models,

@@ -70,14 +70,25 @@ def test_gemini_pdf_parts() -> None:
     assert _parsed(gemini, {"contents": [{"role": "user", "parts": parts}]}, "m", False) == [PDF_DOC, URL_DOC]
 
 
+def test_file_id_references_parse_unresolved() -> None:
+    """A `file_id` stays a reference until the API resolves it against the tenant's Files store
+    (api/documents.py; e2e: tests/e2e/test_file_documents.py)."""
+    ref = Document(file_id="file-1", title="a.pdf")
+    chat = {"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-1", "filename": "a.pdf"}}]}]}
+    responses = {"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_file", "file_id": "file-1", "filename": "a.pdf"}]}]}
+    anthropic = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "file", "file_id": "file-1"}, "title": "a.pdf"}]}]}
+    assert _parsed(openai_chat, chat) == [ref]
+    assert _parsed(openai_responses, responses) == [ref]
+    assert _parsed(anthropic_messages, anthropic) == [ref]
+
+
 @pytest.mark.parametrize(("dialect", "body", "param"), [
-    (openai_chat, {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "file", "file": {"file_id": "file-1"}}]}]}, "messages[0].content[0].file.file_id"),
     (openai_chat, {"model": "m", "messages": [{"role": "user", "content": [
         {"type": "file", "file": {"file_data": "data:application/zip;base64,UEs="}}]}]},
      "messages[0].content[0].file.file_data"),
-    (openai_responses, {"model": "m", "input": [{"role": "user", "content": [
-        {"type": "input_file", "file_id": "file-1"}]}]}, "input[0].content[0].file_id"),
     (anthropic_messages, {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "document", "source": {"type": "base64", "media_type": "image/png", "data": "x"}}]}]},
      "messages[0].content[0].source.media_type"),

@@ -142,8 +142,6 @@ def test_parse_text_format_and_tool_choice_modes() -> None:
     ({"input": [{"role": "user", "content": "x"}, {"type": "item_reference", "id": "msg_1"}]},
      "input[1].type"),
     ({"input": [{"type": "web_search_call", "id": "ws_1"}]}, "input[0].type"),
-    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
-     "input[0].content[0].file_id"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
      "input[0].content[0].file_id"),
 ])

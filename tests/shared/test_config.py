@@ -129,3 +129,22 @@ def test_api_key_file_errors_name_the_field(tmp_path: Path) -> None:
         parse_config(f"accounts: [{{name: x, provider: openai, api_key_file: {tmp_path}/missing}}]", env={})
     with pytest.raises(ConfigError, match="not both"):
         parse_config(f"accounts: [{{name: x, provider: openai, api_key: k, api_key_file: {tmp_path}/k}}]", env={})
+
+def test_fallbacks_must_name_other_models() -> None:
+    config = parse_config(BASE + """  - name: m2
+    route: [{account: acct, model: gpt}]
+    fallbacks: [m]
+""", "c.yaml", env={"KEY_A": "a"})
+    assert config.model("m2").fallbacks == ["m"]  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"c\.yaml:\d+:\d+: models\[1\]\.fallbacks\[0\]: no other model named 'nope'"):
+        parse_config(BASE + """  - name: m2
+    route: [{account: acct, model: gpt}]
+    fallbacks: [nope]
+""", "c.yaml", env={"KEY_A": "a"})
+
+
+def test_reliability_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"queue\.retry_base_seconds: must be a positive number"):
+        parse_config(BASE + "queue: {retry_base_seconds: 0}\n", "c.yaml", env={"KEY_A": "a"})
+    with pytest.raises(ConfigError, match=r"queue\.upstream_retries: must not be negative"):
+        parse_config(BASE + "queue: {upstream_retries: -1}\n", "c.yaml", env={"KEY_A": "a"})

@@ -111,6 +111,7 @@ class Origin:
     /silent       reads the request and never answers
     /stall-body   sends the head and half of the body, then nothing
     /drip         sends a 10,000-byte body a byte every 20 ms
+    /endless      an SSE stream of one event every 20 ms until the client hangs up (sets `hung_up`)
     /hold         answers, then keeps the connection open without reading from it again
     /short-keepalive  answers with `keep-alive: timeout=1`
     `mute=True`: accepts connections and never reads or speaks (no TLS handshake either).
@@ -122,6 +123,7 @@ class Origin:
         self.connections = 0
         self.gzipped = 0
         self.idle_closed = threading.Event()  # set once an -idle path has closed its connection
+        self.hung_up = threading.Event()  # set once a client hung up on /endless
         self.release = asyncio.Event()
         self.close_now = asyncio.Event()
         self._mute = mute
@@ -175,6 +177,17 @@ class Origin:
                 writer.write(b"x")
                 await writer.drain()
                 await asyncio.sleep(0.02)  # pacing the server's output, not synchronising the test
+        elif path == "/endless":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            event = b'data: {"n": 1}\n\n'
+            try:
+                while True:
+                    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    await writer.drain()
+                    await asyncio.sleep(0.02)  # pacing the server's output, not synchronising the test
+            except ConnectionError:
+                self.hung_up.set()
+                return False
         elif path == "/short-keepalive":
             writer.write(_answer(echo, b"keep-alive: timeout=1"))
         else:

@@ -6,6 +6,7 @@ the hand-written client must pass exactly the suite the library passes.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -222,6 +223,42 @@ async def test_a_gzip_stream_is_decoded_as_it_arrives(net: ServerThread, connect
     net.set(origin.release)
     assert b"".join([chunk async for chunk in chunks]) == b'data: {"n": 2}\n\n'
     assert origin.gzipped == 1
+
+
+# --- hanging up: an aborted job stops the provider, whichever way the connection leaves ---------------
+
+@pytest.mark.parametrize("route", ["direct", "connect-tunnel", "forwarding-proxy", "socks5"])
+async def test_a_cancelled_stream_hangs_up_on_the_provider_and_its_connection_is_not_reused(
+        net: ServerThread, ca: trustme.CA, ca_file: str, connect: MakeTransport, route: str) -> None:
+    tls = route in ("connect-tunnel", "socks5")
+    origin = Origin(net, server_tls(ca, "localhost") if tls else None)
+    url = f"{'https' if tls else 'http'}://localhost:{origin.port}"
+    settings: dict[str, Any] = {"ca_file": ca_file} if tls else {}
+    if route in ("connect-tunnel", "forwarding-proxy"):
+        settings["proxy"] = f"http://127.0.0.1:{HttpProxy(net).port}"
+    elif route == "socks5":
+        settings["proxy"] = f"socks5://127.0.0.1:{Socks5Proxy(net).port}"
+    transport = connect(url, **settings)
+    assert await ask(transport, url + "/json") == b'{"echo": 3}'  # a kept-alive connection, then reused
+    first = asyncio.Event()
+
+    async def consume() -> None:  # what worker/upstream.py's stream() does with a reply
+        reply = await transport.post(url + "/endless", {}, b"{}")
+        try:
+            async for _ in reply.iter_bytes():
+                first.set()
+        finally:
+            await reply.aclose()
+
+    reading = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5)
+    reading.cancel()  # the job is aborted: its client left
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert origin.hung_up.wait(5), "the provider kept streaming to nobody"
+    assert await ask(transport, url + "/json") == b'{"echo": 3}'
+    assert origin.connections == 2  # the half-read connection was not handed to the next request
+    assert origin.paths() == ["/json", "/endless", "/json"]
 
 
 # --- stale keep-alive connections: never lost, never sent twice ------------------------------------

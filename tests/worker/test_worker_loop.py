@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -22,6 +23,8 @@ from shared.mock import MockSettings
 from shared.model import ChatRequest, Complete, Message, MessageStart, MessageStop, StreamError, Text
 from shared.redis import record, reply
 from shared.redis.client import Role, connect
+from shared.redis.dlq import DeadLetters
+from shared.redis.embedded import EmbeddedRedis, free_port
 from shared.redis.keys import Keys
 from shared.redis.scripts import LimitArgs, Scripts
 from worker.loop import Worker
@@ -160,6 +163,22 @@ async def test_a_job_past_its_deadline_is_never_sent_upstream(redis_url: str, li
             stats = await h.stats()
             late_record = await read_record(h.redis, h.keys.out(late.id))
         assert upstream_requests(base) == 1
+    # its client (if still waiting) is answered, never left in silence
+    assert stats["expired"] == 1 and [type(e) for e in late_record.events] == [StreamError]
+    assert late_record.events[0].error.kind == "rate_limited"
+
+
+async def test_a_batch_line_past_its_deadline_is_left_to_its_coordinator(redis_url: str, live_mock: Live) -> None:
+    # a batch line's deadline is its batch's expiry: the coordinator ends it as expired when it
+    # finds no answer, so the worker must not write a 429 that would stand as the line's result
+    with live_mock(MockSettings()) as base:
+        async with running(config_for(redis_url, base)) as h:
+            late = msgspec.structs.replace(new_job(stream=False, deadline_ms=int(time.time() * 1000) - 1),
+                                           priority="batch")
+            await h.scripts.enqueue(h.acct, late.id, encode_job(late), (5, 8), 1, 100)
+            stats = await eventually(lambda: counted(h, "expired"), "the expiry")
+            late_record = await read_record(h.redis, h.keys.out(late.id))
+        assert upstream_requests(base) == 0
     assert stats["expired"] == 1 and late_record.events == []
 
 
@@ -229,3 +248,50 @@ async def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_a_503(redis_
             dead = await h.redis.zcard(h.acct.dlq)
         assert upstream_requests(base) == 0
     assert isinstance(events[-1], StreamError) and events[-1].error.status == 503 and dead == 1
+
+
+async def test_a_provider_that_keeps_failing_dead_letters_the_job_with_its_status(redis_url: str,
+                                                                                   live_mock: Live) -> None:
+    with live_mock(MockSettings()) as base:
+        # two retries (not the default three), with short backoffs: the test stays quick
+        config = config_for(redis_url, base, queue="{upstream_retries: 2, retry_base_seconds: 0.01}")
+        config.accounts[0].headers = {"x-mock-fail": "503"}  # the mock answers every call with a 503
+        async with running(config) as h:
+            job = new_job(stream=True)
+            await h.enqueue(job)
+            events = await eventually(lambda: h.finished(job.id), "the failure")
+            letters = await eventually(lambda: DeadLetters(h.redis, h.keys).list("acct"), "the dead letter")
+            still_there = await h.redis.hget(h.acct.jobs, job.id)  # type: ignore[misc]
+        assert upstream_requests(base) == 3  # the first call and its two retries
+    assert isinstance(events[-1], StreamError) and events[-1].error.kind == "upstream_unavailable"
+    assert [(d.job_id, d.status, d.kind, d.attempts) for d in letters] == [(job.id, 503, "upstream_unavailable", 3)]
+    assert "upstream failed after 3 attempts" in letters[0].reason
+    assert still_there is not None  # kept for `sluice dlq replay`
+
+
+async def test_a_worker_started_before_redis_waits_for_it_and_then_serves(live_mock: Live) -> None:
+    port = free_port()
+    with live_mock(MockSettings()) as base:
+        config = config_for(f"redis://127.0.0.1:{port}/0", base)
+        client = connect(config.redis_url, Role.WORKER, connections=4)
+        account = config.account("acct")
+        http = make_transport(account)
+        worker = Worker(config, account, client, provider_for(account), http)
+        task = asyncio.create_task(worker.run())
+        server = None
+        try:
+            await asyncio.sleep(0.5)  # let it fail to reach Redis a few times (the fault, not a sync)
+            assert not task.done(), "the worker gave up instead of waiting for Redis"
+            server = await asyncio.to_thread(EmbeddedRedis, port)
+            h = Harness(config, client)
+            job = new_job(stream=False)
+            await h.enqueue(job)
+            events = await eventually(lambda: h.finished(job.id), "the job, once Redis is up", within=20)
+            assert isinstance(events[-1], Complete)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+            await http.aclose()
+            await client.aclose()
+            if server is not None:
+                server.stop()

@@ -82,9 +82,8 @@ class Collector(Feeder):
             self.window.pop(r.line, None)
             self.parts.pop(r.line, None)
         withdraw, self.withdraw = self.withdraw, []
-        scripts, keys = self.ctx.dispatcher.scripts, self.ctx.dispatcher.keys
-        for name, account in withdraw:
-            await scripts.cancel(keys.account(account), name)
+        for name, account in withdraw:  # followed to where a sibling pulled it, if it moved
+            await self.ctx.dispatcher.withdraw_queued(account, name)
 
     async def _settle(self, view: BatchView, batch: list[Result]) -> None:
         """Settles the lines' budget holds with what they used, before they are marked done: a
@@ -118,6 +117,16 @@ class Collector(Feeder):
                                if answer_in(view, fields[record.FIELD]) is not None), None)
                 if answer is not None:
                     self._take(view, line, part, answer)
-                elif not exists:
+                elif not exists and not await self._moved_on(name, account):
                     await self._lost(view, line, part, ending)
         await self._flush(view)
+
+    async def _moved_on(self, name: str, account: str) -> bool:
+        """True when a call's job is not lost but was pulled to a sibling account while queued
+        (worker/rebalance.py): its answer is then collected like any other (so it runs once, and
+        batch_done.lua marks its line once). `pending` keeps the account it was fed to; every
+        sweep follows the move from there (not rewritten here: a line that finishes meanwhile would
+        get its pending entry back after batch_done.lua dropped it)."""
+        moves, keys = self.ctx.dispatcher.moves, self.ctx.dispatcher.keys
+        now = await moves.follow(account, name, len(self.ctx.config.accounts))
+        return now != account and bool(await self.ctx.records.redis.hexists(keys.account(now).jobs, name))  # type: ignore[misc]

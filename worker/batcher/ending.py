@@ -22,13 +22,14 @@ class Ending(Collector):
     async def _wind_down(self, view: BatchView, outcome: Outcome) -> None:
         """Cancel or expiry: queued lines leave their lanes and end now, unfed lines end without
         running, lines already running finish and are collected; then finalize."""
-        scripts, keys = self.ctx.dispatcher.scripts, self.ctx.dispatcher.keys
+        dispatcher = self.ctx.dispatcher
         self.pending = await self.ctx.records.pending(self.id)
         for line, accounts in sorted(self.pending.items()):
             if self._is_done(line):
                 continue
-            # every part still queued leaves; a line with one part gone can only end now
-            gone = [await scripts.cancel(keys.account(account), name)
+            # every part still queued leaves (followed if a sibling pulled it to another account);
+            # a line with one part gone can only end now
+            gone = [await dispatcher.withdraw_queued(account, name)
                     for name, account in line_jobs(self.id, line, accounts)]
             if any(gone):
                 self.buffer.append(ended(view, line, self._line(view, line).custom_id, outcome))
