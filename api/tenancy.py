@@ -30,6 +30,9 @@ from shared.tenants.policy import Admission, allows, cost_of, seconds_left
 
 log = logging.getLogger("sluice.api")
 
+# usage hash fields (shared/redis/keys.py); the batch_ ones are the batch lines' share of the others
+USAGE_FIELDS = {"t": "tokens", "c": "cost", "n": "requests",
+                "bt": "batch_tokens", "bc": "batch_cost", "bn": "batch_requests"}
 RECORD_TAIL = 3  # the last entries of a finished record hold its usage
 SETTLE_POLL_MS = 5000
 
@@ -139,18 +142,21 @@ class Tenancy:
             entries = await record.read_after(self.redis, key, last_seq, 256, SETTLE_POLL_MS)
 
     async def usage(self, tenant_name: str) -> dict[str, object]:
-        """What the tenant has spent (and has reserved) per period, and what it holds now."""
+        """What the tenant has spent (and has reserved) per period, its batch lines' share apart,
+        and what it holds now."""
         keys = self.keys.tenant(tenant_name)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(keys.usage)
         pipe.zcard(keys.held)
-        raw, held = await pipe.execute()
+        pipe.zcard(keys.batch_held)
+        raw, held, batch_held = await pipe.execute()
         periods: dict[str, dict[str, float]] = {}
         for field, value in raw.items():
             period, _, what = field.decode().rpartition(":")
-            name = {"t": "tokens", "c": "cost", "n": "requests"}.get(what, what)
+            name = USAGE_FIELDS.get(what, what)
             periods.setdefault(period, {})[name] = float(value)
-        return {"tenant": tenant_name, "in_flight": int(held), "periods": periods}
+        return {"tenant": tenant_name, "in_flight": int(held), "batch_lines_in_flight": int(batch_held),
+                "periods": periods}
 
 
 class Ending(Enum):

@@ -86,12 +86,15 @@ class BatchInfo(BaseModel):
     cancelled: int = 0
     expired: int = 0
     coordinator: str = Field(default="", description="the `sluice batcher` holding it now ('' for none)")
+    budget_wait: int = Field(default=0, description="when feeding last stopped on the tenant's budget (unix s; "
+                             "0: it is not waiting): its remaining lines wait for room or the next period")
 
     @classmethod
     def of(cls, view: BatchView, coordinator: str) -> BatchInfo:
         return cls(id=view.id, dialect=view.dialect, tenant=view.client, endpoint=view.endpoint, model=view.model,
                    status=view.status, created_at=view.created_at, total=view.total, succeeded=view.n_s,
-                   errored=view.n_e, cancelled=view.n_c, expired=view.n_x, coordinator=coordinator)
+                   errored=view.n_e, cancelled=view.n_c, expired=view.n_x, coordinator=coordinator,
+                   budget_wait=view.budget_wait)
 
 
 def _store(state: AppState) -> KeyStore:

@@ -70,6 +70,7 @@ class BatchView(msgspec.Struct, omit_defaults=True):
     cancelling_at: int = 0
     cancelled_at: int = 0
     ended_at: int = 0
+    budget_wait: int = 0  # when feeding last stopped on the owner's budget (s; 0: it is not waiting)
 
     @property
     def done(self) -> int:

@@ -42,8 +42,10 @@ Per tenant (hash tag `{tenant:<name>}`: admission and settling are one script ea
 
     {p}:{tenant:<name>}:rl     HASH  GCRA TATs ("r", "t") of the tenant's rpm / tpm
     {p}:{tenant:<name>}:held   ZSET  request id -> ms its hold lapses (concurrency = its size)
-    {p}:{tenant:<name>}:cost   HASH  request id -> "tokens:cost" reserved at admission
-    {p}:{tenant:<name>}:usage  HASH  "<period>:t" / "<period>:c" -> tokens / cost spent or reserved
+    {p}:{tenant:<name>}:bheld  ZSET  batch line id -> ms its hold lapses (batch lines in flight; not concurrency)
+    {p}:{tenant:<name>}:cost   HASH  request id -> "tokens|cost|period[|b]" reserved at admission (b: a batch line)
+    {p}:{tenant:<name>}:usage  HASH  "<period>:t" / "<period>:c" -> tokens / cost spent or reserved;
+                                     ":n" requests; ":bt" / ":bc" / ":bn" the batch lines' share of them
 
 Per deployment (one key: a job is found there whichever account it runs on, even after a move):
 
@@ -94,6 +96,7 @@ class TenantKeys:
     held: str
     cost: str
     usage: str
+    batch_held: str
 
 
 class Keys:
@@ -131,7 +134,7 @@ class Keys:
 
     def tenant(self, name: str) -> TenantKeys:
         base = f"{self.prefix}:{{tenant:{name}}}"
-        return TenantKeys(f"{base}:rl", f"{base}:held", f"{base}:cost", f"{base}:usage")
+        return TenantKeys(f"{base}:rl", f"{base}:held", f"{base}:cost", f"{base}:usage", f"{base}:bheld")
 
     def out(self, request_id: str) -> str:
         return f"{self.prefix}:out:{{{request_id}}}"

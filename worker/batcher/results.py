@@ -90,15 +90,28 @@ def render_embeddings(view: BatchView, line: int, custom_id: str, job_id: str, r
 
 
 def render_error(view: BatchView, line: int, custom_id: str, job_id: str, event: StreamError) -> Result:
-    status, body, _ = dialect_of(view).render_error(GatewayError.from_info(event.error))
+    return render_refusal(view, line, custom_id, job_id, GatewayError.from_info(event.error))
+
+
+def render_refusal(view: BatchView, line: int, custom_id: str, job_id: str, err: GatewayError) -> Result:
+    """A failed line, with the error a live request would get in the batch's protocol."""
+    status, body, _ = dialect_of(view).render_error(err)
     return Result(line, "e", 0, 0, _failure(view, custom_id, job_id, status, body))
 
 
-def ended(view: BatchView, line: int, custom_id: str, outcome: Outcome) -> Result:
-    """A line that never ran: canceled or expired."""
+def ended(view: BatchView, line: int, custom_id: str, outcome: Outcome, budget: GatewayError | None = None) -> Result:
+    """A line that never ran: canceled or expired; `budget`: it expired waiting for its tenant's
+    budget (worker/batcher/metering.py), which the error names where the format has room for it
+    (Anthropic's expired result has none)."""
     if view.dialect == "anthropic":
         kind = "canceled" if outcome == "c" else "expired"
         body = orjson.dumps({"custom_id": custom_id, "result": {"type": kind}})
+    elif budget is not None and outcome == "x" and view.dialect == "gemini":
+        body = orjson.dumps({"key": custom_id, "error": {"code": 429, "message": budget.message,
+                                                         "status": "RESOURCE_EXHAUSTED"}})
+    elif budget is not None and outcome == "x":
+        body = orjson.dumps({"id": f"batch_req_{view.id}_{line}", "custom_id": custom_id, "response": None,
+                             "error": {"code": "insufficient_quota", "message": budget.message}})
     elif view.dialect == "gemini":
         code, message = _ENDED_MESSAGES[outcome]
         body = orjson.dumps({"key": custom_id, "error": {"code": 499 if outcome == "c" else 504,
