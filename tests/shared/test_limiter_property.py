@@ -577,7 +577,8 @@ class Observed:
                 assert float(value) >= now, f"{field} was written into the past: {value} < {now}"
 
     def check_claim(self, now: int, before: State, got: ClaimResult, after: State) -> None:
-        reaped = {m for m, d in before.inflight if d <= now}
+        dead = {job_id for job_id, _ in got.dead}  # reaped past max_attempts: dead-lettered, not claimable
+        reaped = {m for m, d in before.inflight if d <= now} - dead
         if reaped:
             note("claim reaped an expired lease")
         claimable = {m for m, _ in before.ready} | {m for m, _ in before.bready} | reaped
