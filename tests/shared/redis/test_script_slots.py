@@ -22,6 +22,7 @@ from shared.batches.records import Records
 from shared.config import QueueSettings, parse_config
 from shared.jobs import Job, encode_job
 from shared.model import ChatRequest, Message, Text, Usage
+from shared.redis import record
 from shared.redis.dlq import DeadLetter, DeadLetters
 from shared.redis.handback import HandBack
 from shared.redis.idempotency import IdempotencyStore, Original, key_of
@@ -85,6 +86,7 @@ class Recorder:
         self.args: list[tuple[str, list[Any]]] = []
         self.by_source = {_source(name): name for name in lua_names()}
         self.by_source[idempotency_source()] = "idempotency"  # one key per script: no prelude
+        self.sha_names = {record._APPEND_SHA: "append"}  # called by its hash alone
         self.scripts: dict[str, RecordingScript] = {}
 
     def register_script(self, source: str) -> RecordingScript:
@@ -102,6 +104,12 @@ class Recorder:
         return 1.0
 
     async def delete(self, *keys: str) -> int:
+        return 0
+
+    async def evalsha(self, sha: str, count: int, *args: Any) -> Any:  # record.append_now's bare EVALSHA
+        name = self.sha_names[sha]
+        self.calls.append((name, [str(k) for k in args[:count]]))
+        self.args.append((name, list(args[count:])))
         return 0
 
     def execute_command(self, *args: Any) -> None:  # a pipeline's raw EVALSHA (ack_in_pipeline)
@@ -150,6 +158,8 @@ tenants: [{", ".join(f"{{name: '{t}', rpm: 60, tpm: 1000, concurrency: 2, budget
     store = KeyStore(client, Keys("sluice"), b"s" * 32)  # type: ignore[arg-type]
     await store.create("team-a")
     await store.revoke("key_0123")
+    # append.lua publishes plain, so it is used off a Cluster only (there the writer pipelines XADD + SPUBLISH)
+    await record.append_now(client, Keys("sluice").out(job), 1, b"[]", 60, "", b"")  # type: ignore[arg-type]
     moves = Moves(client, Keys("sluice"))  # type: ignore[arg-type]
     assert await moves.move(JOB, account, "sibling.b", lambda j, target: j)  # out of one account, into another:
     dead = DeadLetters(client, Keys("sluice"))  # type: ignore[arg-type]  # three scripts, each one slot
