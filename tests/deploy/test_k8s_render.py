@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from shared import k8s
-from shared.config import QueueSettings, parse_config
+from shared.config import parse_config
 from shared.tenants.secrets import ADMIN_TOKEN_ENV, KEY_SECRET_ENV, read_secret
 from tests.conftest import ROOT
 
@@ -187,8 +187,6 @@ def test_the_drain_time_defaults_to_the_configs_then_to_30() -> None:
 
 
 def config_drain_values() -> k8s.ChartValues:
-    if "drain_seconds" not in QueueSettings.__struct_fields__:
-        pytest.skip("queue.drain_seconds arrives with the graceful-shutdown work; the default (30) is tested above")
     return full_values(drainSeconds=None, configFile=CONFIG.replace("queue: {lease_seconds: 20}",
                                                                     "queue: {lease_seconds: 20, drain_seconds: 50.5}"))
 
