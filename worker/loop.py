@@ -73,6 +73,7 @@ class Worker:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._writers: dict[str, EventWriter] = {}  # of the running jobs: a drain asks what they wrote
         self._slot_freed = asyncio.Event()
+        self._nudged = asyncio.Event()  # a fresh tenant's job arrived (enqueue.lua's nudge channel)
         self._stopping = asyncio.Event()
         self._consecutive_failures = 0
         self._learned: dict[str, int] = {}  # the caps this process last wrote, to write only changes
@@ -99,6 +100,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         rebalancer = asyncio.create_task(self.rebalancer.run(self._stopping))
         cancels = asyncio.create_task(self._cancel_watch.run(self.running, self.abort))
+        nudges = asyncio.create_task(self._nudge_loop())
         try:
             # Redis restarting (AOF brings the queue back) keeps the process and its jobs alive:
             # the claim loop backs off and claims again once Redis answers
@@ -108,6 +110,7 @@ class Worker:
             await self._drain()
             heartbeat.cancel()
             cancels.cancel()
+            nudges.cancel()
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.zrem(self.akeys.workers, self.id)
 
@@ -170,6 +173,7 @@ class Worker:
             await self._wait(self._slot_freed.wait(), 1.0)
             return
         asked = min(free, 32)
+        self._nudged.clear()  # before the claim: a nudge from here on names a job it may not have seen
         result = await self.scripts.claim(self.akeys, self.limits, self.config.queue, asked)
         for job_id, payload in result.dead:
             await self._lease_dead_letter(self.account.name, job_id, payload)
@@ -188,7 +192,11 @@ class Worker:
             # the same step, so an enqueue from here on rings it. Asking again before
             # waiting would cost a round trip per job and find nothing.
             await self._wait_for_bell()
-        elif result.code in (ClaimCode.LIMITER_WAIT, ClaimCode.BLOCKED):
+        elif result.code is ClaimCode.LIMITER_WAIT:
+            # A backlogged head waits for its slot, but a fresh tenant's job arriving meanwhile may
+            # start at once (claim.lua's fair headroom): its nudge ends the wait early.
+            await self._wait(self._either(self._stopping, self._nudged), result.wait_ms / 1000)
+        elif result.code is ClaimCode.BLOCKED:
             await self._wait(self._stopping.wait(), result.wait_ms / 1000)
         else:  # CONCURRENCY_FULL across replicas: a release anywhere frees a slot
             self._slot_freed.clear()
@@ -199,6 +207,34 @@ class Worker:
         # and shutdown can get.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.redis.blpop([self.akeys.bell], timeout=1), 1.5)  # type: ignore[arg-type]
+
+    @staticmethod
+    async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _nudge_loop(self) -> None:
+        # Losing the subscription only costs latency: the limiter wait still ends on its own.
+        failures = 0
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.akeys.nudge)
+                failures = 0
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None and message.get("type") == "message":
+                        self._nudged.set()
+            except (RedisError, OSError):
+                failures += 1
+                await asyncio.sleep(backoff_seconds(failures))  # back off before resubscribing
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _wait(self, awaitable: Coroutine[Any, Any, Any], seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):

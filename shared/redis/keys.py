@@ -18,6 +18,8 @@ Per account (hash tag `{acct}`, so one Lua script can touch them all on one Clus
                                 confirmed on the target (shared/redis/moves.py)
     {p}:{acct}:moved      HASH  job id -> the account it moved to (a cancel follows it there)
     {p}:{acct}:movedat    ZSET  job id -> ms it moved (prunes `moved` after a day)
+    {p}:{acct}:nudge      CHANNEL a fresh tenant's job joined a non-empty lane (enqueue.lua): a worker
+                                sleeping out a backlogged head's limiter wait claims again at once
     {p}:{acct}:adopted    ZSET  "<job id>:<hop>" -> ms this account took the job in (makes a
                                 retried move a no-op; pruned after a day)
 
@@ -80,6 +82,7 @@ class AccountKeys:
     moved: str
     moved_at: str
     adopted: str
+    nudge: str  # a channel, not a key
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,7 @@ class Keys:
                 moved=f"{base}:moved",
                 moved_at=f"{base}:movedat",
                 adopted=f"{base}:adopted",
+                nudge=f"{base}:nudge",
             )
             self._accounts[name] = keys
         return keys

@@ -76,6 +76,11 @@ class LimitArgs:
     concurrency: int
     request_tolerance_ms: int
     token_tolerance_ms: int
+    # How much further ahead of its slot a fresh job (a tenant's that is not backlogged) may start
+    # than a backlogged one (claim.lua): one emission interval lets it start at once on a
+    # saturated account instead of waiting for the slot the flood would take. Capped like the
+    # slack, so a fresh job starts at most CLAIM_SLACK_MS earlier than the pacing alone allows.
+    fair_headroom_ms: int = 0
 
     @classmethod
     def of(cls, account: Account) -> LimitArgs:
@@ -94,6 +99,7 @@ class LimitArgs:
             # ~15 % of the rate.
             request_tolerance_ms=min(CLAIM_SLACK_MS, 60_000 // lim.rpm) if lim.rpm else 0,
             token_tolerance_ms=0,
+            fair_headroom_ms=min(CLAIM_SLACK_MS, 60_000 // lim.rpm) if lim.rpm else CLAIM_SLACK_MS,
         )
 
     def rates(self) -> list[int]:
@@ -120,7 +126,8 @@ class Scripts:
         result = await self._call(
             self._enqueue,
             [keys.ready, keys.jobs, keys.meta, keys.bell, keys.bready],
-            [job_id, payload, f"{cost[0]}:{cost[1]}", 1 if batch else 0, max_depth, tenant, f"{1 / weight:.3f}"],
+            [job_id, payload, f"{cost[0]}:{cost[1]}", 1 if batch else 0, max_depth, tenant, f"{1 / weight:.3f}",
+             keys.nudge],
             pipe,
         )
         return int(result) if pipe is None else 0
@@ -151,6 +158,7 @@ class Scripts:
                 limits.request_tolerance_ms,
                 limits.token_tolerance_ms,
                 round(queue.batch_min_share * 1000),
+                limits.fair_headroom_ms,
             ],
         )
         claimed = [(_s(flat[i]), flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]

@@ -4,12 +4,19 @@
 --       9 bready (batch lane)
 -- ARGV: 1 lease ms, 2 max jobs, 3 rpm, 4 tpm, 5 input tpm, 6 output tpm (0 = unlimited),
 --       7 concurrency (0 = unlimited), 8 max attempts, 9 request tolerance ms, 10 token tolerance ms,
---       11 batch share in thousandths (0..1000)
+--       11 batch share in thousandths (0..1000), 12 fair headroom ms
 -- Lanes: interactive work goes first, whatever its age or the batch's; while both lanes hold
 -- work, the batch lane earns `share` credit per claim and takes the claim whenever its credit
 -- reaches 1000 (meta "#bc"), so it gets exactly share/1000 of the claims under permanent
 -- interactive load and everything interactive traffic leaves. The credit is dropped whenever the
 -- batch lane is empty, so an idle batch lane banks nothing.
+-- Fair headroom: a saturated account's limiter would make even a just-arrived tenant's job (one at
+-- the head of the interactive lane with rank <= the virtual time "#v", see enqueue.lua) wait for
+-- the next pacing slot, which the flood of a backlogged tenant took. So only such a fresh job may
+-- use the last `headroom` ms of each dimension's tolerance; backlogged jobs and the batch lane stop
+-- short of it. GCRA itself is unchanged (every start still charges the full interval), so the
+-- long-run rate stays the limit; the headroom only lets a fresh job start up to `headroom` ms ahead
+-- of its slot, after which the backlog waits that much longer. Batch-lane jobs never use it.
 -- Returns {code, wait ms, {id, payload, attempt, ...}, {dead id, payload, ...}}
 --   code 0: claimed what there was; 1: the head job waits for the limiter (wait ms);
 --   code 2: concurrency is full (wait for a release); 3: the account is blocked (wait ms)
@@ -42,6 +49,10 @@ local limits = apply_caps(KEYS[5], parse_limits(ARGV[3], ARGV[4], ARGV[5], ARGV[
 local tolerance = {r = tonumber(ARGV[9]), t = tonumber(ARGV[10]), i = tonumber(ARGV[10]), o = tonumber(ARGV[10])}
 local concurrency = tonumber(ARGV[7])
 local share = tonumber(ARGV[11])
+local headroom = tonumber(ARGV[12] or '0')
+local roomy = {}
+for dim, ms in pairs(tolerance) do roomy[dim] = ms + headroom end
+local v = tonumber(redis.call('HGET', KEYS[4], '#v') or '0')
 local credit = tonumber(redis.call('HGET', KEYS[4], '#bc') or '0')
 local claimed = {}
 for _ = 1, tonumber(ARGV[2]) do
@@ -60,6 +71,8 @@ for _ = 1, tonumber(ARGV[2]) do
     return {0, 0, claimed, dead}
   end
   local lane, id, earned = KEYS[1], head[1], credit
+  local rank = #head > 0 and tonumber(redis.call('ZSCORE', KEYS[1], head[1])) or 0
+  local fresh = #head > 0 and rank <= v
   if #head == 0 then
     lane, id = KEYS[9], bhead[1]
   elseif #bhead > 0 then
@@ -69,7 +82,7 @@ for _ = 1, tonumber(ARGV[2]) do
     end
   end
   local costs = parse_cost(redis.call('HGET', KEYS[4], id))
-  local wait = limiter_wait(KEYS[5], now, limits, tolerance, costs)
+  local wait = limiter_wait(KEYS[5], now, limits, (fresh and lane == KEYS[1]) and roomy or tolerance, costs)
   if wait > 0 then return {1, wait, claimed, dead} end
   limiter_charge(KEYS[5], now, limits, costs, 1)
   if earned ~= credit then
@@ -78,8 +91,8 @@ for _ = 1, tonumber(ARGV[2]) do
   end
   if lane == KEYS[1] then
     -- fair queuing's virtual time (enqueue.lua): the start tag of the last interactive job claimed
-    local rank = tonumber(redis.call('ZSCORE', lane, id))
-    if rank > tonumber(redis.call('HGET', KEYS[4], '#v') or '0') then
+    if rank > v then
+      v = rank
       redis.call('HSET', KEYS[4], '#v', string.format('%.3f', rank))
     end
   end

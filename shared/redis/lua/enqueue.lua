@@ -1,7 +1,8 @@
 -- enqueue.lua: put one job on one of an account's two lanes, unless that lane is at its cap.
 -- KEYS: 1 ready (interactive lane), 2 jobs, 3 meta, 4 bell, 5 bready (batch lane)
 -- ARGV: 1 job id, 2 payload, 3 reserved cost "input:output", 4 lane (0 interactive, 1 batch), 5 max depth,
---       6 tenant (client key name), 7 the tenant's spacing: 1 / its weight (interactive lane only)
+--       6 tenant (client key name), 7 the tenant's spacing: 1 / its weight (interactive lane only),
+--       8 nudge channel (optional)
 -- Returns the lane's depth including this job, or -1 when the lane is full.
 -- The batch lane ranks by arrival. The interactive lane ranks by start-time fair queuing, so one
 -- tenant's flood cannot starve another's trickle: a job's rank is its start tag
@@ -10,6 +11,10 @@
 -- tenant's next tag is rank + spacing. A backlogged tenant's jobs are thus spaced 1/weight apart
 -- in virtual time while an occasional tenant's job starts at v, ahead of the backlog; one
 -- tenant alone is served in arrival order. Tags start at the clock (ms) and stay in that unit.
+-- A job that starts at v while the lane already holds work is "fresh" (claim.lua lets it use the
+-- fair headroom): it is PUBLISHed on the nudge channel, so a worker sleeping out a backlogged
+-- head's limiter wait claims it now rather than at the end of that wait. (The doorbell cannot do
+-- this: under a flood it always holds stale rings.)
 -- Which lane the next claim serves is claim.lua's rule. A batch job carries "<id>:l" = 1 in meta
 -- so a reclaim or a release puts it back on its own lane.
 local batch = ARGV[4] == '1'
@@ -37,6 +42,7 @@ if not batch then
   local finish = tonumber(redis.call('HGET', KEYS[3], tag) or '0')
   rank = math.max(v, finish)
   redis.call('HSET', KEYS[3], tag, string.format('%.3f', rank + tonumber(ARGV[7])))
+  if rank <= v and depth > 0 and ARGV[8] and ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], '1') end
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3], ARGV[1] .. ':s', string.format('%.3f', rank))
