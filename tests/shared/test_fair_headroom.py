@@ -145,3 +145,18 @@ async def test_a_fresh_job_behind_a_backlog_nudges_the_workers(real: aioredis.Re
         assert seen == [b"1", b"end"]
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_only_a_tenant_with_nothing_waiting_is_fresh(r: aioredis.Redis, keys: AccountKeys) -> None:
+    """Two backlogged tenants of equal weight tie at the virtual time, rank for rank; the tie must
+    not let the second of each pair into the headroom."""
+    s = Scripts(r)
+    a = await enqueue_for(s, keys, "a", 3)
+    b = await enqueue_for(s, keys, "b", 3)
+    fresh = [job for job in a + b if await r.hexists(keys.meta, f"{job}:f")]  # type: ignore[misc]
+    assert fresh == [a[0], b[0]]  # each tenant's first job found it idle; the rest queue behind it
+    [(first, _, _)] = (await s.claim(keys, SLOW, QueueSettings(), 1)).claimed
+    assert first in (a[0], b[0])  # the two tie at the same tag
+    assert not await r.hexists(keys.meta, f"{first}:f")  # type: ignore[misc]  # a claim ends it
+    c = await enqueue_for(s, keys, "c", 1)
+    assert await r.hexists(keys.meta, f"{c[0]}:f")  # type: ignore[misc]

@@ -244,11 +244,11 @@ class Reference:
                 tat = tat + sign * costs[dim] * (60000 / per_minute)
                 self.rl[f"tat_{dim}"] = lua_tostring(max(tat, now))
 
-    def _wait(self, now: int) -> int:
+    def _wait(self, now: int, headroom: int) -> int:
         wait = 0.0
         for dim, per_minute in self.rates().items():
             if per_minute > 0:
-                wait = max(wait, self._tat(dim) - now - self.setup.tolerance(dim))
+                wait = max(wait, self._tat(dim) - now - self.setup.tolerance(dim) - headroom)
         return math.ceil(wait)
 
     def rates(self) -> dict[str, int]:
@@ -274,8 +274,11 @@ class Reference:
             if v == 0:
                 v = rank
                 self.meta["#v"] = f"{v:.3f}"
-            rank = max(v, float(self.meta.get("#f:", "0")))
+            finish = float(self.meta.get("#f:", "0"))
+            rank = max(v, finish)
             self.meta["#f:"] = f"{rank + 1:.3f}"
+            if finish < v:  # nothing of the tenant waits: it may use the fair headroom
+                self.meta[f"{job_id}:f"] = "1"
         self.jobs[job_id] = payload
         self.meta[job_id] = f"{cost[0]}:{cost[1]}"
         self.meta[f"{job_id}:s"] = f"{rank:.3f}"
@@ -321,7 +324,8 @@ class Reference:
                 if earned >= 1000:
                     lane, earned = self.bready, earned - 1000
             job_id = min(lane, key=lambda j: (lane[j], j))
-            wait = self._wait(now)
+            fresh = lane is self.ready and f"{job_id}:f" in self.meta
+            wait = self._wait(now, self.setup.limits.fair_headroom_ms if fresh else 0)
             if wait > 0:
                 return ClaimResult(1, wait, claimed, dead)
             self._charge(now, self.rates(), costs_of(self.meta.get(job_id)), 1)
@@ -330,6 +334,7 @@ class Reference:
                     self.meta["#bc"] = str(earned)
                 else:
                     self.meta.pop("#bc", None)
+            self.meta.pop(f"{job_id}:f", None)  # back on a lane later, it is a backlogged job
             if lane is self.ready and lane[job_id] > float(self.meta.get("#v", "0")):
                 self.meta["#v"] = f"{lane[job_id]:.3f}"
             del lane[job_id]
@@ -352,7 +357,7 @@ class Reference:
                 if delta != 0:  # unused reservation comes back; overuse is charged
                     self._charge(now, {dim: self.rates()[dim]}, {dim: abs(delta)}, -1 if delta > 0 else 1)
         self.jobs.pop(job_id, None)
-        for name in (job_id, f"{job_id}:s", f"{job_id}:a", f"{job_id}:l"):
+        for name in (job_id, f"{job_id}:s", f"{job_id}:a", f"{job_id}:l", f"{job_id}:f"):
             self.meta.pop(name, None)
         self.stats[outcome] += 1
         if status > 0:
@@ -471,6 +476,7 @@ setups = st.builds(
         concurrency=st.sampled_from([0, 1, 2, 3, 6]),
         request_tolerance_ms=st.one_of(st.just(0), st.integers(1, 10_000)),
         token_tolerance_ms=st.one_of(st.just(0), st.integers(1, 10_000)),
+        fair_headroom_ms=st.one_of(st.just(0), st.integers(1, 10_000)),
     ),
     lease_ms=st.sampled_from([0, 0, 500, 5_000, 60_000]),
     max_attempts=st.integers(1, 3),
@@ -549,7 +555,9 @@ class Observed:
             if per_minute > 0 and self.steady[dim]:
                 # GCRA: at an admission the TAT is at most now + tolerance, and everything charged
                 # so far sits between the first operation and that TAT; plus this job's own cost.
-                bound = per_minute * (now - self.t0 + self.setup.tolerance(dim) + ROUNDING_MS * self.writes)
+                # (a fresh job may start up to the fair headroom further ahead)
+                slack = self.setup.tolerance(dim) + self.setup.limits.fair_headroom_ms
+                bound = per_minute * (now - self.t0 + slack + ROUNDING_MS * self.writes)
                 assert self.net[dim] <= bound / 60000 + self.max_cost[dim] + 1e-6, (
                     f"{dim}: {self.net[dim]} admitted by t+{now - self.t0} ms at {per_minute}/min")
 

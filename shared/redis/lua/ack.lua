@@ -27,7 +27,7 @@ if reserved and used_in >= 0 and used_out >= 0 then
   end
 end
 redis.call('HDEL', KEYS[2], id)
-redis.call('HDEL', KEYS[3], id, id .. ':s', id .. ':a', id .. ':l')
+redis.call('HDEL', KEYS[3], id, id .. ':s', id .. ':a', id .. ':l', id .. ':f')
 redis.call('HINCRBY', KEYS[5], ARGV[8], 1)
 if tonumber(ARGV[9]) > 0 then redis.call('HINCRBY', KEYS[5], 'http_' .. ARGV[9], 1) end
 if used_in > 0 then redis.call('HINCRBY', KEYS[5], 'tokens_in:' .. ARGV[10], used_in) end

@@ -5,6 +5,6 @@
 local id = ARGV[1]
 if redis.call('ZREM', KEYS[1], id) == 0 and redis.call('ZREM', KEYS[5], id) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], id)
-redis.call('HDEL', KEYS[3], id, id .. ':s', id .. ':a', id .. ':l')
+redis.call('HDEL', KEYS[3], id, id .. ':s', id .. ':a', id .. ':l', id .. ':f')
 redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
 return 1

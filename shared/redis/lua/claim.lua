@@ -10,9 +10,9 @@
 -- reaches 1000 (meta "#bc"), so it gets exactly share/1000 of the claims under permanent
 -- interactive load and everything interactive traffic leaves. The credit is dropped whenever the
 -- batch lane is empty, so an idle batch lane banks nothing.
--- Fair headroom: a saturated account's limiter would make even a just-arrived tenant's job (one at
--- the head of the interactive lane with rank <= the virtual time "#v", see enqueue.lua) wait for
--- the next pacing slot, which the flood of a backlogged tenant took. So only such a fresh job may
+-- Fair headroom: a saturated account's limiter would make even a just-arrived tenant's job (a
+-- "fresh" one at the head of the interactive lane, meta "<id>:f", see enqueue.lua) wait for the
+-- next pacing slot, which the flood of a backlogged tenant took. So only such a fresh job may
 -- use the last `headroom` ms of each dimension's tolerance; backlogged jobs and the batch lane stop
 -- short of it. GCRA itself is unchanged (every start still charges the full interval), so the
 -- long-run rate stays the limit; the headroom only lets a fresh job start up to `headroom` ms ahead
@@ -71,8 +71,7 @@ for _ = 1, tonumber(ARGV[2]) do
     return {0, 0, claimed, dead}
   end
   local lane, id, earned = KEYS[1], head[1], credit
-  local rank = #head > 0 and tonumber(redis.call('ZSCORE', KEYS[1], head[1])) or 0
-  local fresh = #head > 0 and rank <= v
+  local fresh = #head > 0 and redis.call('HEXISTS', KEYS[4], head[1] .. ':f') == 1
   if #head == 0 then
     lane, id = KEYS[9], bhead[1]
   elseif #bhead > 0 then
@@ -91,6 +90,9 @@ for _ = 1, tonumber(ARGV[2]) do
   end
   if lane == KEYS[1] then
     -- fair queuing's virtual time (enqueue.lua): the start tag of the last interactive job claimed
+    local rank = tonumber(redis.call('ZSCORE', lane, id))
+    -- a released or reclaimed job comes back as a backlogged one
+    if fresh then redis.call('HDEL', KEYS[4], id .. ':f') end
     if rank > v then
       v = rank
       redis.call('HSET', KEYS[4], '#v', string.format('%.3f', rank))

@@ -5,6 +5,6 @@
 local id = ARGV[1]
 if redis.call('ZREM', KEYS[3], id) == 0 then return 0 end
 redis.call('HDEL', KEYS[1], id)
-redis.call('HDEL', KEYS[2], id, id .. ':s', id .. ':a', id .. ':l')
+redis.call('HDEL', KEYS[2], id, id .. ':s', id .. ':a', id .. ':l', id .. ':f')
 redis.call('HDEL', KEYS[4], id)
 return 1

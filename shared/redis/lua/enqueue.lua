@@ -11,10 +11,12 @@
 -- tenant's next tag is rank + spacing. A backlogged tenant's jobs are thus spaced 1/weight apart
 -- in virtual time while an occasional tenant's job starts at v, ahead of the backlog; one
 -- tenant alone is served in arrival order. Tags start at the clock (ms) and stay in that unit.
--- A job that starts at v while the lane already holds work is "fresh" (claim.lua lets it use the
--- fair headroom): it is PUBLISHed on the nudge channel, so a worker sleeping out a backlogged
--- head's limiter wait claims it now rather than at the end of that wait. (The doorbell cannot do
--- this: under a flood it always holds stale rings.)
+-- A job whose tenant's tag lies behind v (F[tenant] < v: nothing of it is waiting, and it has had
+-- no more than its share) is "fresh": meta "<id>:f" = 1 lets it use claim.lua's fair headroom. Its
+-- rank alone cannot say so: two backlogged tenants of equal weight tie at v too. A fresh job that
+-- joins a non-empty lane is also PUBLISHed on the nudge channel, so a worker sleeping out a
+-- backlogged head's limiter wait claims it now rather than at the end of that wait. (The
+-- doorbell cannot do this: under a flood it always holds stale rings.)
 -- Which lane the next claim serves is claim.lua's rule. A batch job carries "<id>:l" = 1 in meta
 -- so a reclaim or a release puts it back on its own lane.
 local batch = ARGV[4] == '1'
@@ -42,7 +44,10 @@ if not batch then
   local finish = tonumber(redis.call('HGET', KEYS[3], tag) or '0')
   rank = math.max(v, finish)
   redis.call('HSET', KEYS[3], tag, string.format('%.3f', rank + tonumber(ARGV[7])))
-  if rank <= v and depth > 0 and ARGV[8] and ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], '1') end
+  if finish < v then
+    redis.call('HSET', KEYS[3], ARGV[1] .. ':f', '1')
+    if depth > 0 and ARGV[8] and ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], '1') end
+  end
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3], ARGV[1] .. ':s', string.format('%.3f', rank))

@@ -7,7 +7,7 @@
 local id = ARGV[1]
 if redis.call('HDEL', KEYS[3], id) == 0 then return 0 end
 redis.call('HDEL', KEYS[1], id)
-redis.call('HDEL', KEYS[2], id, id .. ':s', id .. ':a', id .. ':l')
+redis.call('HDEL', KEYS[2], id, id .. ':s', id .. ':a', id .. ':l', id .. ':f')
 local now = now_ms()
 redis.call('HSET', KEYS[4], id, ARGV[2])
 redis.call('ZADD', KEYS[5], now, id)
