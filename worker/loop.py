@@ -31,6 +31,7 @@ from shared.redis.handback import HandBack
 from shared.redis.idempotency import IdempotencyStore
 from shared.redis.keys import Keys
 from shared.redis.scripts import ClaimCode, LimitArgs, Outcome, Scripts, is_noscript
+from shared.redis.subscription import listen
 from worker import embeddings
 from worker.cancel import CancelWatch, partial_usage
 from worker.providers.base import Provider, UpstreamRequest
@@ -218,23 +219,10 @@ class Worker:
                 waiting.cancel()
 
     async def _nudge_loop(self) -> None:
-        # Losing the subscription only costs latency: the limiter wait still ends on its own.
-        failures = 0
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.akeys.nudge)
-                failures = 0
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is not None and message.get("type") == "message":
-                        self._nudged.set()
-            except (RedisError, OSError):
-                failures += 1
-                await asyncio.sleep(backoff_seconds(failures))  # back off before resubscribing
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        # Every message, and every (re)subscription (a nudge may have been missed meanwhile), ends
+        # a limiter wait early; losing the subscription only costs latency, the wait still ends.
+        async for _ in listen(self.redis, self.akeys.nudge):
+            self._nudged.set()
 
     async def _wait(self, awaitable: Coroutine[Any, Any, Any], seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):

@@ -19,7 +19,8 @@ Per account (hash tag `{acct}`, so one Lua script can touch them all on one Clus
     {p}:{acct}:moved      HASH  job id -> the account it moved to (a cancel follows it there)
     {p}:{acct}:movedat    ZSET  job id -> ms it moved (prunes `moved` after a day)
     {p}:{acct}:nudge      CHANNEL a fresh tenant's job joined a non-empty lane (enqueue.lua): a worker
-                                sleeping out a backlogged head's limiter wait claims again at once
+                                sleeping out a backlogged head's limiter wait claims again at once;
+                                sharded on a Cluster, like every channel with a hash tag
     {p}:{acct}:adopted    ZSET  "<job id>:<hop>" -> ms this account took the job in (makes a
                                 retried move a no-op; pruned after a day)
 

@@ -109,6 +109,7 @@ class LimitArgs:
 class Scripts:
     def __init__(self, client: aioredis.Redis) -> None:
         self._enqueue = client.register_script(_source("enqueue"))
+        self._publish = "SPUBLISH" if is_cluster(client) else "PUBLISH"  # how enqueue.lua nudges workers
         self._claim = client.register_script(_source("claim"))
         self._ack = client.register_script(_source("ack"))
         self._release = client.register_script(_source("release"))
@@ -127,7 +128,7 @@ class Scripts:
             self._enqueue,
             [keys.ready, keys.jobs, keys.meta, keys.bell, keys.bready],
             [job_id, payload, f"{cost[0]}:{cost[1]}", 1 if batch else 0, max_depth, tenant, f"{1 / weight:.3f}",
-             keys.nudge],
+             keys.nudge, self._publish],
             pipe,
         )
         return int(result) if pipe is None else 0

@@ -3,6 +3,7 @@ replicate the script cache), called alone and queued on a pipeline that spans sl
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from shared.config import QueueSettings
 from shared.redis.client import Role, connect
 from shared.redis.keys import Keys
 from shared.redis.scripts import ClaimCode, LimitArgs, Scripts
+from shared.redis.subscription import RESUBSCRIBED, listen
 from shared.redis.topology import LocalCluster
 
 
@@ -44,4 +46,30 @@ async def test_scripts_run_after_every_node_lost_its_cache(topology: Any, redis_
         for account in accounts:
             k = keys.account(account)
             await client.delete(k.ready, k.jobs, k.meta, k.inflight, k.stats, k.bell, k.rl, k.bready)
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_fresh_job_behind_a_backlog_nudges_workers_on_either_deployment(topology: Any,
+                                                                               redis_url: str) -> None:
+    """enqueue.lua publishes the nudge the way workers listen for it: sharded on a Cluster."""
+    client = connect(redis_url, Role.TOOL)
+    keys = Keys("tnudge").account("acct-nudge")
+    heard: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def hear() -> None:
+        async for item in listen(client, keys.nudge):
+            await heard.put(item)
+
+    task = asyncio.create_task(hear())
+    try:
+        assert await asyncio.wait_for(heard.get(), 10) is RESUBSCRIBED  # subscribed before the enqueues
+        scripts = Scripts(client)
+        for job_id in ("big-0", "big-1"):  # into an empty lane, then backlogged: no nudge
+            await scripts.enqueue(keys, job_id, b"{}", (1, 1), False, 100, tenant="big")
+        await scripts.enqueue(keys, "small-0", b"{}", (1, 1), False, 100, tenant="small")
+        assert await asyncio.wait_for(heard.get(), 10) == b"1"
+    finally:
+        task.cancel()
+        await client.delete(keys.ready, keys.jobs, keys.meta, keys.bell)
         await client.aclose()

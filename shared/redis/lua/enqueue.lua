@@ -2,7 +2,8 @@
 -- KEYS: 1 ready (interactive lane), 2 jobs, 3 meta, 4 bell, 5 bready (batch lane)
 -- ARGV: 1 job id, 2 payload, 3 reserved cost "input:output", 4 lane (0 interactive, 1 batch), 5 max depth,
 --       6 tenant (client key name), 7 the tenant's spacing: 1 / its weight (interactive lane only),
---       8 nudge channel (optional)
+--       8 nudge channel (optional), 9 how: 'SPUBLISH' on a Cluster (the channel shares the
+--       account's hash tag, so it stays on its shard, where workers SSUBSCRIBE), else 'PUBLISH'
 -- Returns the lane's depth including this job, or -1 when the lane is full.
 -- The batch lane ranks by arrival. The interactive lane ranks by start-time fair queuing, so one
 -- tenant's flood cannot starve another's trickle: a job's rank is its start tag
@@ -46,7 +47,9 @@ if not batch then
   redis.call('HSET', KEYS[3], tag, string.format('%.3f', rank + tonumber(ARGV[7])))
   if finish < v then
     redis.call('HSET', KEYS[3], ARGV[1] .. ':f', '1')
-    if depth > 0 and ARGV[8] and ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], '1') end
+    if depth > 0 and ARGV[8] and ARGV[8] ~= '' then
+      redis.call(ARGV[9] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', ARGV[8], '1')
+    end
   end
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
