@@ -13,8 +13,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
-from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -39,6 +37,7 @@ from worker.rebalance import Rebalancer
 from worker.resume import ResumeFilter, read_record
 from worker.retry import RetryPolicy
 from worker.upstream import Transport, UpstreamResult, call, stream
+from worker.waits import either, within
 from worker.writer import EventWriter
 
 log = logging.getLogger("sluice.worker")
@@ -96,7 +95,7 @@ class Worker:
             except (RedisError, OSError):
                 failures += 1
                 log.warning("Redis unreachable at start; waiting", extra={"account": self.account.name})
-                await self._wait(self._stopping.wait(), backoff_seconds(failures))
+                await within(self._stopping.wait(), backoff_seconds(failures))
         log.info("worker started", extra={"account": self.account.name, "worker": self.id})
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         rebalancer = asyncio.create_task(self.rebalancer.run(self._stopping))
@@ -165,13 +164,13 @@ class Worker:
                 log.warning("Redis unreachable; claiming paused",
                             extra={"account": self.account.name, "error": type(exc).__name__,
                                    "retry_s": round(delay, 2)})
-                await self._wait(self._stopping.wait(), delay)
+                await within(self._stopping.wait(), delay)
 
     async def _claim_once(self) -> None:
         free = self.capacity - len(self.running)
         if free <= 0:
             self._slot_freed.clear()
-            await self._wait(self._slot_freed.wait(), 1.0)
+            await within(self._slot_freed.wait(), 1.0)
             return
         asked = min(free, 32)
         self._nudged.clear()  # before the claim: a nudge from here on names a job it may not have seen
@@ -196,12 +195,12 @@ class Worker:
         elif result.code is ClaimCode.LIMITER_WAIT:
             # A backlogged head waits for its slot, but a fresh tenant's job arriving meanwhile may
             # start at once (claim.lua's fair headroom): its nudge ends the wait early.
-            await self._wait(self._either(self._stopping, self._nudged), result.wait_ms / 1000)
+            await within(either(self._stopping, self._nudged), result.wait_ms / 1000)
         elif result.code is ClaimCode.BLOCKED:
-            await self._wait(self._stopping.wait(), result.wait_ms / 1000)
+            await within(self._stopping.wait(), result.wait_ms / 1000)
         else:  # CONCURRENCY_FULL across replicas: a release anywhere frees a slot
             self._slot_freed.clear()
-            await self._wait(self._slot_freed.wait(), 0.25)
+            await within(self._slot_freed.wait(), 0.25)
 
     async def _wait_for_bell(self) -> None:
         # BLPOP returns as soon as an enqueue rings; the timeout bounds how stale lease reaping
@@ -209,24 +208,11 @@ class Worker:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.redis.blpop([self.akeys.bell], timeout=1), 1.5)  # type: ignore[arg-type]
 
-    @staticmethod
-    async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-        waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
-
     async def _nudge_loop(self) -> None:
         # Every message, and every (re)subscription (a nudge may have been missed meanwhile), ends
         # a limiter wait early; losing the subscription only costs latency, the wait still ends.
         async for _ in listen(self.redis, self.akeys.nudge):
             self._nudged.set()
-
-    async def _wait(self, awaitable: Coroutine[Any, Any, Any], seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(awaitable, seconds)
 
     def _start(self, claimed: Claimed, job_id: str) -> None:
         task = asyncio.create_task(self._run_job(claimed))
