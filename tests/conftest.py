@@ -155,6 +155,22 @@ def make_system(tmp_path: Path, redis_url: str) -> Iterator[Any]:
         system.close()
 
 
+MOCK_PLACEHOLDER = "http://MOCK"  # SluiceSystem puts the mock's URL here
+# Where each upstream dialect of the one mock listens, below its URL.
+MOCK_FACES = {"openai": "/v1", "anthropic": "", "gemini": "", "mistral": "/mistral/v1", "deepseek": "/deepseek/v1"}
+
+
+def upstream_matrix(tmp: Path, redis_url: str, upstreams: list[str],
+                    extra: dict[str, Any] | None = None) -> SluiceSystem:
+    """A system with one account per upstream dialect of the mock (`up-<name>`) and one model routed to
+    each (`via-<name>`), for the suites that run every client protocol against every upstream."""
+    accounts = [{"name": f"up-{u}", "provider": u, "api_key": "mock-key", "base_url": MOCK_PLACEHOLDER + MOCK_FACES[u]}
+                for u in upstreams]
+    models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in upstreams]
+    return SluiceSystem(tmp, redis_url, accounts=accounts, models=models, base_url_placeholder=MOCK_PLACEHOLDER,
+                        extra=extra)
+
+
 def two_account_model(rpm: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     limits: dict[str, Any] = {"concurrency": 32}
     if rpm:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import CLIENT_KEY, SluiceSystem
+from tests.conftest import CLIENT_KEY, SluiceSystem, upstream_matrix
 
 FIXTURES = sorted((Path(__file__).resolve().parent.parent / "fixtures" / "agents").glob("*.json"))
 UPSTREAMS = ["openai", "anthropic", "gemini", "mistral", "deepseek"]
@@ -34,19 +34,7 @@ TERMINATORS = {"/v1/messages": b"event: message_stop", "/v1/responses": b"event:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[SluiceSystem]:
-    placeholder = "http://MOCK"
-    accounts = [
-        {"name": "up-openai", "provider": "openai", "api_key": "mock-key", "base_url": f"{placeholder}/v1"},
-        {"name": "up-anthropic", "provider": "anthropic", "api_key": "mock-key", "base_url": placeholder},
-        {"name": "up-gemini", "provider": "gemini", "api_key": "mock-key", "base_url": placeholder},
-        {"name": "up-mistral", "provider": "mistral", "api_key": "mock-key",
-         "base_url": f"{placeholder}/mistral/v1"},
-        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key",
-         "base_url": f"{placeholder}/deepseek/v1"},
-    ]
-    models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in UPSTREAMS]
-    running = SluiceSystem(tmp_path_factory.mktemp("shapes"), redis_url, accounts=accounts, models=models,
-                           base_url_placeholder=placeholder)
+    running = upstream_matrix(tmp_path_factory.mktemp("shapes"), redis_url, UPSTREAMS)
     yield running
     running.close()
 

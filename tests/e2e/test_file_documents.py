@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.conftest import CLIENT_KEY, OTHER_CLIENT_KEY, SluiceSystem
+from tests.conftest import CLIENT_KEY, OTHER_CLIENT_KEY, SluiceSystem, upstream_matrix
 
 UPSTREAMS = ["openai", "anthropic", "gemini", "mistral"]
 READS_PDF = ["openai", "anthropic", "gemini"]
@@ -31,18 +31,8 @@ BODY_LIMIT = 64 * 1024  # also the largest file a prompt may name (uploads have 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[SluiceSystem]:
-    placeholder = "http://MOCK"
-    accounts = [
-        {"name": "up-openai", "provider": "openai", "api_key": "mock-key", "base_url": f"{placeholder}/v1"},
-        {"name": "up-anthropic", "provider": "anthropic", "api_key": "mock-key", "base_url": placeholder},
-        {"name": "up-gemini", "provider": "gemini", "api_key": "mock-key", "base_url": placeholder},
-        {"name": "up-mistral", "provider": "mistral", "api_key": "mock-key",
-         "base_url": f"{placeholder}/mistral/v1"},
-    ]
-    models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in UPSTREAMS]
-    running = SluiceSystem(tmp_path_factory.mktemp("file-documents"), redis_url, accounts=accounts, models=models,
-                           base_url_placeholder=placeholder,
-                           extra={"request_limits": {"max_body_bytes": BODY_LIMIT}})
+    running = upstream_matrix(tmp_path_factory.mktemp("file-documents"),
+                              redis_url, UPSTREAMS, extra={"request_limits": {"max_body_bytes": BODY_LIMIT}})
     yield running
     running.close()
 

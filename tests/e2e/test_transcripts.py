@@ -24,7 +24,7 @@ import pytest
 from google import genai
 from google.genai import types
 
-from tests.conftest import CLIENT_KEY, SluiceSystem
+from tests.conftest import CLIENT_KEY, SluiceSystem, upstream_matrix
 
 UPSTREAMS = ["openai", "anthropic", "gemini", "mistral", "deepseek"]
 CLIENTS = ["openai_chat", "openai_responses", "anthropic", "gemini", "ollama"]
@@ -34,19 +34,7 @@ TOOLS = ("read_file", "list_dir")
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[SluiceSystem]:
-    placeholder = "http://MOCK"
-    accounts = [
-        {"name": "up-openai", "provider": "openai", "api_key": "mock-key", "base_url": f"{placeholder}/v1"},
-        {"name": "up-anthropic", "provider": "anthropic", "api_key": "mock-key", "base_url": placeholder},
-        {"name": "up-gemini", "provider": "gemini", "api_key": "mock-key", "base_url": placeholder},
-        {"name": "up-mistral", "provider": "mistral", "api_key": "mock-key",
-         "base_url": f"{placeholder}/mistral/v1"},
-        {"name": "up-deepseek", "provider": "deepseek", "api_key": "mock-key",
-         "base_url": f"{placeholder}/deepseek/v1"},
-    ]
-    models = [{"name": f"via-{u}", "route": [{"account": f"up-{u}", "model": "mock-model"}]} for u in UPSTREAMS]
-    running = SluiceSystem(tmp_path_factory.mktemp("transcripts"), redis_url, accounts=accounts, models=models,
-                           base_url_placeholder=placeholder)
+    running = upstream_matrix(tmp_path_factory.mktemp("transcripts"), redis_url, UPSTREAMS)
     yield running
     running.close()
 
