@@ -29,10 +29,13 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _uvicorn_kwargs(config: Config) -> dict[str, object]:
-    # On SIGTERM uvicorn stops accepting at once, lets open requests (streams included) finish for
-    # up to `drain_seconds`, then closes them; a cut stream's client resumes from its
-    # x-sluice-stream-url with Last-Event-ID on another API process.
-    kwargs: dict[str, object] = {"log_level": "warning", "access_log": False, "http": "httptools",
+    from api.http_protocol import CoalescingHttpToolsProtocol
+
+    # uvicorn's httptools protocol, sending one write per connection and event-loop turn
+    # (api/http_protocol.py). On SIGTERM uvicorn stops accepting at once, lets open requests
+    # (streams included) finish for up to `drain_seconds`, then closes them; a cut stream's client
+    # resumes from its x-sluice-stream-url with Last-Event-ID on another API process.
+    kwargs: dict[str, object] = {"log_level": "warning", "access_log": False, "http": CoalescingHttpToolsProtocol,
                                  "timeout_graceful_shutdown": max(1, round(config.queue.drain_seconds))}
     try:
         import uvloop  # noqa: F401
