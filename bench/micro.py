@@ -19,6 +19,7 @@ Cases:
     ticket   the API reading one live entry of a job's answer (Ticket.entries: queue -> entry)
     writer   the worker writing one stream event back (EventWriter.send: record + reply frame)
     hub      the API handing one reply frame to its waiter (ReplyHub.deliver)
+    command  one Redis command through the API's client, pool checkout included
 """
 
 from __future__ import annotations
@@ -76,6 +77,19 @@ async def case_writer(n: int, redis_url: Any) -> None:
         await client.aclose()
 
 
+async def case_command(n: int, redis_url: Any) -> None:
+    from shared.redis.client import Role, connect
+
+    client = connect(redis_url, Role.API)  # the API's pool; the worker's checks out alike
+    try:
+        await client.set("{bench}:micro", b"x")
+        for _ in range(n):  # one at a time, as a lone request sends them: nothing to batch
+            await client.get("{bench}:micro")
+        await client.delete("{bench}:micro")
+    finally:
+        await client.aclose()
+
+
 async def case_hub(n: int, _redis: Any) -> None:
     from api.hub import ReplyHub
     from shared.redis import reply
@@ -89,7 +103,7 @@ async def case_hub(n: int, _redis: Any) -> None:
 
 
 CASES: dict[str, tuple[CaseFn, bool]] = {"ticket": (case_ticket, False), "writer": (case_writer, True),
-                                         "hub": (case_hub, False)}
+                                         "hub": (case_hub, False), "command": (case_command, True)}
 
 
 def main(argv: list[str] | None = None) -> None:

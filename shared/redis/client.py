@@ -39,6 +39,8 @@ import redis.sentinel as sync_sentinel
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
+from shared.redis.pools import LeanBlockingConnectionPool, LeanConnectionPool
+
 API_MAX_CONNECTIONS = 512
 API_CHECKOUT_TIMEOUT_SECONDS = 10
 WORKER_SPARE_CONNECTIONS = 16
@@ -171,10 +173,10 @@ def connect(url: str, role: Role, *, connections: int | None = None) -> aioredis
         return primary
     pool: aioredis.ConnectionPool
     if role is Role.API:
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = LeanBlockingConnectionPool.from_url(
             url, max_connections=API_MAX_CONNECTIONS, timeout=API_CHECKOUT_TIMEOUT_SECONDS)
     elif role is Role.WORKER:
-        pool = aioredis.ConnectionPool.from_url(url, max_connections=size)
+        pool = LeanConnectionPool.from_url(url, max_connections=size)
     else:
         pool = aioredis.ConnectionPool.from_url(url)
     return aioredis.Redis.from_pool(pool)
