@@ -205,8 +205,10 @@ class Worker:
     async def _wait_for_bell(self) -> None:
         # BLPOP returns as soon as an enqueue rings; the timeout bounds how stale lease reaping
         # and shutdown can get.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.redis.blpop([self.akeys.bell], timeout=1), 1.5)  # type: ignore[arg-type]
+        # (asyncio.timeout, not wait_for, which on Python 3.11 wraps every wait in a Task)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.5):
+                await self.redis.blpop([self.akeys.bell], timeout=1)  # type: ignore[arg-type,misc]
 
     async def _nudge_loop(self) -> None:
         # Every message, and every (re)subscription (a nudge may have been missed meanwhile), ends
@@ -266,7 +268,9 @@ class Worker:
             await self._end_with_error(job.id, job.reply_to, error)
             await self._fail_for_good(job, claimed.attempt + 1, error, 0, "the worker crashed running it")
         finally:
-            self._writers.pop(job.id, None)
+            writer = self._writers.pop(job.id, None)
+            if writer is not None:
+                await writer.release()  # a job cut off mid-stream still holds its stream's connection
             log.debug("job done", extra={"request_id": job.id, "ms": (time.monotonic() - start) * 1000})
 
     async def _run_job_inner(self, claimed: Claimed) -> None:

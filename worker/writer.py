@@ -1,9 +1,11 @@
 """Writes one job's events back through Redis: the stream record plus the live pub/sub tap.
 
-Each write is one round trip: the record entry (shared/redis/record.py) and the same bytes as a
+Each write is one command: the record entry (shared/redis/record.py) and the same bytes as a
 reply frame to the waiting API process (shared/redis/reply.py), as one EVALSHA (a job's last
 write, which carries its ack, as one pipeline; on a Cluster, where the two live on different
-shards, always a pipeline); the events are encoded once for both.
+shards, always a pipeline); the events are encoded once for both. Mid-stream writes go out on a
+connection held for the stream without waiting for their replies (worker/quiet.py: read in
+batches, and before the last write, which therefore lands after all of them).
 Everything up to and including the first token goes out at once (a role or block-start chunk
 ahead of it must not start the coalescing window, or it would hold the first token back); after it,
 deltas that arrive within `coalesce_ms` share one write.
@@ -12,6 +14,7 @@ deltas that arrive within `coalesce_ms` share one write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -23,6 +26,7 @@ from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
     ConnectionError,
+    NoScriptError,
     ReadOnlyError,
     TimeoutError,
     TryAgainError,
@@ -32,6 +36,7 @@ from shared.model import ReasoningDelta, StreamEvent, TextDelta, ToolArgsDelta
 from shared.redis import record, reply
 from shared.redis.client import publish
 from shared.redis.record import encode_events
+from worker.quiet import QuietAppends, Resend
 
 # Errors of a deployment in motion (failover, restart): the write is sent again.
 RETRYABLE = (ConnectionError, TimeoutError, ClusterDownError, TryAgainError, ReadOnlyError, BusyLoadingError)
@@ -49,6 +54,7 @@ class EventWriter:
         # On a Cluster the reply channel lives on the API process's shard, not the record's: the
         # entry and its frame go out as a pipeline of two commands (one per slot), not one script.
         self._sharded = isinstance(client, RedisCluster)
+        self._quiet = None if self._sharded else QuietAppends(client)
         self._key = out_key
         self._channel = channel
         self._job_id = job_id.encode()
@@ -109,13 +115,31 @@ class EventWriter:
             self._pending.cancel()
             self._pending = None
         async with self._lock:  # a write cut off mid-flight has released it; wait for one that has not
+            if self._quiet is not None:
+                # what was sent lands before the hand-back, so the next worker's read of the
+                # record sees it; what failed is the next worker's to write
+                with contextlib.suppress(Exception):
+                    await self._quiet.settle()
             return self._seq > self._first_seq
+
+    async def confirm(self) -> None:
+        """Waits until every write sent so far is in Redis (mid-stream writes do not wait)."""
+        async with self._lock:
+            if self._quiet is not None:
+                await self._resend(await self._quiet.confirm())
+
+    async def release(self) -> None:
+        """Lets go of the stream's connection, if it still holds one (a job cancelled mid-stream)."""
+        if self._quiet is not None:
+            await self._quiet.discard()
 
     async def _write(self, final: bool = False, also: Callable[[Pipeline], None] | None = None) -> object:
         async with self._lock:
             return await self._write_locked(final, also)
 
     async def _write_locked(self, final: bool, also: Callable[[Pipeline], None] | None) -> object:
+        if final and self._quiet is not None:
+            await self._resend(await self._quiet.settle())
         if not self._buffer:
             if final:
                 def expire_only(pipe: Pipeline) -> None:
@@ -133,8 +157,11 @@ class EventWriter:
         if also is None and not self._sharded:  # every write but a job's last: one command
             frame = reply.encode(self._job_id, seq, payload) if self._channel else b""
             ttl = self._ttl if seq == 1 or final else 0
-            await self._retrying(lambda: record.append_now(self._client, self._key, seq, payload, ttl,
-                                                           self._channel, frame))
+            append = (self._key, seq, payload, ttl, self._channel, frame)
+            if final or self._quiet is None:
+                await self._retrying(lambda: record.append_now(self._client, *append))
+            else:
+                await self._resend(await self._quiet.send(append))
             self.written += len(events)
             return None
 
@@ -149,6 +176,15 @@ class EventWriter:
         replies = await self._send(entry, has_entry=True)
         self.written += len(events)
         return _last(replies) if also is not None else _last([*replies, None])
+
+    async def _resend(self, resend: Resend) -> None:
+        """Sends again, the ordinary way and in order, what quiet writes could not land: a tail
+        refused for a reason worth another try (a restart's empty script cache, a failover), or
+        everything unconfirmed when their connection was lost."""
+        if resend.error is not None and not isinstance(resend.error, (NoScriptError, *RETRYABLE)):
+            raise resend.error
+        for append in resend.appends:
+            await self._retrying(lambda again=append: record.append_now(self._client, *again))  # type: ignore[misc]
 
     async def _send(self, queue: Callable[[Pipeline], None], has_entry: bool) -> list[object]:
         """One pipelined round trip, sent again while Redis fails over (see `_retrying`): the

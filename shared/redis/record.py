@@ -76,18 +76,25 @@ _APPEND_SOURCE = (resources.files("shared.redis") / "lua" / "append.lua").read_t
 _APPEND_SHA = hashlib.sha1(_APPEND_SOURCE.encode()).hexdigest()
 
 
+def append_args(key: str, seq: int, events: bytes, ttl_seconds: int, channel: str,
+                frame: bytes) -> tuple[str, int, str, str, bytes, int, str, bytes]:
+    """EVALSHA's arguments for lua/append.lua (see `append_now`), for a caller that sends the
+    command itself (worker/quiet.py)."""
+    return (_APPEND_SHA, 1, key, entry_id(seq), events, ttl_seconds, channel, frame)
+
+
 async def append_now(client: aioredis.Redis, key: str, seq: int, events: bytes, ttl_seconds: int,
                      channel: str, frame: bytes) -> None:
     """Writes the entry, refreshes the record's expiry (ttl_seconds > 0) and publishes `frame` on
     `channel` (unless ""), in one EVALSHA of lua/append.lua. Redis without the script (a restart)
     answers NOSCRIPT having run nothing: load it and send again."""
-    args = (1, key, entry_id(seq), events, ttl_seconds, channel, frame)
+    args = append_args(key, seq, events, ttl_seconds, channel, frame)
     try:
         try:
-            await client.evalsha(_APPEND_SHA, *args)  # type: ignore[arg-type,misc]  # bytes and ints are fine; async client
+            await client.evalsha(*args)  # type: ignore[arg-type,misc]  # bytes and ints are fine; async client
         except NoScriptError:
             await client.script_load(_APPEND_SOURCE)
-            await client.evalsha(_APPEND_SHA, *args)  # type: ignore[arg-type,misc]
+            await client.evalsha(*args)  # type: ignore[arg-type,misc]
     except ResponseError as exc:
         if not already_written(exc):  # a write sent again after a failover, whose first attempt landed
             raise

@@ -49,6 +49,7 @@ async def test_first_token_is_not_held_behind_a_start_event(client: aioredis.Red
         await writer.send([MessageStart(id="m1", model="x")])
         await writer.send([TextDelta(index=0, text="Hel")])
         await flushed(writer)
+        await writer.confirm()  # mid-stream writes are sent, not awaited: wait for them to land
         assert [len(events) for events in await record(client, key)] == [1, 1]
         # Once a token is out, the next deltas share one write after the window ...
         await writer.send([TextDelta(index=0, text="lo")])
@@ -76,7 +77,8 @@ async def test_each_write_is_recorded_published_and_survives_a_script_flush(clie
     try:
         await writer.send([MessageStart(id="m1", model="x")])
         await client.script_flush()
-        await writer.send([TextDelta(index=0, text="Hi")])
+        await writer.send([TextDelta(index=0, text="Hi")])  # NOSCRIPT, found when its reply is read
+        await writer.confirm()
         assert [len(events) for events in await record(client, key)] == [1, 1]
         assert 0 < await client.ttl(key) <= 60  # set by the first write
         frames = []
