@@ -1,13 +1,13 @@
-"""uvicorn's httptools protocol, with each connection's writes of one event-loop turn sent as one.
+"""uvicorn's httptools protocol, sending a response's head and body as one write.
 
 uvicorn writes a response's status line and headers, then its body, as two `transport.write`
 calls, and uvloop sends each at once: two `send` syscalls and two TCP segments for every whole
-answer, and the same for the headers and first frame of every stream. On a virtual machine a
-syscall that wakes another process costs tens of microseconds (bench.micro's round trip: about
-80 µs of CPU on the 2-vCPU EPYC), which made that second write the largest single item in the
-API's profile. `CoalescingTransport` keeps what is written during one turn of the loop and sends
-it, joined, from a callback scheduled by the turn's first write: a whole answer leaves as one
-segment, and SSE frames written in the same turn share one. Nothing waits longer than that turn.
+answer, and for the head and first frame of every stream. On a small virtual machine a send that
+wakes another process is among the dearest things a request does (docs/benchmarks.md, "Wake-ups
+and system calls"); at max throughput that second send was the largest single item in the API's
+profile. `CoalescingTransport` holds a response's head until the next write (the body, or a
+stream's first frame), or the end of the event-loop turn if none comes first, and sends them
+joined; every later write goes out at once.
 
 Plugged in through uvicorn's own extension point (`http=` takes a protocol class); the protocol
 itself is unchanged but for the transport it is handed.
@@ -25,7 +25,7 @@ FLUSH_AT_BYTES = 256 * 1024
 
 
 class CoalescingTransport(asyncio.Transport):
-    """A transport that joins the writes of one event-loop turn into one write of `inner`."""
+    """A transport that sends a response's head together with what is written next."""
 
     __slots__ = ("_inner", "_loop", "_pending", "_pending_bytes", "_scheduled")
 
@@ -40,13 +40,19 @@ class CoalescingTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        self._pending.append(bytes(data))
-        self._pending_bytes += len(data)
-        if self._pending_bytes >= FLUSH_AT_BYTES:
+        if not self._pending and bytes(data[:5]) == b"HTTP/" and len(data) < FLUSH_AT_BYTES:
+            # a response's head: held for its body, which a whole answer writes in the same turn
+            self._pending.append(bytes(data))
+            self._pending_bytes = len(data)
+            if not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon(self._flush_soon)
+            return
+        if self._pending:  # the body (or a stream's first frame) joins the held head: one write
+            self._pending.append(bytes(data))
             self.flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush_soon)
+            return
+        self._inner.write(data)  # a later stream frame: nothing to join, no reason to wait
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:

@@ -15,7 +15,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from api.http_protocol import FLUSH_AT_BYTES, CoalescingHttpToolsProtocol, CoalescingTransport
+from api.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -91,7 +91,7 @@ async def test_a_whole_answer_leaves_in_one_write() -> None:
     assert joined.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and joined.writes[0].endswith(b'\r\n\r\n{"ok":true}')
 
 
-async def test_a_stream_joins_only_what_one_turn_writes() -> None:
+async def test_a_stream_joins_its_head_and_first_frame_only() -> None:
     go_on = asyncio.Event()
     finished = asyncio.Event()
 
@@ -111,10 +111,9 @@ async def test_a_stream_joins_only_what_one_turn_writes() -> None:
     releasing = asyncio.create_task(release_later())
     transport = await serve(CoalescingHttpToolsProtocol, app, until=finished)
     await releasing
-    assert len(transport.writes) == 2
-    head_and_first, rest = transport.writes
+    head_and_first, *rest = transport.writes
     assert head_and_first.startswith(b"HTTP/1.1 200 OK\r\n") and head_and_first.endswith(b"data: 1\n\n\r\n")
-    assert rest == b"9\r\ndata: 2\n\n\r\n0\r\n\r\n"  # the second frame and the chunked body's end
+    assert rest == [b"9\r\ndata: 2\n\n\r\n", b"0\r\n\r\n"]  # later writes go out as they come
 
 
 async def test_a_close_sends_what_is_pending_first() -> None:
@@ -123,35 +122,39 @@ async def test_a_close_sends_what_is_pending_first() -> None:
     assert transport.writes[0].endswith(b"\r\n\r\nbye")
 
 
-async def test_a_large_body_is_written_at_once() -> None:
+async def test_only_a_head_waits_and_never_past_its_turn() -> None:
     inner = RecordingTransport()
     transport = CoalescingTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(b"head")
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+    transport.write(head)
     assert inner.writes == []
-    transport.write(b"x" * FLUSH_AT_BYTES)
-    assert inner.writes == [b"head" + b"x" * FLUSH_AT_BYTES]  # not held for the turn's end
+    transport.write(b"data: 1\n\n")
+    assert inner.writes == [head + b"data: 1\n\n"]  # joined, and sent before the turn ends
+    transport.write(b"data: 2\n\n")
+    assert inner.writes[-1] == b"data: 2\n\n"  # not held at all
+    transport.write(head)  # a head with nothing after it in this turn ...
     await asyncio.sleep(0)
-    assert len(inner.writes) == 1  # and the turn's flush finds nothing more
+    assert inner.writes[-1] == head  # ... goes out when the turn ends
+    assert len(inner.writes) == 3
 
 
 async def test_abort_drops_what_is_pending_and_a_closed_peer_gets_nothing() -> None:
     inner = RecordingTransport()
     transport = CoalescingTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(b"never sent")
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")  # held: never sent
     transport.abort()
     await asyncio.sleep(0)
     assert inner.events == ["abort"]
 
     gone = RecordingTransport()
     transport = CoalescingTransport(gone, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(b"late")
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
     gone.closing = True  # the client hung up within the turn
     await asyncio.sleep(0)
     assert gone.writes == []
 
 
-@pytest.mark.parametrize("size", [0, 1, 7])
-async def test_pending_bytes_count_towards_the_write_buffer(size: int) -> None:
+async def test_a_held_head_counts_towards_the_write_buffer() -> None:
     transport = CoalescingTransport(RecordingTransport(), asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(b"x" * size)
-    assert transport.get_write_buffer_size() == size
+    transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert transport.get_write_buffer_size() == len(b"HTTP/1.1 204 No Content\r\n\r\n")
