@@ -22,6 +22,7 @@ The live reply frames are unaffected: each write still publishes its entry as it
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -33,6 +34,10 @@ from shared.redis import record
 # Replies are read after this many writes, so the replies waiting in the kernel and the writes
 # kept for sending again stay few.
 CONFIRM_EVERY = 64
+# Streams of one client (one worker process) that may hold a connection of their own at once:
+# each is one more Redis connection for as long as its stream lasts, so past this many (an
+# account with a concurrency in the thousands) further streams' writes are awaited as before.
+HELD_PER_CLIENT = 128
 
 Append = tuple[str, int, bytes, int, str, bytes]  # record.append_now's arguments, client aside
 
@@ -61,9 +66,23 @@ class RecordHole(Exception):
         self.error = error
 
 
+class _Held:
+    """How many streams hold a connection of one pool (see HELD_PER_CLIENT)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+_held: weakref.WeakKeyDictionary[aioredis.ConnectionPool, _Held] = weakref.WeakKeyDictionary()
+
+
 class QuietAppends:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, held_limit: int = HELD_PER_CLIENT) -> None:
         self._pool = client.connection_pool
+        self._held = _held.setdefault(self._pool, _Held())
+        self._limit = held_limit
         self._conn: AbstractConnection | None = None
         self._unconfirmed: list[Append] = []
 
@@ -75,6 +94,8 @@ class QuietAppends:
             # half done): what it carried is unknown, so all of it goes again, this write too
             lost = await self._lost()
             return Resend([*lost.appends, append])
+        if self._conn is None and self._held.count >= self._limit:
+            return Resend([append])  # no connection to spare: this write goes the ordinary way
         self._unconfirmed.append(append)
         try:
             conn = self._conn or await self._open()
@@ -107,6 +128,7 @@ class QuietAppends:
     async def _open(self) -> AbstractConnection:
         conn: AbstractConnection = await self._pool.get_connection("EVALSHA")  # type: ignore[no-untyped-call]
         self._conn = conn
+        self._held.count += 1
         _transport(conn).pause_reading()
         return conn
 
@@ -153,12 +175,14 @@ class QuietAppends:
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            self._held.count -= 1
             await conn.disconnect(nowait=True)
             await self._pool.release(conn)
 
     async def _release(self, conn: AbstractConnection) -> None:
         """Back to the pool, reading again, every reply read."""
         self._conn = None
+        self._held.count -= 1
         await self._pool.release(conn)
 
     def _take_unconfirmed(self) -> list[Append]:

@@ -164,7 +164,7 @@ async def test_a_refused_tail_is_returned_with_its_error(client: aioredis.Redis,
         await admin.delete(key, wrong)
 
 
-async def test_a_job_cut_off_mid_stream_gives_its_connection_back(client: aioredis.Redis, admin: aioredis.Redis) -> None:
+async def test_a_job_cut_off_gives_its_connection_back(client: aioredis.Redis, admin: aioredis.Redis) -> None:
     key = f"test-quiet:{uuid.uuid4().hex}"
     writer = writer_for(client, key)
     try:
@@ -175,3 +175,20 @@ async def test_a_job_cut_off_mid_stream_gives_its_connection_back(client: aiored
         assert await client.ping()  # the pool is usable
     finally:
         await admin.delete(key)
+
+
+async def test_past_the_held_limit_writes_are_awaited(client: aioredis.Redis, admin: aioredis.Redis) -> None:
+    first, second = f"test-quiet:{uuid.uuid4().hex}", f"test-quiet:{uuid.uuid4().hex}"
+    holder, over = QuietAppends(client, held_limit=1), QuietAppends(client, held_limit=1)
+    try:
+        assert (await holder.send((first, 1, b"[]", 0, "", b""))).appends == []  # holds the one connection
+        resend = await over.send((second, 1, b"[]", 0, "", b""))
+        assert [append[1] for append in resend.appends] == [1] and resend.error is None  # the ordinary way
+        assert in_use(client) == 1
+        assert (await holder.settle()).appends == []
+        assert in_use(client) == 0
+        assert (await over.send((second, 1, b"[]", 0, "", b""))).appends == []  # room again
+        assert (await over.settle()).appends == []
+        assert await admin.xlen(first) == 1 and await admin.xlen(second) == 1
+    finally:
+        await admin.delete(first, second)

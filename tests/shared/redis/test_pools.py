@@ -59,9 +59,9 @@ async def test_a_connection_the_server_closed_is_replaced_at_checkout(redis_url:
         killed = await killer.client_kill_filter(_id=await client.client_id())
         assert killed == 1
         reader = connection._reader  # type: ignore[attr-defined]
-        async with asyncio.timeout(10):  # the end of the stream reaches the idle connection's reader
-            while not reader.at_eof():
-                await asyncio.sleep(0.01)
+        async with asyncio.timeout(10):  # wait for the end of the stream to reach the idle connection
+            assert await reader.read(1) == b""
+        assert reader.at_eof()
         assert await client.get("lean-pool-missing") is None  # no ConnectionError: a fresh connection
         assert await client.client_getname() is None  # and it is a new one
     finally:
