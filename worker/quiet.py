@@ -11,10 +11,12 @@ of them and in order, every CONFIRM_EVERY writes and before the job's last write
 Nothing is lost by reading late, because a record entry's id is chosen by the writer: a write sent
 again lands once (a second XADD of an id is refused as "already there", which counts as written),
 and Redis runs one connection's commands in order, so what failed is always a tail of what was
-sent (a lost connection, a restart's empty script cache, a primary turned replica) and is sent
-again, in order, the ordinary way. The one failure that is not a tail, a write refused while a
-later one landed (out of memory for a moment), would leave a hole in the record; it is raised, as
-it was when each write was awaited.
+sent (a lost connection, a primary turned replica) and is sent again, in order, the ordinary way.
+The writes are EVALs, script body included, not EVALSHAs: an empty script cache (a restart, a
+SCRIPT FLUSH) refuses an EVALSHA, and another writer loading the script meanwhile would let a
+later one land. The one failure that is not a tail, a write refused while a later one landed
+(out of memory for a moment), would leave a hole in the record; it is raised, as it was when each
+write was awaited.
 
 The live reply frames are unaffected: each write still publishes its entry as it runs.
 """
@@ -99,8 +101,7 @@ class QuietAppends:
         self._unconfirmed.append(append)
         try:
             conn = self._conn or await self._open()
-            await conn.send_packed_command(conn.pack_command("EVALSHA", *record.append_args(*append)),
-                                           check_health=False)
+            await conn.send_packed_command(conn.pack_command(*record.append_eval(*append)), check_health=False)
         except _LOST:
             return await self._lost()
         if len(self._unconfirmed) >= CONFIRM_EVERY:

@@ -76,11 +76,17 @@ _APPEND_SOURCE = (resources.files("shared.redis") / "lua" / "append.lua").read_t
 _APPEND_SHA = hashlib.sha1(_APPEND_SOURCE.encode()).hexdigest()
 
 
-def append_args(key: str, seq: int, events: bytes, ttl_seconds: int, channel: str,
-                frame: bytes) -> tuple[str, int, str, str, bytes, int, str, bytes]:
-    """EVALSHA's arguments for lua/append.lua (see `append_now`), for a caller that sends the
-    command itself (worker/quiet.py)."""
-    return (_APPEND_SHA, 1, key, entry_id(seq), events, ttl_seconds, channel, frame)
+# The script's body without its comment header: what `append_eval` sends with every write.
+_APPEND_BODY = "\n".join(line for line in _APPEND_SOURCE.splitlines() if not line.startswith("--"))
+
+
+def append_eval(key: str, seq: int, events: bytes, ttl_seconds: int, channel: str,
+                frame: bytes) -> tuple[str, str, int, str, str, bytes, int, str, bytes]:
+    """The same write as `append_now`, as a whole EVAL command (the script's body included), for a
+    caller that sends it without reading the reply at once (worker/quiet.py): an EVALSHA could
+    meet a script cache that is empty for a moment (a restart, SCRIPT FLUSH) and be refused while
+    a later one, after another writer loaded the script, lands. EVAL is never refused for that."""
+    return ("EVAL", _APPEND_BODY, 1, key, entry_id(seq), events, ttl_seconds, channel, frame)
 
 
 async def append_now(client: aioredis.Redis, key: str, seq: int, events: bytes, ttl_seconds: int,
@@ -88,7 +94,7 @@ async def append_now(client: aioredis.Redis, key: str, seq: int, events: bytes, 
     """Writes the entry, refreshes the record's expiry (ttl_seconds > 0) and publishes `frame` on
     `channel` (unless ""), in one EVALSHA of lua/append.lua. Redis without the script (a restart)
     answers NOSCRIPT having run nothing: load it and send again."""
-    args = append_args(key, seq, events, ttl_seconds, channel, frame)
+    args = (_APPEND_SHA, 1, key, entry_id(seq), events, ttl_seconds, channel, frame)
     try:
         try:
             await client.evalsha(*args)  # type: ignore[arg-type,misc]  # bytes and ints are fine; async client
