@@ -20,6 +20,7 @@ Cases:
     writer   the worker writing one stream event back (EventWriter.send: record + reply frame)
     hub      the API handing one reply frame to its waiter (ReplyHub.deliver)
     command  one Redis command through the API's client, pool checkout included
+    command-library  the same on redis-py's own pool (shared/redis/pools.py says what differs)
 """
 
 from __future__ import annotations
@@ -80,7 +81,21 @@ async def case_writer(n: int, redis_url: Any) -> None:
 async def case_command(n: int, redis_url: Any) -> None:
     from shared.redis.client import Role, connect
 
-    client = connect(redis_url, Role.API)  # the API's pool; the worker's checks out alike
+    await _one_at_a_time(connect(redis_url, Role.API), n)  # the API's pool; the worker's checks out alike
+
+
+async def case_command_library(n: int, redis_url: Any) -> None:
+    import redis.asyncio as aioredis
+
+    from shared.redis.client import API_CHECKOUT_TIMEOUT_SECONDS, API_MAX_CONNECTIONS
+
+    # the same client on redis-py's own pool, which probes each connection at checkout
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=API_MAX_CONNECTIONS,
+                                                    timeout=API_CHECKOUT_TIMEOUT_SECONDS)
+    await _one_at_a_time(aioredis.Redis.from_pool(pool), n)
+
+
+async def _one_at_a_time(client: Any, n: int) -> None:
     try:
         await client.set("{bench}:micro", b"x")
         for _ in range(n):  # one at a time, as a lone request sends them: nothing to batch
@@ -103,7 +118,8 @@ async def case_hub(n: int, _redis: Any) -> None:
 
 
 CASES: dict[str, tuple[CaseFn, bool]] = {"ticket": (case_ticket, False), "writer": (case_writer, True),
-                                         "hub": (case_hub, False), "command": (case_command, True)}
+                                         "hub": (case_hub, False), "command": (case_command, True),
+                                         "command-library": (case_command_library, True)}
 
 
 def main(argv: list[str] | None = None) -> None:

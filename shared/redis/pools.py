@@ -2,9 +2,9 @@
 
 redis-py's asyncio pool checks every connection it hands out by trying to read from it under a
 zero timeout (`can_read_destructive`): a future, a timer and one more turn of the event loop for
-every command sent, about 25 µs of CPU each on the 2-vCPU EPYC (a command went from 109-117 to
-81-91 µs of client CPU sent one at a time; `python -m bench.micro command`). Every request pays
-it at least twice, and a streamed answer once per event.
+every command sent (docs/benchmarks.md, "Wake-ups and system calls": `python -m bench.micro
+command` against `command-library`). Every request pays it at least twice, and a streamed answer
+once per event.
 
 What that probe guards against cannot happen here: a reply is only ever left unread when a read
 ends early, and redis-py closes the connection whenever that happens (`read_response`
