@@ -20,71 +20,55 @@ from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-# Past this much pending in one turn (a large body), write at once rather than hold it.
-FLUSH_AT_BYTES = 256 * 1024
-
 
 class CoalescingTransport(asyncio.Transport):
     """A transport that sends a response's head together with what is written next."""
 
-    __slots__ = ("_inner", "_loop", "_pending", "_pending_bytes", "_scheduled")
+    __slots__ = ("_head", "_inner", "_loop")
 
     def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self._inner = inner
         self._loop = loop
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._scheduled = False
+        self._head: bytes | None = None  # a response's status line and headers, held
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if not self._pending and bytes(data[:5]) == b"HTTP/" and len(data) < FLUSH_AT_BYTES:
+        if self._head is not None:  # the body (or a stream's first frame) joins the head: one write
+            head, self._head = self._head, None
+            self._inner.write(head + bytes(data))
+        elif bytes(data[:5]) == b"HTTP/":
             # a response's head: held for its body, which a whole answer writes in the same turn
-            self._pending.append(bytes(data))
-            self._pending_bytes = len(data)
-            if not self._scheduled:
-                self._scheduled = True
-                self._loop.call_soon(self._flush_soon)
-            return
-        if self._pending:  # the body (or a stream's first frame) joins the held head: one write
-            self._pending.append(bytes(data))
-            self.flush()
-            return
-        self._inner.write(data)  # a later stream frame: nothing to join, no reason to wait
+            self._head = bytes(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self._inner.write(data)  # a later stream frame: nothing to join, no reason to wait
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
-    def _flush_soon(self) -> None:
-        self._scheduled = False
-        self.flush()
-
     def flush(self) -> None:
-        """Sends what is pending now (one write). Dropped if the connection is already closing:
-        the peer is gone, and the inner transport would only warn about writes after close."""
-        if not self._pending:
-            return
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
-        if self._inner.is_closing():
-            return
-        self._inner.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        """Sends a head still held (nothing followed it this turn). Dropped if the connection is
+        already closing: the peer is gone, and the inner transport would only warn about it."""
+        head, self._head = self._head, None
+        if head is not None and not self._inner.is_closing():
+            self._inner.write(head)
 
     def close(self) -> None:
         self.flush()  # a response written just before a close (Connection: close, a 400) still goes out
         self._inner.close()
 
     def abort(self) -> None:
-        self._pending, self._pending_bytes = [], 0
+        self._head = None
         self._inner.abort()
 
     def is_closing(self) -> bool:
         return self._inner.is_closing()
 
     def get_write_buffer_size(self) -> int:
-        return self._pending_bytes + self._inner.get_write_buffer_size()
+        return len(self._head or b"") + self._inner.get_write_buffer_size()
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._inner.get_write_buffer_limits()

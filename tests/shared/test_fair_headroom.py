@@ -7,27 +7,15 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
-import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
 from shared.config import Account, Limits, QueueSettings
-from shared.redis.keys import AccountKeys, Keys
+from shared.redis.keys import AccountKeys
 from shared.redis.scripts import ClaimCode, LimitArgs, Scripts
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["real", "fake"])
-async def r(request: Any, redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    if request.param == "real":
-        client = aioredis.Redis.from_url(redis_url)
-    else:
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -35,11 +23,6 @@ async def real(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-def keys() -> AccountKeys:
-    return Keys(f"t{uuid.uuid4().hex[:8]}").account("acct")
 
 
 async def enqueue_for(s: Scripts, keys: AccountKeys, tenant: str, n: int) -> list[str]:
